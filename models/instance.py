@@ -1,0 +1,268 @@
+"""The problem facts: regions, accelerator pools, links, demands, offers and the instance.
+
+Every model is frozen and forbids unknown fields; numbers must be finite. Units are part of the
+field names. Cross-references (a demand's origin, an offer's pool, a link's ends) are checked when
+an `Instance` is built, and every message names the object and the field at fault.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEMA_VERSION = 1
+
+INTRA_REGION_LATENCY_MS = 1.0
+"""One-way latency between a region and itself (the 1 ms "city circle" of the national network)."""
+
+QUANTUM_SLACK = 1e-9
+"""Slack when usage is rounded up to whole quanta: ``ceil(raw / quantum - QUANTUM_SLACK)``."""
+
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$"),
+]
+"""Identifiers: letters, digits and ``_ . : / @ + -``, starting with a letter or digit."""
+
+Name = Annotated[str, StringConstraints(max_length=256)]
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class Precision(StrEnum):
+    """Numeric formats an accelerator can run a workload at."""
+
+    FP64 = "fp64"
+    FP32 = "fp32"
+    TF32 = "tf32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8 = "fp8"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+PRECISION_FALLBACKS: dict[Precision, tuple[Precision, ...]] = {
+    Precision.FP64: (),
+    Precision.FP32: (Precision.FP64,),
+    Precision.TF32: (Precision.FP32,),
+    Precision.BF16: (Precision.FP32,),
+    Precision.FP16: (Precision.BF16, Precision.FP32),
+    Precision.FP8: (Precision.BF16, Precision.FP16, Precision.FP32),
+    Precision.INT8: (Precision.FP8, Precision.FP16, Precision.BF16, Precision.FP32),
+    Precision.INT4: (Precision.INT8, Precision.FP8, Precision.FP16, Precision.BF16, Precision.FP32),
+}
+"""Where a pool lacks a demand's precision, the demand runs at the first of these the pool has
+(unless the demand's precision is strict). FP8 without FP8 hardware runs at BF16 speed."""
+
+
+class Sector(StrEnum):
+    """Who is asking for compute."""
+
+    AUTONOMOUS_DRIVING = "autonomous_driving"
+    MEDICAL_IMAGING = "medical_imaging"
+    LLM_TRAINING = "llm_training"
+    LLM_INFERENCE = "llm_inference"
+    FINANCE = "finance"
+    SMART_CITY = "smart_city"
+    INDUSTRIAL_MANUFACTURING = "industrial_manufacturing"
+    EDUCATION = "education"
+    AGRICULTURE = "agriculture"
+    OTHER = "other"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class AcceleratorPool(_Frozen):
+    """Identical accelerators in one region, rented by the GPU-hour."""
+
+    id: Id
+    accelerator: Name = Field(min_length=1, description="Accelerator model, e.g. 'H800'.")
+    gpu_count: int = Field(ge=1, le=10_000_000)
+    memory_gb_per_gpu: Positive
+    tflops_by_precision: dict[Precision, Positive] = Field(
+        min_length=1, description="Dense TFLOPS per GPU at each supported precision."
+    )
+    power_kw_per_gpu: NonNegative = Field(description="Board power per GPU, before PUE.")
+    price_cny_per_gpu_hour: NonNegative
+
+
+class Region(_Frozen):
+    """A province or data-centre cluster: a node of the network that may hold capacity."""
+
+    id: Id
+    name: Name = ""
+    jurisdiction: Name = Field(min_length=1, description="Legal area for data residency, e.g. a province.")
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    electricity_price_cny_per_kwh: NonNegative
+    pue: float = Field(ge=1, le=10, description="Power usage effectiveness of the facility.")
+    carbon_g_co2_per_kwh: NonNegative = Field(le=5000)
+    pools: tuple[AcceleratorPool, ...] = ()
+    tags: tuple[Name, ...] = ()
+
+
+class Link(_Frozen):
+    """An undirected network link between two regions."""
+
+    source: Id
+    target: Id
+    latency_ms: NonNegative = Field(description="One-way latency.")
+    bandwidth_gbps: Positive
+    transfer_cost_cny_per_gb: NonNegative
+
+
+class Demand(_Frozen):
+    """One workload request: what it needs, where its data is, and what leaving it unserved costs."""
+
+    id: Id
+    sector: Sector = Sector.OTHER
+    origin: Id = Field(description="Region where the demand's data and users are.")
+    work_pflop: Positive | None = Field(
+        default=None, description="Work in PFLOP at dense peak; None: served only through offers."
+    )
+    gang_size: int = Field(default=1, ge=1, description="GPUs that must sit in one pool.")
+    precision: Precision = Precision.BF16
+    strict_precision: bool = Field(default=False, description="Refuse pools without `precision`.")
+    min_memory_gb_per_gpu: NonNegative = 0.0
+    accelerators: tuple[Name, ...] | None = Field(default=None, description="Allow-list of models.")
+    max_latency_ms: Positive | None = Field(default=None, description="One-way, to the origin.")
+    data_gb: NonNegative = 0.0
+    jurisdictions: tuple[Name, ...] | None = Field(default=None, description="Residency allow-list.")
+    deadline_hours: Positive | None = Field(default=None, description="Longest allowed run time.")
+    priority: Positive = Field(default=1.0, description="Multiplies the unserved penalty.")
+    must_serve: bool = False
+    unserved_penalty_cny: NonNegative = 0.0
+    max_cost_cny: NonNegative | None = Field(default=None, description="Cap on the option's cost.")
+
+
+class Offer(_Frozen):
+    """A quoted usage and price for one demand on one pool; replaces the derived compute and energy
+    figures (transfer and carbon still follow the data)."""
+
+    demand: Id
+    pool: Id
+    gpu_hours: Positive
+    price_cny: NonNegative
+
+
+class ObjectiveWeights(_Frozen):
+    """Multipliers of the cost terms, and the carbon price."""
+
+    compute: NonNegative = 1.0
+    energy: NonNegative = 1.0
+    transfer: NonNegative = 1.0
+    unserved: NonNegative = 1.0
+    carbon_price_cny_per_t_co2: NonNegative = 0.0
+
+
+class Instance(_Frozen):
+    """Everything the optimizer needs for one planning window."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: Name = "instance"
+    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    window_hours: float = Field(gt=0, le=100_000)
+    gpu_hour_quantum: float = Field(
+        default=0.01, gt=0, le=1_000, description="Usage is counted in whole quanta of GPU-hours."
+    )
+    regions: tuple[Region, ...]
+    links: tuple[Link, ...] = ()
+    demands: tuple[Demand, ...]
+    offers: tuple[Offer, ...] = ()
+    weights: ObjectiveWeights = ObjectiveWeights()
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Instance:
+        problems = _reference_problems(self)
+        if problems:
+            shown = problems[:20]
+            more = len(problems) - len(shown)
+            tail = f"\n(and {more} more)" if more else ""
+            raise ValueError("\n".join(shown) + tail)
+        return self
+
+    def pools(self) -> list[tuple[Region, AcceleratorPool]]:
+        """Every (region, pool) pair, in file order."""
+        return [(region, pool) for region in self.regions for pool in region.pools]
+
+
+def _duplicates(ids: list[str]) -> list[str]:
+    return [key for key, count in Counter(ids).items() if count > 1]
+
+
+def _reference_problems(inst: Instance) -> list[str]:
+    """Every broken reference or contradiction, as a message naming the object and the field."""
+    out: list[str] = []
+    if not inst.regions:
+        out.append("instance: field 'regions' is empty")
+    if not inst.demands:
+        out.append("instance: field 'demands' is empty")
+    region_ids = [r.id for r in inst.regions]
+    for dup in _duplicates(region_ids):
+        out.append(f"region '{dup}': field 'id' is used by more than one region")
+    pools = [(r, p) for r in inst.regions for p in r.pools]
+    if inst.regions and not pools:
+        out.append("instance: no region has an accelerator pool")
+    for dup in _duplicates([p.id for _, p in pools]):
+        out.append(f"pool '{dup}': field 'id' is used by more than one pool")
+    for dup in _duplicates([d.id for d in inst.demands]):
+        out.append(f"demand '{dup}': field 'id' is used by more than one demand")
+
+    regions = set(region_ids)
+    pairs: set[frozenset[str]] = set()
+    for k, link in enumerate(inst.links):
+        name = f"link {k} ({link.source}-{link.target})"
+        for field in ("source", "target"):
+            if getattr(link, field) not in regions:
+                out.append(f"{name}: field '{field}' names unknown region '{getattr(link, field)}'")
+        if link.source == link.target:
+            out.append(f"{name}: field 'target' equals 'source' (a link needs two regions)")
+        pair = frozenset((link.source, link.target))
+        if pair in pairs and link.source != link.target:
+            out.append(f"{name}: field 'target': a link between these regions is already given")
+        pairs.add(pair)
+
+    accelerators = {p.accelerator for _, p in pools}
+    jurisdictions = {r.jurisdiction for r in inst.regions}
+    largest_pool = max((p.gpu_count for _, p in pools), default=0)
+    pool_ids = {p.id for _, p in pools}
+    offered: set[str] = set()
+    seen_offers: set[tuple[str, str]] = set()
+    demand_ids = {d.id for d in inst.demands}
+    for k, offer in enumerate(inst.offers):
+        name = f"offer {k} ({offer.demand} on {offer.pool})"
+        if offer.demand not in demand_ids:
+            out.append(f"{name}: field 'demand' names unknown demand '{offer.demand}'")
+        if offer.pool not in pool_ids:
+            out.append(f"{name}: field 'pool' names unknown pool '{offer.pool}'")
+        if (offer.demand, offer.pool) in seen_offers:
+            out.append(f"{name}: field 'pool': this demand already has an offer on this pool")
+        seen_offers.add((offer.demand, offer.pool))
+        offered.add(offer.demand)
+
+    for d in inst.demands:
+        name = f"demand '{d.id}'"
+        if d.origin not in regions:
+            out.append(f"{name}: field 'origin' names unknown region '{d.origin}'")
+        if pools and d.gang_size > largest_pool:
+            out.append(
+                f"{name}: field 'gang_size' is {d.gang_size} but the largest pool has "
+                f"{largest_pool} GPUs"
+            )
+        for acc in d.accelerators or ():
+            if acc not in accelerators:
+                out.append(f"{name}: field 'accelerators' names '{acc}', which no pool has")
+        for jur in d.jurisdictions or ():
+            if jur not in jurisdictions:
+                out.append(f"{name}: field 'jurisdictions' names '{jur}', which no region has")
+        if d.work_pflop is None and d.id not in offered:
+            out.append(f"{name}: field 'work_pflop' is missing and the demand has no offers")
+        if len(out) > 1000:
+            break
+    return out

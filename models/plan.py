@@ -1,0 +1,182 @@
+"""The decisions: a plan, its costs and statistics, and the verifier's findings.
+
+Every money figure in a plan is an objective contribution in CNY: the raw cost times its weight in
+`Instance.weights` (with the default weights of 1, the two are the same).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.instance import SCHEMA_VERSION, Id, Precision
+
+Number = float | int | str
+
+
+class Status(StrEnum):
+    """How a solve ended."""
+
+    OPTIMAL = "optimal"  # proven optimal (up to the reported rounding bound)
+    FEASIBLE = "feasible"  # a plan that meets every hard rule, not proven optimal
+    INFEASIBLE = "infeasible"  # proven: the must-serve demands cannot all be served
+    UNKNOWN = "unknown"  # no plan found in time, infeasibility not proven
+
+
+class Reason(StrEnum):
+    """Why an option was rejected, or why a demand is unserved.
+
+    The eligibility rules are checked in the order listed, from `no_offer` to `price_cap`; an
+    option keeps the first rule it fails.
+    """
+
+    NO_OFFER = "no_offer"  # the demand has no work figure and no offer on this pool
+    GANG = "gang"  # the pool has fewer GPUs than the gang
+    ACCELERATOR = "accelerator"  # the accelerator model is not on the allow-list
+    MEMORY = "memory"  # GPU memory below the demand's minimum
+    PRECISION = "precision"  # strict precision the pool lacks, or no usable fallback
+    JURISDICTION = "jurisdiction"  # the region is outside the residency allow-list
+    UNREACHABLE = "unreachable"  # no network path from the origin
+    LATENCY = "latency"  # one-way latency to the origin above the bound
+    DEADLINE = "deadline"  # run time (GPU-hours / gang) longer than the demand's deadline
+    PRICE_CAP = "price_cap"  # the option costs more than the demand's cap
+    # Reasons for an unserved demand that had options:
+    CAPACITY = "capacity"  # eligible pools exist, but their capacity went to other demands
+    UNECONOMIC = "uneconomic"  # every option costs more than the unserved penalty
+    NOT_SOLVED = "not_solved"  # no plan was found (status infeasible or unknown)
+
+
+RULES: tuple[Reason, ...] = (
+    Reason.NO_OFFER,
+    Reason.GANG,
+    Reason.ACCELERATOR,
+    Reason.MEMORY,
+    Reason.PRECISION,
+    Reason.JURISDICTION,
+    Reason.UNREACHABLE,
+    Reason.LATENCY,
+    Reason.DEADLINE,
+    Reason.PRICE_CAP,
+)
+"""The eligibility rules, in the order they are checked."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+Cny = Annotated[float, Field(description="CNY, objective contribution")]
+
+
+class Assignment(_Frozen):
+    """One demand placed on one pool."""
+
+    demand: Id
+    region: Id
+    pool: Id
+    precision: Precision = Field(description="Precision the demand runs at on this pool.")
+    gpu_hours: float = Field(ge=0, description="Capacity used, in whole quanta.")
+    latency_ms: float = Field(ge=0, description="One-way latency to the demand's origin.")
+    energy_kwh: float = Field(ge=0)
+    co2_kg: float = Field(ge=0)
+    compute_cny: Cny
+    energy_cny: Cny
+    transfer_cny: Cny
+    carbon_cny: Cny
+    cost_cny: Cny = Field(description="Sum of the four terms above.")
+
+
+class Unserved(_Frozen):
+    """A demand left unserved, why, and what that costs."""
+
+    demand: Id
+    reason: Reason
+    penalty_cny: Cny = Field(description="weights.unserved x priority x unserved_penalty_cny")
+    work_pflop: float | None = Field(default=None, description="The work left undone.")
+
+
+class PoolUsage(_Frozen):
+    """Capacity used in one pool."""
+
+    region: Id
+    pool: Id
+    accelerator: str
+    used_gpu_hours: float = Field(ge=0)
+    capacity_gpu_hours: float = Field(ge=0)
+    utilization: float = Field(ge=0)
+
+
+class CostBreakdown(_Frozen):
+    """The objective split into its terms (each already weighted), with physical totals."""
+
+    compute_cny: Cny = 0.0
+    energy_cny: Cny = 0.0
+    transfer_cny: Cny = 0.0
+    carbon_cny: Cny = 0.0
+    unserved_penalty_cny: Cny = 0.0
+    energy_kwh: float = 0.0
+    co2_t: float = 0.0
+
+
+class SolveStats(_Frozen):
+    """How the plan was found."""
+
+    engine: str
+    solver_status: str = Field(description="The engine's own final status text.")
+    wall_time_s: float = Field(ge=0)
+    time_limit_s: float | None = None
+    seed: int = 0
+    workers: int = 1
+    demands: int = 0
+    pools: int = 0
+    options: int = Field(default=0, description="Eligible (demand, pool) pairs.")
+    cost_scale: float | None = Field(
+        default=None, description="Integer units per CNY in the integer model, if one was used."
+    )
+    rounding_bound_cny: float = Field(
+        default=0.0, ge=0, description="Most the integer rounding can move any plan's objective."
+    )
+    first_solution_s: float | None = None
+    details: dict[str, Number] = Field(default_factory=dict)
+
+
+class Plan(_Frozen):
+    """The optimizer's answer: who runs where, what it costs, and how far from optimal it may be."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    instance: str = Field(description="Name of the instance this plan answers.")
+    status: Status
+    objective: float | None = Field(description="Total cost including unserved penalties.")
+    lower_bound: float | None = Field(description="Proven lower bound on the optimal objective.")
+    gap: float | None = Field(description="(objective - lower_bound) / max(|objective|, 1)")
+    costs: CostBreakdown = CostBreakdown()
+    assignments: tuple[Assignment, ...] = ()
+    unserved: tuple[Unserved, ...] = ()
+    pools: tuple[PoolUsage, ...] = ()
+    stats: SolveStats
+
+
+def relative_gap(objective: float | None, lower_bound: float | None) -> float | None:
+    """(objective - lower_bound) / max(|objective|, 1), never negative; None if either is missing."""
+    if objective is None or lower_bound is None:
+        return None
+    return max(0.0, objective - lower_bound) / max(abs(objective), 1.0)
+
+
+class Violation(_Frozen):
+    """One way a plan breaks the instance's rules or misreports a figure."""
+
+    code: str
+    subject: str = Field(description="The demand, pool or field concerned.")
+    amount: float = Field(description="By how much (in the unit of the rule).")
+    message: str
+
+
+class Verification(_Frozen):
+    """What the independent verifier found."""
+
+    ok: bool
+    objective: float | None = Field(description="The objective recomputed from the instance.")
+    violations: tuple[Violation, ...] = ()
