@@ -1,0 +1,1 @@
+"""eastwest's engine: compile options, solve, verify, read and write files."""
