@@ -1,0 +1,201 @@
+"""The exact engine: one CP-SAT model of the whole problem, solved to proven optimality or the limit.
+
+    x[k] in {0,1}   option k = (d, p) is chosen          y[d] in {0,1}   demand d is unserved
+    sum_{k of d} x[k] + y[d] = 1            for every demand (no y[d] if must-serve)
+    sum_{k on p} units[k] x[k] <= cap[p]    for every pool
+    minimize  sum_k round(s c[k]) x[k] + sum_d round(s pi[d]) y[d]
+
+Costs are scaled by a power of ten ``s`` and rounded (docs/formulation.md, section 4); the proven
+bound is mapped back as ``bound / s - E`` where E is the largest total rounding error of any plan.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from models import Status
+from scheduler.compile import Options
+from scheduler.engines import EngineResult
+from scheduler.params import Progress, SolveParams
+
+OBJECTIVE_UNITS_LIMIT = 1e13  # the largest scaled objective the engine allows
+DEFAULT_WORKERS = 8  # CP-SAT's full portfolio; its LP-based bound workers need it
+SMALL_PORTFOLIO = ("max_lp", "default_lp", "reduced_costs", "quick_restart", "pseudo_costs",
+                   "lb_tree_search", "core")
+"""Subsolvers for 2-7 workers: the LP-heavy ones first, since they prove the bound."""
+
+
+def configure(parameters, params: SolveParams) -> int:
+    """Set time, seed and workers on CP-SAT's parameters; return the number of workers used.
+
+    CP-SAT's default portfolio for fewer than 8 workers leaves out the LP-based workers that
+    prove bounds on assignment problems, so small worker counts get an explicit portfolio.
+    """
+    workers = params.workers or DEFAULT_WORKERS
+    parameters.random_seed = params.seed
+    parameters.num_workers = workers
+    parameters.relative_gap_limit = params.gap_limit
+    if workers == 1:
+        parameters.linearization_level = 2
+    elif workers < DEFAULT_WORKERS:
+        parameters.subsolvers.extend(SMALL_PORTFOLIO[:workers])
+    return workers
+
+
+def cost_scale(options: Options) -> float:
+    """The power of ten that keeps the largest possible scaled objective under 1e13.
+
+    Integer data (costs and penalties all whole) get scale 1, which is exact.
+    """
+    values = np.concatenate([options.cost, options.penalty])
+    if np.all(values == np.round(values)) and np.abs(values).max(initial=0) < 2**52:
+        return 1.0
+    worst = _worst_objective(options)
+    exponent = math.floor(math.log10(OBJECTIVE_UNITS_LIMIT / max(worst, 1e-300)))
+    return 10.0 ** min(exponent, 9)
+
+
+def _worst_objective(options: Options) -> float:
+    """An upper bound on the objective of any plan: the dearest alternative of every demand."""
+    counts = np.diff(options.start)
+    dearest = np.where(options.must_serve, 0.0, options.penalty)
+    has = counts > 0
+    if has.any():
+        top = np.maximum.reduceat(np.abs(options.cost), options.start[:-1][has])
+        dearest[has] = np.maximum(dearest[has], top)
+    return float(dearest.sum())
+
+
+def rounding_bound(options: Options, scale: float, cost_int: np.ndarray, pen_int: np.ndarray) -> float:
+    """E: the sum over demands of the largest rounding error among its alternatives."""
+    err = np.abs(options.cost - cost_int / scale)
+    worst = np.where(options.must_serve, 0.0, np.abs(options.penalty - pen_int / scale))
+    has = np.diff(options.start) > 0
+    if has.any():
+        worst[has] = np.maximum(worst[has], np.maximum.reduceat(err, options.start[:-1][has]))
+    return float(math.fsum(worst))
+
+
+def solve_exact(
+    options: Options,
+    params: SolveParams,
+    *,
+    hint: np.ndarray | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EngineResult:
+    """Solve the whole problem with CP-SAT within ``params.time_limit_s``."""
+    from ortools.sat.python import cp_model
+
+    started = time.perf_counter()
+    n, starts = options.n_demands, options.start
+    if np.any(options.must_serve & (np.diff(starts) == 0)):
+        return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option")
+
+    scale = cost_scale(options)
+    cost_int = np.round(options.cost * scale).astype(np.int64)
+    pen_int = np.round(options.penalty * scale).astype(np.int64)
+    error = rounding_bound(options, scale, cost_int, pen_int)
+
+    model = cp_model.CpModel()
+    x = [model.new_bool_var("") for _ in range(options.n_options)]
+    objective_vars, objective_coeffs = list(x), cost_int.tolist()
+    constant = 0
+    # One alternative per demand: an option, or (unless must-serve) unserved.
+    unserved: dict[int, cp_model.IntVar] = {}
+    for i in range(n):
+        lo, hi = int(starts[i]), int(starts[i + 1])
+        alternatives = x[lo:hi]
+        if not options.must_serve[i]:
+            if lo == hi:
+                constant += int(pen_int[i])
+                continue
+            unserved[i] = model.new_bool_var("")
+            alternatives = [*alternatives, unserved[i]]
+            objective_vars.append(unserved[i])
+            objective_coeffs.append(int(pen_int[i]))
+        model.add_exactly_one(alternatives)
+    # Pool capacities, in quanta (skipped where every option together fits).
+    by_pool = np.argsort(options.pool, kind="stable")
+    cuts = np.searchsorted(options.pool[by_pool], np.arange(options.n_pools + 1))
+    for p in range(options.n_pools):
+        ks = by_pool[cuts[p] : cuts[p + 1]]
+        if options.units[ks].sum() > options.capacity[p]:
+            model.add(
+                cp_model.LinearExpr.weighted_sum([x[k] for k in ks], options.units[ks].tolist())
+                <= int(options.capacity[p])
+            )
+    model.minimize(cp_model.LinearExpr.weighted_sum(objective_vars, objective_coeffs) + constant)
+    if hint is not None:
+        chosen = set(int(k) for k in hint if k >= 0)
+        for k, var in enumerate(x):
+            model.add_hint(var, k in chosen)
+        for i, var in unserved.items():
+            model.add_hint(var, bool(hint[i] < 0))
+
+    solver = cp_model.CpSolver()
+    remaining = params.time_limit_s - (time.perf_counter() - started)
+    solver.parameters.max_time_in_seconds = max(remaining, 0.1)
+    workers = configure(solver.parameters, params)
+    first: list[float] = []
+
+    def report(objective: float | None, bound: float | None, message: str) -> None:
+        if on_progress is None:
+            return
+        lb = None if bound is None else bound / scale - error
+        gap = None
+        if objective is not None and lb is not None:
+            gap = max(0.0, objective - lb) / max(abs(objective), 1.0)
+        on_progress(Progress("exact", time.perf_counter() - started, objective, lb, gap, message))
+
+    class Callback(cp_model.CpSolverSolutionCallback):
+        def on_solution_callback(self) -> None:
+            if not first:
+                first.append(time.perf_counter() - started)
+            report(self.objective_value / scale, self.best_objective_bound, "solution")
+
+    solver.best_bound_callback = lambda bound: report(None, bound, "bound")
+    done = threading.Event()
+    watcher = None
+    if stop is not None:
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                if stop.is_set():
+                    solver.stop_search()
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    try:
+        code = solver.solve(model, Callback())
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
+
+    name = solver.status_name(code)
+    details = {"variables": len(objective_vars), "conflicts": solver.num_conflicts,
+               "branches": solver.num_branches, "cp_sat_wall_s": solver.wall_time}
+    common = dict(solver_status=name, first_solution_s=first[0] if first else None,
+                  cost_scale=scale, rounding_bound_cny=error, workers=workers, details=details)
+    if code == cp_model.INFEASIBLE:
+        return EngineResult(None, Status.INFEASIBLE, None, **common)
+    if code == cp_model.MODEL_INVALID:
+        raise RuntimeError(f"CP-SAT rejected the model: {model.validate()}")
+    bound = solver.best_objective_bound / scale - error
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return EngineResult(None, Status.UNKNOWN, bound, **common)
+    values = np.asarray(solver.response_proto.solution, dtype=np.int8)[: options.n_options]
+    chosen = np.flatnonzero(values)
+    choice = np.full(n, -1, dtype=np.int64)
+    choice[np.searchsorted(starts, chosen, side="right") - 1] = chosen
+    # With a gap limit CP-SAT reports OPTIMAL once the limit is met; only a closed gap is optimal.
+    closed = code == cp_model.OPTIMAL and solver.best_objective_bound >= solver.objective_value
+    status = Status.OPTIMAL if closed else Status.FEASIBLE
+    return EngineResult(choice, status, bound, **common)

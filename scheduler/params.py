@@ -1,0 +1,62 @@
+"""Solve parameters, progress reports and the result of a solve."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import Plan, Verification
+
+
+class SolveParams(BaseModel):
+    """Everything that steers a solve; load one from JSON with ``SolveParams.model_validate_json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    time_limit_s: float = Field(default=60.0, gt=0, le=7 * 24 * 3600)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    workers: int = Field(
+        default=0, ge=0, le=256, description="Parallel workers; 0: the engine's default."
+    )
+    engine: Literal["auto", "exact", "large"] = "auto"
+    gap_limit: float = Field(
+        default=0.0, ge=0, le=1, description="Stop once the relative gap is at most this."
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running solve: the incumbent, the proven bound and the gap."""
+
+    engine: str
+    elapsed_s: float
+    objective: float | None
+    bound: float | None
+    gap: float | None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    """A plan, and the independent verifier's verdict on it."""
+
+    plan: Plan
+    verification: Verification
+
+    @property
+    def objective(self) -> float | None:
+        return self.plan.objective
+
+    @property
+    def lower_bound(self) -> float | None:
+        return self.plan.lower_bound
+
+    @property
+    def gap(self) -> float | None:
+        return self.plan.gap
+
+    @property
+    def status(self) -> str:
+        return self.plan.status.value
