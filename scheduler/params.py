@@ -24,6 +24,12 @@ class SolveParams(BaseModel):
     gap_limit: float = Field(
         default=0.0, ge=0, le=1, description="Stop once the relative gap is at most this."
     )
+    iteration_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Large engine: stop after this many improvement rounds. A budget counted in "
+        "work, not seconds: with one worker the plan then does not depend on the machine's speed.",
+    )
 
 
 @dataclass(frozen=True)
