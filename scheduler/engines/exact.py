@@ -40,6 +40,7 @@ def configure(parameters, params: SolveParams) -> int:
     parameters.random_seed = params.seed
     parameters.num_workers = workers
     parameters.relative_gap_limit = params.gap_limit
+    parameters.catch_sigint_signal = False  # Ctrl-C belongs to the caller (it sets `stop`)
     if workers == 1:
         parameters.linearization_level = 2
     elif workers < DEFAULT_WORKERS:
