@@ -1,0 +1,240 @@
+"""Reading and writing instance, plan and parameter files: the only code that touches files.
+
+Bad input is normal: every problem becomes an `InputError` whose message names the file, the
+object (by id where it has one) and the field. Outputs are written atomically: a temporary file
+in the same folder, flushed to disk, then renamed over the target, so a crash never leaves half a
+file and an existing file stays intact until its replacement is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from models import Instance, Plan
+from scheduler.params import SolveParams
+
+MAX_FILE_BYTES = 4 * 1024**3
+"""Larger files are refused before they are read (a million-demand instance is about 0.5 GB)."""
+
+Model = TypeVar("Model", bound=BaseModel)
+
+_KINDS = {
+    "regions": "region",
+    "pools": "pool",
+    "links": "link",
+    "demands": "demand",
+    "offers": "offer",
+    "assignments": "assignment",
+    "unserved": "unserved",
+}
+
+
+class InputError(ValueError):
+    """A file that cannot be used, with messages that say where and why."""
+
+    def __init__(self, path: str | os.PathLike, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__("\n".join(f"{self.path}: {problem}" for problem in problems))
+
+
+def read_instance(path: str | os.PathLike) -> Instance:
+    """Read and validate an instance file (JSON, or YAML read with the safe loader)."""
+    return _read(path, Instance)
+
+
+def read_plan(path: str | os.PathLike) -> Plan:
+    """Read and validate a plan file."""
+    return _read(path, Plan)
+
+
+def read_params(path: str | os.PathLike) -> SolveParams:
+    """Read solve parameters from a JSON or YAML file."""
+    return _read(path, SolveParams)
+
+
+def write_plan(
+    plan: Plan, path: str | os.PathLike, *, protect: tuple[str | os.PathLike | None, ...] = ()
+) -> None:
+    """Write a plan as JSON, atomically; refuse to write over any path in ``protect``."""
+    write_text(plan.model_dump_json(indent=1), path, protect=protect)
+
+
+def write_instance(
+    instance: Instance, path: str | os.PathLike, *, protect: tuple[str | os.PathLike, ...] = ()
+) -> None:
+    """Write an instance as JSON, atomically."""
+    write_text(instance.model_dump_json(indent=1), path, protect=protect)
+
+
+def check_writable(path: str | os.PathLike, *, protect: tuple[str | os.PathLike | None, ...] = ()) -> None:
+    """Raise InputError unless ``path`` can take an output file that no protected path is."""
+    target = Path(path)
+    for other in protect:
+        if other is not None and _same_file(target, Path(other)):
+            raise InputError(target, [f"refusing to overwrite the input file '{other}'"])
+    if target.is_dir():
+        raise InputError(target, ["is a folder, not a file"])
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(target, [f"the folder '{folder}' does not exist"])
+
+
+def write_text(
+    text: str, path: str | os.PathLike, *, protect: tuple[str | os.PathLike | None, ...] = ()
+) -> None:
+    """Write ``text`` to ``path`` atomically, never over a protected (input) file."""
+    check_writable(path, protect=protect)
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            if not text.endswith("\n"):
+                out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _read(path: str | os.PathLike, model: type[Model]) -> Model:
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if not file.is_file():
+            raise InputError(file, ["is not a regular file"])
+        if size > MAX_FILE_BYTES:
+            raise InputError(file, [f"is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}"])
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise InputError(file, ["no such file"]) from None
+    except IsADirectoryError:
+        raise InputError(file, ["is a folder, not a file"]) from None
+    except PermissionError:
+        raise InputError(file, ["permission denied"]) from None
+    except OSError as error:
+        raise InputError(file, [f"cannot be read ({error.strerror or error})"]) from None
+    if not raw.strip():
+        raise InputError(file, ["is empty"])
+    if file.suffix.lower() in (".yaml", ".yml"):
+        return _validate(file, model, _load_yaml(file, raw))
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        if any(e["type"] == "json_invalid" for e in error.errors()):
+            _load_json(file, raw)  # raises with the line and column
+        data = _load_json(file, raw)
+        raise InputError(file, _describe(error, data)) from None
+
+
+def _validate(file: Path, model: type[Model], data: object) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InputError(file, _describe(error, data)) from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"'{name}' is not a number JSON allows")
+
+
+def _load_json(file: Path, raw: bytes) -> object:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(file, [f"is not UTF-8 text (byte {error.start})"]) from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            file, [f"is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"]
+        ) from None
+    except ValueError as error:
+        raise InputError(file, [f"is not valid JSON: {error}"]) from None
+    except RecursionError:
+        raise InputError(file, ["is not valid JSON: nested too deeply"]) from None
+
+
+def _load_yaml(file: Path, raw: bytes) -> object:
+    try:
+        import yaml
+    except ImportError:
+        raise InputError(file, ["is YAML; install PyYAML to read it, or use JSON"]) from None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise InputError(file, [f"is not valid YAML: {error}"]) from None
+    except RecursionError:
+        raise InputError(file, ["is not valid YAML: nested too deeply"]) from None
+
+
+def _describe(error: ValidationError, data: object) -> list[str]:
+    """Turn pydantic's errors into 'object: field: message' lines, naming objects by their id."""
+    lines = []
+    for item in error.errors(include_url=False):
+        obj, field = _locate(item["loc"], data)
+        message = item["msg"]
+        if item["type"] == "value_error" and not field:
+            # The instance's own cross-reference checks already name the object and field.
+            lines.extend(message.removeprefix("Value error, ").splitlines())
+            continue
+        if item["type"] == "extra_forbidden":
+            message = "is not a known field"
+        elif item["type"] == "missing":
+            message = "is required"
+        lines.append(f"{obj}: field '{field}': {message}" if field else f"{obj}: {message}")
+    return lines[:50] + ([f"(and {len(lines) - 50} more)"] if len(lines) > 50 else [])
+
+
+def _locate(loc: tuple, data: object) -> tuple[str, str]:
+    """The object (with its id, if it has one) and the field a pydantic error location points at."""
+    obj = "instance"
+    node = data
+    rest: list[str] = []
+    k = 0
+    while k < len(loc):
+        key = loc[k]
+        if (
+            isinstance(key, str)
+            and key in _KINDS
+            and k + 1 < len(loc)
+            and isinstance(loc[k + 1], int)
+        ):
+            index = loc[k + 1]
+            item = _child(_child(node, key), index)
+            ident = item.get("id") if isinstance(item, dict) else None
+            label = f"'{ident}'" if isinstance(ident, str) and len(ident) <= 128 else f"#{index}"
+            obj = f"{_KINDS[key]} {label}"
+            node = item
+            rest = []
+            k += 2
+            continue
+        rest.append(str(key))
+        node = _child(node, key)
+        k += 1
+    return obj, ".".join(rest)
+
+
+def _child(node: object, key: object) -> object:
+    if isinstance(node, dict):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return None
