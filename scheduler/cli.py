@@ -15,6 +15,8 @@ import threading
 import time
 from collections import Counter
 
+from pydantic import ValidationError
+
 from models import Instance, Plan, Status
 from scheduler.io import (
     InputError,
@@ -88,8 +90,10 @@ def cmd_solve(args: argparse.Namespace) -> int:
         params = SolveParams.model_validate(
             params.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         )
-    except ValueError as error:
-        raise InputError("arguments", [str(error).splitlines()[-1].strip()]) from None
+    except ValidationError as error:
+        raise InputError("arguments", [
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()
+        ]) from None
     check_writable(args.output, protect=(args.instance, args.params))
 
     progress = ProgressLine(enabled=sys.stderr.isatty() and not args.quiet)

@@ -53,7 +53,8 @@ def build_plan(
         choice = np.full(n, UNSERVED, dtype=np.int64)
     served = choice >= 0
     rows_of_pool: dict[int, np.ndarray] = {}
-    chosen_pool = np.where(served, options.pool[np.maximum(choice, 0)], -1)
+    chosen_pool = np.full(n, -1, dtype=np.int64)
+    chosen_pool[served] = options.pool[choice[served]]
     order = np.argsort(chosen_pool, kind="stable")
     bounds = np.searchsorted(chosen_pool[order], np.arange(options.n_pools + 1))
     for p in range(options.n_pools):

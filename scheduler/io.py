@@ -101,10 +101,21 @@ def write_text(
                 out.write("\n")
             out.flush()
             os.fsync(out.fileno())
+        os.chmod(temporary, _file_mode(target))
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(target: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the usual ones (0666 less umask)."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -177,8 +188,19 @@ def _load_yaml(file: Path, raw: bytes) -> object:
         import yaml
     except ImportError:
         raise InputError(file, ["is YAML; install PyYAML to read it, or use JSON"]) from None
+    class Loader(yaml.SafeLoader):
+        """The safe loader without anchors and aliases (no 'billion laughs' expansion)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.get_event()
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors and aliases are not allowed", event.start_mark
+                )
+            return super().compose_node(parent, index)
+
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         raise InputError(file, [f"is not valid YAML: {error}"]) from None
     except RecursionError:

@@ -1,0 +1,240 @@
+"""Hypothesis strategies for eastwest: random instances and plans for property-based tests.
+
+    from hypothesis import given
+    from scheduler.strategies import feasible_instances
+
+    @given(feasible_instances(max_demands=6))
+    def test_every_plan_verifies(instance): ...
+
+Every strategy builds valid objects by construction (nothing is filtered away), takes keyword-only
+``min_*`` / ``max_*`` arguments and checks them. Needs the ``test`` extra (hypothesis).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.errors import InvalidArgument
+except ImportError as error:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "scheduler.strategies needs hypothesis: pip install 'eastwest[test]'"
+    ) from error
+
+from models import Instance, Plan, Precision, Sector, SolveStats, Status
+
+__all__ = ["feasible_instances", "instances", "plans"]
+
+ACCELERATORS = ("H800", "H20", "910B")
+JURISDICTIONS = ("north", "east", "west")
+SPEEDS = (100.0, 250.0, 500.0, 1000.0)  # dense TFLOPS values to draw from
+QUANTA = (0.01, 0.1, 0.5, 1.0)
+
+
+def _check_range(name: str, low: int, high: int, floor: int) -> None:
+    if not isinstance(low, int) or not isinstance(high, int):
+        raise InvalidArgument(f"min_{name} and max_{name} must be integers")
+    if low < floor:
+        raise InvalidArgument(f"min_{name}={low} must be at least {floor}")
+    if high < low:
+        raise InvalidArgument(f"max_{name}={high} must be at least min_{name}={low}")
+
+
+def _money(high: float) -> st.SearchStrategy[float]:
+    """Amounts with at most two decimals, so that examples read well when they fail."""
+    return st.integers(0, int(high * 100)).map(lambda cents: cents / 100)
+
+
+@st.composite
+def _pool(draw, region: int, k: int, *, universal: bool) -> dict:
+    precisions = draw(st.sets(st.sampled_from(list(Precision)), min_size=1, max_size=4))
+    if universal:  # every precision used by feasible_instances' must-serve demands runs here
+        precisions |= {Precision.BF16, Precision.FP32}
+    return {
+        "id": f"p{region}-{k}",
+        "accelerator": draw(st.sampled_from(ACCELERATORS)),
+        "gpu_count": draw(st.integers(1, 16)),
+        "memory_gb_per_gpu": draw(st.sampled_from([24.0, 64.0, 96.0])),
+        "tflops_by_precision": {p.value: draw(st.sampled_from(SPEEDS)) for p in sorted(precisions)},
+        "power_kw_per_gpu": draw(_money(1.0)),
+        "price_cny_per_gpu_hour": draw(_money(20.0)),
+    }
+
+
+@st.composite
+def instances(
+    draw,
+    *,
+    min_regions: int = 1,
+    max_regions: int = 4,
+    min_demands: int = 1,
+    max_demands: int = 6,
+    max_pools_per_region: int = 2,
+    offers: bool = True,
+    connected: bool = False,
+) -> Instance:
+    """Small valid instances that exercise every rule: latency, precision, memory, allow-lists,
+    residency, deadlines, price caps, offers, must-serve demands and penalties."""
+    _check_range("regions", min_regions, max_regions, 1)
+    _check_range("demands", min_demands, max_demands, 1)
+    _check_range("pools_per_region", 1, max_pools_per_region, 1)
+    return draw(_instances(min_regions, max_regions, min_demands, max_demands,
+                           max_pools_per_region, offers, connected, feasible=False))
+
+
+@st.composite
+def feasible_instances(
+    draw,
+    *,
+    min_regions: int = 1,
+    max_regions: int = 4,
+    min_demands: int = 1,
+    max_demands: int = 6,
+    max_pools_per_region: int = 2,
+) -> Instance:
+    """Instances with a plan that serves every must-serve demand.
+
+    Built around a witness: the network is connected, every pool runs BF16 and FP32, must-serve
+    demands carry no restrictive rule and an offer on the first pool, which has room for all of
+    them at once.
+    """
+    _check_range("regions", min_regions, max_regions, 1)
+    _check_range("demands", min_demands, max_demands, 1)
+    _check_range("pools_per_region", 1, max_pools_per_region, 1)
+    return draw(_instances(min_regions, max_regions, min_demands, max_demands,
+                           max_pools_per_region, True, True, feasible=True))
+
+
+@st.composite
+def _instances(draw, min_regions, max_regions, min_demands, max_demands, max_pools,
+               with_offers, connected, *, feasible: bool) -> Instance:
+    n_regions = draw(st.integers(min_regions, max_regions))
+    regions = []
+    for r in range(n_regions):
+        n_pools = draw(st.integers(1 if r == 0 else 0, max_pools))
+        regions.append({
+            "id": f"r{r}",
+            "jurisdiction": draw(st.sampled_from(JURISDICTIONS)),
+            "lat": 20.0 + r,
+            "lon": 100.0 + r,
+            "electricity_price_cny_per_kwh": draw(_money(1.0)),
+            "pue": draw(st.sampled_from([1.1, 1.2, 1.5])),
+            "carbon_g_co2_per_kwh": draw(st.sampled_from([100.0, 500.0, 700.0])),
+            "pools": [draw(_pool(r, k, universal=feasible)) for k in range(n_pools)],
+        })
+    links = []
+    for r in range(1, n_regions):
+        parents = range(r)
+        targets = draw(st.lists(st.sampled_from(parents), unique=True,
+                                min_size=1 if connected else 0, max_size=2))
+        for t in targets:
+            links.append({
+                "source": f"r{t}",
+                "target": f"r{r}",
+                "latency_ms": draw(st.integers(0, 20).map(float)),
+                "bandwidth_gbps": 100.0,
+                "transfer_cost_cny_per_gb": draw(_money(1.0)),
+            })
+    pools = [p for region in regions for p in region["pools"]]
+    accelerators = sorted({p["accelerator"] for p in pools})
+    jurisdictions = sorted({region["jurisdiction"] for region in regions})
+    largest = max(p["gpu_count"] for p in pools)
+    window = draw(st.sampled_from([1.0, 8.0, 24.0]))
+    quantum = draw(st.sampled_from(QUANTA))
+
+    demands, offers = [], []
+    for i in range(draw(st.integers(min_demands, max_demands))):
+        must = draw(st.booleans()) and draw(st.booleans())
+        relaxed = feasible and must
+        amounts = st.integers(1, 400).map(float)
+        work = draw(st.none() | amounts) if with_offers else draw(amounts)
+        demand = {
+            "id": f"d{i}",
+            "sector": draw(st.sampled_from(list(Sector))).value,
+            "origin": f"r{draw(st.integers(0, n_regions - 1))}",
+            "work_pflop": work,
+            "unserved_penalty_cny": draw(_money(2000.0)),
+            "priority": draw(st.sampled_from([1.0, 2.0, 5.0])),
+            "must_serve": must,
+            "data_gb": draw(st.sampled_from([0.0, 10.0, 100.0])),
+        }
+        if not relaxed:
+            demand |= {
+                "gang_size": draw(st.integers(1, largest)),
+                "precision": draw(st.sampled_from(list(Precision))).value,
+                "strict_precision": draw(st.booleans()),
+                "min_memory_gb_per_gpu": draw(st.sampled_from([0.0, 32.0, 80.0])),
+                "accelerators": draw(st.none() | st.lists(st.sampled_from(accelerators),
+                                                          min_size=1, unique=True)),
+                "jurisdictions": draw(st.none() | st.lists(st.sampled_from(jurisdictions),
+                                                           min_size=1, unique=True)),
+                "max_latency_ms": draw(st.none() | st.integers(1, 30).map(float)),
+                "deadline_hours": draw(st.none() | st.sampled_from([1.0, 4.0, 24.0])),
+                "max_cost_cny": draw(st.none() | _money(3000.0)),
+            }
+        offered = set()
+        if relaxed:
+            offered.add(0)
+            offers.append({"demand": f"d{i}", "pool": pools[0]["id"],
+                           "gpu_hours": float(draw(st.integers(1, 10))),
+                           "price_cny": draw(_money(200.0))})
+        if with_offers:
+            for k in draw(st.lists(st.integers(0, len(pools) - 1), unique=True, max_size=2)):
+                if k in offered:
+                    continue
+                offered.add(k)
+                offers.append({"demand": f"d{i}", "pool": pools[k]["id"],
+                               "gpu_hours": draw(st.integers(1, 40).map(lambda h: h / 4)),
+                               "price_cny": draw(_money(500.0))})
+        if demand["work_pflop"] is None and not offered:
+            demand["work_pflop"] = 1.0
+        demands.append(demand)
+
+    if feasible:
+        # Room on the first pool for every must-serve demand's offer, all at once.
+        witness = sum(o["gpu_hours"] for o in offers if o["pool"] == pools[0]["id"]
+                      and demands[int(o["demand"][1:])]["must_serve"])
+        first = regions[0]["pools"][0]
+        first["gpu_count"] = max(first["gpu_count"], int(np.ceil((witness + 1) / window)))
+    weights = {"carbon_price_cny_per_t_co2": draw(st.sampled_from([0.0, 50.0]))}
+    return Instance.model_validate({
+        "name": "hypothesis",
+        "window_hours": window,
+        "gpu_hour_quantum": quantum,
+        "regions": regions,
+        "links": links,
+        "demands": demands,
+        "offers": offers,
+        "weights": weights,
+    })
+
+
+@st.composite
+def plans(draw, instance: Instance) -> Plan:
+    """Plans for ``instance`` that list every demand once, respect eligibility and capacity, and
+    carry correctly itemized figures: demands take a random eligible option that still fits, or
+    stay unserved (must-serve demands are placed first and only left out if nothing fits)."""
+    from scheduler.compile import compile_options
+    from scheduler.decode import build_plan
+
+    if not isinstance(instance, Instance):
+        raise InvalidArgument(f"plans() needs an Instance, not {type(instance).__name__}")
+    options = compile_options(instance)
+    remaining = options.capacity.copy()
+    choice = np.full(options.n_demands, -1, dtype=np.int64)
+    must = [i for i in range(options.n_demands) if options.must_serve[i]]
+    rest = [i for i in range(options.n_demands) if not options.must_serve[i]]
+    for i in draw(st.permutations(must)) + draw(st.permutations(rest)):
+        span = range(int(options.start[i]), int(options.start[i + 1]))
+        fitting = [k for k in span if options.units[k] <= remaining[options.pool[k]]]
+        if not fitting:
+            continue
+        if not options.must_serve[i] and draw(st.booleans()):
+            continue
+        k = draw(st.sampled_from(fitting))
+        choice[i] = k
+        remaining[options.pool[k]] -= options.units[k]
+    stats = SolveStats(engine="hypothesis", solver_status="drawn", wall_time_s=0.0)
+    return build_plan(instance, options, choice, status=Status.FEASIBLE, lower_bound=None,
+                      stats=stats)
