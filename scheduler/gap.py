@@ -16,7 +16,6 @@ import csv
 import io
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.instance import AcceleratorPool, Demand, Instance, Offer, Precision, Region
+from scheduler.io import write_instance
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 """Largest GAP file read (the largest literature file is about 1.3 MB)."""
@@ -92,7 +92,7 @@ def read_gap(path: str | os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -
     values = _read_integers(path, label, max_bytes)
     count = len(values)
     if count < 2:
-        raise GapFormatError(f"{label}: holds {count} integer(s); a GAP file starts with at least two")
+        raise GapFormatError(f"{label}: holds {count} integer(s); a GAP file has at least two")
     first, second = int(values[0]), int(values[1])
     if first * second > MAX_CELLS:
         raise GapFormatError(
@@ -153,7 +153,7 @@ def _block_length(m: int, n: int) -> int:
 
 
 def _read_integers(path: Path, label: str, max_bytes: int) -> IntMatrix:
-    """Every whitespace-separated token of the file as an integer (negatives kept for later checks)."""
+    """Every whitespace-separated token as an integer (negatives are kept for later checks)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
@@ -166,7 +166,8 @@ def _read_integers(path: Path, label: str, max_bytes: int) -> IntMatrix:
     if not plain or max(map(len, tokens), default=0) > MAX_TOKEN_DIGITS:
         for index, token in enumerate(tokens):
             if not _INTEGER.fullmatch(token):
-                raise GapFormatError(f"{label}: token {index} {_show(token)} {_token_problem(token)}")
+                problem = _token_problem(token)
+                raise GapFormatError(f"{label}: token {index} {_show(token)} {problem}")
     if not tokens:
         return np.zeros(0, dtype=np.int64)
     return np.array(tokens, dtype=np.bytes_).astype(np.int64)
@@ -229,7 +230,7 @@ def _parse_block(
         i, j = (int(x) for x in zero_use[0])
         raise GapFormatError(
             f"{where}use a[{i}][{j}] (token {base + cells + i * n + j}) is 0; zero use cannot be "
-            f"mapped exactly (formulation §6: it would become one quantum), so the file is rejected"
+            f"mapped exactly (formulation §6 would raise it to one quantum), so the file is rejected"
         )
     bad_capacity = np.flatnonzero(capacity <= 0)
     if bad_capacity.size:
@@ -350,7 +351,8 @@ def convert_gap_file(
 ) -> list[Path]:
     """Write one native instance JSON per problem, ``<stem>-<k>.json`` (k from 1), atomically.
 
-    The whole file is read and mapped before anything is written. Returns the written paths.
+    The whole file is read and mapped before anything is written; existing outputs are replaced,
+    the input file never. Instance names are the problem names (the ``bks.csv`` keys).
     """
     path = Path(path)
     out = Path(out_dir)
@@ -363,39 +365,8 @@ def convert_gap_file(
     instances = [gap_to_instance(p, maximize=maximize) for p in problems]
     out.mkdir(parents=True, exist_ok=True)
     for target, instance in zip(targets, instances, strict=True):
-        _write_atomically(target, instance.model_dump_json(indent=1) + "\n")
+        write_instance(instance, target, protect=(path,))
     return targets
-
-
-def _write_atomically(target: Path, text: str) -> None:
-    """Write to a temporary file beside `target`, fsync it, then rename it over `target`."""
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
-        delete=False,
-    )
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------
