@@ -16,7 +16,6 @@ import csv
 import io
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,7 +229,8 @@ def _parse_block(
         i, j = (int(x) for x in zero_use[0])
         raise GapFormatError(
             f"{where}use a[{i}][{j}] (token {base + cells + i * n + j}) is 0; zero use cannot be "
-            f"mapped exactly (formulation §6 would raise it to one quantum), so the file is rejected"
+            f"mapped exactly (formulation §6 would raise it to one quantum), so the file is "
+            f"rejected"
         )
     bad_capacity = np.flatnonzero(capacity <= 0)
     if bad_capacity.size:
@@ -443,7 +443,7 @@ def _bks_row(raw: dict[str, str]) -> BksRow:
     )
 
 
-__all__: Sequence[str] = (
+__all__ = [
     "MAX_CELLS",
     "MAX_FILE_BYTES",
     "BksRow",
@@ -453,4 +453,4 @@ __all__: Sequence[str] = (
     "gap_to_instance",
     "load_bks",
     "read_gap",
-)
+]
