@@ -265,7 +265,11 @@ class _Checker:
         return table
 
     def _static_table(self, d: Demand, routes: dict) -> tuple:
-        """Per pool (rule, run precision) for rules 2 to 8, shared by demands alike in them."""
+        """Rules 2 to 8 for every pool, shared by demands alike in what those rules read.
+
+        Returns (per pool: rule or _PASS, the largest rule failed, the passing pools with their
+        run precision and transfer price).
+        """
         key = (
             d.origin, d.gang_size, d.accelerators, d.min_memory_gb_per_gpu, d.precision,
             d.strict_precision, d.jurisdictions, d.max_latency_ms,
@@ -274,31 +278,35 @@ class _Checker:
         if table is None:
             if len(self._static_cache) >= _CACHE_LIMIT:
                 self._static_cache.clear()
-            table = tuple(_static_rule(d, p, routes)[::2] for p in self.pools)
-            self._static_cache[key] = table
+            rules, passing = [], []
+            for p in self.pools:
+                rule, _, precision = _static_rule(d, p, routes)
+                rules.append(rule)
+                if rule == _PASS:
+                    passing.append((p, precision, routes[p.region][1]))
+            table = self._static_cache[key] = (rules, max(rules), passing)
         return table
 
     def scan(self, d: Demand) -> tuple[int, float | None]:
         """The demand's nearest miss (largest first-failed rule) and its cheapest eligible cost."""
         routes = self.routes(d.origin)
-        table = self._static_table(d, routes)
-        worst = _PASS
+        rules, worst, passing = self._static_table(d, routes)
+        offers = self.offers_by_demand.get(d.id, ())
+        if d.work_pflop is None:  # only offered pools pass rule 1
+            worst = _NO_OFFER if len(offers) < len(self.pools) else _PASS
+            by_pool = {o.pool: o for o in offers}
+            passing = [item for item in passing if item[0].id in by_pool]
+            for o in offers:
+                worst = max(worst, rules[self.pool_by_id[o.pool].index])
         cheapest = None
-        if d.work_pflop is None:
-            offers = self.offers_by_demand.get(d.id, ())
-            if len(offers) < len(self.pools):
-                worst = _NO_OFFER
-            candidates = [(self.pool_by_id[o.pool], o) for o in offers]
-        else:
-            candidates = [(p, self.offers.get((d.id, p.id))) for p in self.pools]
-        for p, offer in candidates:
-            rule, precision = table[p.index]
+        for p, precision, transfer in passing:
+            offer = self.offers.get((d.id, p.id)) if offers else None
+            f = _Figures(d, p, offer, precision, transfer, self.q, self.w)
+            rule = _usage_rule(d, f)[0]
             if rule == _PASS:
-                f = _Figures(d, p, offer, precision, routes[p.region][1], self.q, self.w)
-                rule = _usage_rule(d, f)[0]
-                if rule == _PASS and (cheapest is None or f.cost < cheapest):
+                if cheapest is None or f.cost < cheapest:
                     cheapest = f.cost
-            if rule > worst:
+            elif rule > worst:
                 worst = rule
         return worst, cheapest
 
@@ -322,7 +330,7 @@ def verify(instance: Instance, plan: Plan) -> Verification:
     for a in plan.assignments:
         seen[a.demand] += 1
         if not solved:
-            c.flag("assignment_without_solution", a.demand, 1, f"status {plan.status.value} but '{a.demand}' is assigned")
+            c.flag("assignment_without_solution", a.demand, 1, f"status {plan.status} but '{a.demand}' is assigned")
         d = c.demands.get(a.demand)
         p = c.pool_by_id.get(a.pool)
         if d is None:
@@ -341,7 +349,7 @@ def verify(instance: Instance, plan: Plan) -> Verification:
             name = RULES[rule].value
             c.flag(f"ineligible:{name}", d.id, amount, f"'{d.id}' on '{p.id}' fails rule {name} by {amount!r}")
         if precision is not None and a.precision != precision:
-            c.flag("mismatch:precision", d.id, 1, f"precision is {a.precision.value}, runs at {precision.value}")
+            c.flag("mismatch:precision", d.id, 1, f"precision is {a.precision}, runs at {precision.value}")
         if f is None:  # no usage or route to recompute from
             continue
         load[p.index] += f.units
@@ -443,7 +451,7 @@ def _check_reason(c: _Checker, d: Demand, reason: Reason, pi: float, solved: boo
     if reason not in allowed:
         expected = " or ".join(sorted(r.value for r in allowed))
         detail = f"; cheapest option {cheapest!r}, penalty {pi!r}" if cheapest is not None else ""
-        c.flag("wrong_reason", d.id, 1, f"reason is {reason.value}, expected {expected}{detail}")
+        c.flag("wrong_reason", d.id, 1, f"reason is {reason}, expected {expected}{detail}")
 
 
 def _check_pool_rows(c: _Checker, plan: Plan, load: list[int], capacity: list[int]) -> None:
