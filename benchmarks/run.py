@@ -1,0 +1,105 @@
+"""eastwest benchmarks: one command per suite, each run under a stated protocol.
+
+    python benchmarks/run.py gap   [--time-limit 60] [--families orlib,a,b,c,d,e] [--instances N,..]
+                                   [--engine auto] [--baseline] [--seed 0] [--workers 0] [--smoke]
+                                   [--out DIR]
+    python benchmarks/run.py scale [--sizes 1000,10000,100000,1000000] [--time-limits 10,10,60,600]
+                                   [--seed 1] [--workers 0] [--mem-limit-gb 20] [--grace S]
+                                   [--solvers eastwest,cp-sat,greedy] [--smoke] [--out DIR]
+
+Protocol (docs/benchmarks.md has the full text):
+
+* gap: the literature files in ../shared/benchmarks/gap/ (skipped, exit 0, when absent).
+  OR-Library gap1-gap12 against the `min` rows of bks.csv (family "orlib") and all 57 Yagiura
+  files (families a-e); gapa-gapd are not run, they duplicate Yagiura A-D with n <= 200. Each
+  problem: gap_to_instance, solve with the stated engine, seed, workers and time limit; the
+  objective is the independent verifier's; gap to best-known = (objective - BKS) / BKS. With
+  --baseline, plain CP-SAT (engine="exact") runs on every problem in the same run, same limit.
+* scale: china_instance(demands=N, seed) at each size; eastwest (engine="auto"), plain CP-SAT of
+  the whole problem (engine="exact", same limit) and greedy (compile + greedy + build_plan +
+  verify) on the same instance. Each (solver, size) runs in its own child process (`_one`), which
+  generates the instance itself, caps its address space (RLIMIT_AS) and is killed at the time
+  limit + grace; peak RSS is the child's ru_maxrss from os.wait4. A child that runs out of memory
+  or time is reported as such, never ends the suite.
+* Output: <out>/<suite>-<UTC stamp>.md (aligned tables, targets flagged met/MISS) and .json (raw
+  records), each headed by the protocol: suite, instances, limits, seeds, workers and cores,
+  machine, Python/OR-Tools/numpy versions, git commit (+dirty), date. Default out:
+  benchmarks/results/ (git-ignored). Targets are measured and printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DEFAULT_OUT  # noqa: E402
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: `gap`, `scale`, and the internal `_one` (one scale child)."""
+    top = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n")[0])
+    sub = top.add_subparsers(dest="suite", required=True)
+
+    gap = sub.add_parser("gap", help="GAP literature instances against best-known values")
+    gap.add_argument("--time-limit", type=float, default=None,
+                     help="seconds per problem and solver (default 60; --smoke: 2)")
+    gap.add_argument("--families", default="orlib,a,b,c,d,e",
+                     help="comma-separated: orlib (gap1-gap12, min) and Yagiura a,b,c,d,e")
+    gap.add_argument("--instances", default=None,
+                     help="comma-separated problem names (gap3-2, d10200) or OR-Library files (gap3)")
+    gap.add_argument("--engine", default="auto", choices=("auto", "exact", "large"))
+    gap.add_argument("--baseline", action="store_true",
+                     help="also run plain CP-SAT (engine=exact) on every problem")
+    gap.add_argument("--seed", type=int, default=0)
+    gap.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
+    gap.add_argument("--smoke", action="store_true",
+                     help="CI smoke run: the gap1 problems only, 2 s limit")
+    gap.add_argument("--out", default=str(DEFAULT_OUT))
+
+    scale = sub.add_parser("scale", help="China-network instances at growing sizes, 3 solvers")
+    scale.add_argument("--sizes", default=None, help="comma-separated demand counts "
+                       "(default 1000,10000,100000,1000000; --smoke: 1000)")
+    scale.add_argument("--time-limits", default=None, help="seconds, one or one per size "
+                       "(default 10,10,60,600; --smoke: 5)")
+    scale.add_argument("--seed", type=int, default=1)
+    scale.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
+    scale.add_argument("--solvers", default="eastwest,cp-sat,greedy")
+    scale.add_argument("--mem-limit-gb", type=float, default=20.0,
+                       help="address-space limit of each child (0: none)")
+    scale.add_argument("--grace", type=float, default=None,
+                       help="seconds past the limit before a child is killed "
+                            "(default max(120, limit) + size/2000; --smoke: 60)")
+    scale.add_argument("--smoke", action="store_true",
+                       help="CI smoke run: 1,000 demands, 5 s, all three solvers")
+    scale.add_argument("--out", default=str(DEFAULT_OUT))
+
+    one = sub.add_parser("_one", help=argparse.SUPPRESS)
+    one.add_argument("--solver", required=True, choices=("eastwest", "cp-sat", "greedy"))
+    one.add_argument("--size", type=int, required=True)
+    one.add_argument("--seed", type=int, required=True)
+    one.add_argument("--time-limit", type=float, required=True)
+    one.add_argument("--workers", type=int, default=0)
+    one.add_argument("--mem-limit-gb", type=float, default=20.0)
+    one.add_argument("--result", required=True)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a suite; the exit code is 0 unless the command line is wrong or interrupted."""
+    args = parser().parse_args(argv)
+    if args.suite == "gap":
+        import gap_suite
+
+        return gap_suite.run(args)
+    import scale_suite
+
+    if args.suite == "_one":
+        return scale_suite.child_main(args)
+    return scale_suite.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
