@@ -34,6 +34,19 @@ Violation codes (``subject`` is a demand id, a pool id, or a plan field such as 
   much).
 * ``wrong_reason``: an unserved reason that contradicts the data (amount 1).
 * ``instance_mismatch``: the plan names another instance (amount 1).
+
+Readings where the spec leaves room:
+
+* The recomputed objective sums every entry as listed (a duplicate counts twice); an assignment
+  whose usage or route cannot be computed (unknown ids, ``no_offer``, no run precision,
+  ``unreachable``) adds neither load nor cost.
+* A pool without load may be left out of ``pools``; ``utilization`` is used / capacity (a
+  fraction), unchecked for a pool of zero capacity.
+* A set allow-list (``accelerators``, ``jurisdictions``) is one that is not null: empty allows
+  nothing.
+* In an infeasible or unknown plan, must-serve demands may be unserved (every demand is), and the
+  breakdown's ``unserved_penalty_cny`` may be 0 or the sum of the penalties.
+* An unserved ``work_pflop`` is checked only when given.
 """
 
 from __future__ import annotations
@@ -60,10 +73,12 @@ from models import (
 _NO_OFFER, _GANG, _ACCELERATOR, _MEMORY, _PRECISION = 0, 1, 2, 3, 4
 _JURISDICTION, _UNREACHABLE, _LATENCY, _DEADLINE, _PRICE_CAP = 5, 6, 7, 8, 9
 _PASS = -1
+_TERMS = ("compute", "energy", "transfer", "carbon", "energy_kwh", "co2_kg", "cost")
 _CACHE_LIMIT = 20_000
 
 
 def _tol(value: float) -> float:
+    """The spec's tolerance for comparing a reported figure with its recomputation."""
     return 1e-6 + 1e-9 * abs(value)
 
 
@@ -121,6 +136,7 @@ def _routes_from(origin: str, adjacency: dict) -> dict[str, tuple[float, float]]
 
 
 def _run_precision(d: Demand, tflops: dict):
+    """The precision `d` runs at on a pool with these TFLOPS, or None (rule `precision`)."""
     if d.precision in tflops:
         return d.precision
     if d.strict_precision:
@@ -235,23 +251,32 @@ class _Checker:
             self.offers_by_demand[o.demand].append(o)
         self.adjacency: dict[str, list] = defaultdict(list)
         for link in instance.links:
-            self.adjacency[link.source].append((link.target, link.latency_ms, link.transfer_cost_cny_per_gb))
-            self.adjacency[link.target].append((link.source, link.latency_ms, link.transfer_cost_cny_per_gb))
+            lat, cost = link.latency_ms, link.transfer_cost_cny_per_gb
+            self.adjacency[link.source].append((link.target, lat, cost))
+            self.adjacency[link.target].append((link.source, lat, cost))
         self._routes: dict[str, dict] = {}
         self._static_cache: dict[tuple, tuple] = {}
         self.out: list[Violation] = []
 
     def flag(self, code: str, subject: str, amount: float, message: str) -> None:
-        self.out.append(Violation(code=code, subject=subject, amount=float(amount), message=message))
+        self.out.append(
+            Violation(code=code, subject=subject, amount=float(amount), message=message)
+        )
 
     def figure(self, field: str, subject: str, reported, expected) -> None:
         """Flag a numeric figure that is missing, unexpected, or off by more than the tolerance."""
         if reported is None and expected is None:
             return
         if reported is None:
-            self.flag(f"mismatch:{field}", subject, abs(expected), f"{field} is null, expected {expected!r}")
+            self.flag(
+                f"mismatch:{field}", subject, abs(expected),
+                f"{field} is null, expected {expected!r}",
+            )
         elif expected is None:
-            self.flag(f"mismatch:{field}", subject, abs(reported), f"{field} is {reported!r}, expected null")
+            self.flag(
+                f"mismatch:{field}", subject, abs(reported),
+                f"{field} is {reported!r}, expected null",
+            )
         elif not _close(reported, expected):
             self.flag(
                 f"mismatch:{field}", subject, abs(reported - expected),
@@ -320,104 +345,49 @@ def verify(instance: Instance, plan: Plan) -> Verification:
     q = c.q
     solved = plan.status in (Status.OPTIMAL, Status.FEASIBLE)
     if plan.instance != instance.name:
-        c.flag("instance_mismatch", "instance", 1, f"plan answers '{plan.instance}', not '{instance.name}'")
+        c.flag(
+            "instance_mismatch", "instance", 1,
+            f"plan answers '{plan.instance}', not '{instance.name}'",
+        )
 
     seen: Counter[str] = Counter()
-    load = [0] * len(c.pools)
-    compute, energy, transfer, carbon, kwh, co2, costs = [], [], [], [], [], [], []
-    penalties: list[float] = []
-
-    for a in plan.assignments:
-        seen[a.demand] += 1
-        if not solved:
-            c.flag("assignment_without_solution", a.demand, 1, f"status {plan.status} but '{a.demand}' is assigned")
-        d = c.demands.get(a.demand)
-        p = c.pool_by_id.get(a.pool)
-        if d is None:
-            c.flag("unknown_demand", a.demand, 1, f"assignment names unknown demand '{a.demand}'")
-        if p is None:
-            c.flag("unknown_pool", a.demand, 1, f"assignment names unknown pool '{a.pool}'")
-        if a.region not in c.regions:
-            c.flag("unknown_region", a.demand, 1, f"assignment names unknown region '{a.region}'")
-        elif p is not None and p.region != a.region:
-            c.flag("pool_region_mismatch", a.demand, 1, f"pool '{p.id}' is in '{p.region}', not '{a.region}'")
-        if d is None or p is None:
-            continue
-        routes = c.routes(d.origin)
-        rule, amount, precision, f = _option(d, p, c.offers.get((d.id, p.id)), routes, q, c.w)
-        if rule != _PASS:
-            name = RULES[rule].value
-            c.flag(f"ineligible:{name}", d.id, amount, f"'{d.id}' on '{p.id}' fails rule {name} by {amount!r}")
-        if precision is not None and a.precision != precision:
-            c.flag("mismatch:precision", d.id, 1, f"precision is {a.precision}, runs at {precision.value}")
-        if f is None:  # no usage or route to recompute from
-            continue
-        load[p.index] += f.units
-        c.figure("latency_ms", d.id, a.latency_ms, routes[p.region][0])
-        c.figure("gpu_hours", d.id, a.gpu_hours, f.usage)
-        c.figure("energy_kwh", d.id, a.energy_kwh, f.energy_kwh)
-        c.figure("co2_kg", d.id, a.co2_kg, f.co2_kg)
-        c.figure("compute_cny", d.id, a.compute_cny, f.compute)
-        c.figure("energy_cny", d.id, a.energy_cny, f.energy)
-        c.figure("transfer_cny", d.id, a.transfer_cny, f.transfer)
-        c.figure("carbon_cny", d.id, a.carbon_cny, f.carbon)
-        c.figure("cost_cny", d.id, a.cost_cny, f.cost)
-        compute.append(f.compute)
-        energy.append(f.energy)
-        transfer.append(f.transfer)
-        carbon.append(f.carbon)
-        kwh.append(f.energy_kwh)
-        co2.append(f.co2_kg)
-        costs.append(f.cost)
-
-    for u in plan.unserved:
-        seen[u.demand] += 1
-        d = c.demands.get(u.demand)
-        if d is None:
-            c.flag("unknown_demand", u.demand, 1, f"unserved entry names unknown demand '{u.demand}'")
-            continue
-        if solved and d.must_serve:
-            c.flag("must_serve_unserved", d.id, 1, f"must-serve demand '{d.id}' is unserved")
-        pi = c.penalty(d)
-        penalties.append(pi)
-        c.figure("penalty_cny", d.id, u.penalty_cny, pi)
-        if u.work_pflop is not None:
-            c.figure("work_pflop", d.id, u.work_pflop, d.work_pflop)
-        _check_reason(c, d, u.reason, pi, solved)
+    load, terms = _check_assignments(c, plan, solved, seen)
+    penalties = _check_unserved(c, plan, solved, seen)
 
     for demand_id, count in seen.items():
         if count > 1:
-            c.flag("duplicate_demand", demand_id, count - 1, f"'{demand_id}' is listed {count} times")
+            c.flag(
+                "duplicate_demand", demand_id, count - 1,
+                f"'{demand_id}' is listed {count} times",
+            )
     for d in instance.demands:
         if d.id not in seen:
             c.flag("missing_demand", d.id, 1, f"'{d.id}' is neither assigned nor unserved")
 
-    capacity = [math.floor(p.gpu_count * instance.window_hours / q + QUANTUM_SLACK) for p in c.pools]
+    window = instance.window_hours
+    capacity = [math.floor(p.gpu_count * window / q + QUANTUM_SLACK) for p in c.pools]
     for p in c.pools:
         if load[p.index] > capacity[p.index]:
             excess = (load[p.index] - capacity[p.index]) * q
             c.flag(
                 "over_capacity", p.id, excess,
-                f"load {load[p.index]} quanta on capacity {capacity[p.index]}: over by {excess!r} GPU-hours",
+                f"load {load[p.index]} quanta on capacity {capacity[p.index]}: "
+                f"over by {excess!r} GPU-hours",
             )
     _check_pool_rows(c, plan, load, capacity)
 
-    if solved:
-        objective = math.fsum(costs) + math.fsum(penalties)
-        expected_penalty = math.fsum(penalties)
-    else:
-        objective = None
-        expected_penalty = math.fsum(penalties)
-        if plan.costs.unserved_penalty_cny == 0.0:  # an unsolved plan may leave the breakdown empty
-            expected_penalty = 0.0
+    objective = math.fsum(terms["cost"] + penalties) if solved else None
+    expected_penalty = math.fsum(penalties)
+    if not solved and plan.costs.unserved_penalty_cny == 0.0:
+        expected_penalty = 0.0  # an unsolved plan may leave its breakdown empty
     br = plan.costs
-    c.figure("costs.compute_cny", "costs", br.compute_cny, math.fsum(compute))
-    c.figure("costs.energy_cny", "costs", br.energy_cny, math.fsum(energy))
-    c.figure("costs.transfer_cny", "costs", br.transfer_cny, math.fsum(transfer))
-    c.figure("costs.carbon_cny", "costs", br.carbon_cny, math.fsum(carbon))
+    c.figure("costs.compute_cny", "costs", br.compute_cny, math.fsum(terms["compute"]))
+    c.figure("costs.energy_cny", "costs", br.energy_cny, math.fsum(terms["energy"]))
+    c.figure("costs.transfer_cny", "costs", br.transfer_cny, math.fsum(terms["transfer"]))
+    c.figure("costs.carbon_cny", "costs", br.carbon_cny, math.fsum(terms["carbon"]))
     c.figure("costs.unserved_penalty_cny", "costs", br.unserved_penalty_cny, expected_penalty)
-    c.figure("costs.energy_kwh", "costs", br.energy_kwh, math.fsum(kwh))
-    c.figure("costs.co2_t", "costs", br.co2_t, math.fsum(co2) / 1000)
+    c.figure("costs.energy_kwh", "costs", br.energy_kwh, math.fsum(terms["energy_kwh"]))
+    c.figure("costs.co2_t", "costs", br.co2_t, math.fsum(terms["co2_kg"]) / 1000)
 
     c.figure("objective", "objective", plan.objective, objective)
     if solved:
@@ -433,6 +403,89 @@ def verify(instance: Instance, plan: Plan) -> Verification:
         c.figure("gap", "gap", plan.gap, None)
 
     return Verification(ok=not c.out, objective=objective, violations=tuple(c.out))
+
+
+def _check_assignments(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> tuple:
+    """Each assignment: known ids, eligibility, figures. Returns the load in quanta per pool and
+    the recomputed terms (lists per `_TERMS` name)."""
+    q = c.q
+    load = [0] * len(c.pools)
+    terms: dict[str, list[float]] = {name: [] for name in _TERMS}
+    for a in plan.assignments:
+        seen[a.demand] += 1
+        if not solved:
+            c.flag(
+                "assignment_without_solution", a.demand, 1,
+                f"status {plan.status} but '{a.demand}' is assigned",
+            )
+        d = c.demands.get(a.demand)
+        p = c.pool_by_id.get(a.pool)
+        if d is None:
+            c.flag("unknown_demand", a.demand, 1, f"assignment names unknown demand '{a.demand}'")
+        if p is None:
+            c.flag("unknown_pool", a.demand, 1, f"assignment names unknown pool '{a.pool}'")
+        if a.region not in c.regions:
+            c.flag("unknown_region", a.demand, 1, f"assignment names unknown region '{a.region}'")
+        elif p is not None and p.region != a.region:
+            c.flag(
+                "pool_region_mismatch", a.demand, 1,
+                f"pool '{p.id}' is in '{p.region}', not '{a.region}'",
+            )
+        if d is None or p is None:
+            continue
+        routes = c.routes(d.origin)
+        rule, amount, precision, f = _option(d, p, c.offers.get((d.id, p.id)), routes, q, c.w)
+        if rule != _PASS:
+            name = RULES[rule].value
+            c.flag(
+                f"ineligible:{name}", d.id, amount,
+                f"'{d.id}' on '{p.id}' fails rule {name} by {amount!r}",
+            )
+        if precision is not None and a.precision != precision:
+            c.flag(
+                "mismatch:precision", d.id, 1,
+                f"precision is {a.precision}, runs at {precision}",
+            )
+        if f is None:  # no usage or route to recompute from
+            continue
+        load[p.index] += f.units
+        c.figure("latency_ms", d.id, a.latency_ms, routes[p.region][0])
+        c.figure("gpu_hours", d.id, a.gpu_hours, f.usage)
+        c.figure("energy_kwh", d.id, a.energy_kwh, f.energy_kwh)
+        c.figure("co2_kg", d.id, a.co2_kg, f.co2_kg)
+        c.figure("compute_cny", d.id, a.compute_cny, f.compute)
+        c.figure("energy_cny", d.id, a.energy_cny, f.energy)
+        c.figure("transfer_cny", d.id, a.transfer_cny, f.transfer)
+        c.figure("carbon_cny", d.id, a.carbon_cny, f.carbon)
+        c.figure("cost_cny", d.id, a.cost_cny, f.cost)
+        for name in _TERMS:
+            terms[name].append(getattr(f, name))
+
+    return load, terms
+
+
+def _check_unserved(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> list[float]:
+    """Each unserved entry: known demand, must-serve, penalty, reason. Returns the penalties."""
+    penalties: list[float] = []
+    for u in plan.unserved:
+        seen[u.demand] += 1
+        d = c.demands.get(u.demand)
+        if d is None:
+            c.flag(
+                "unknown_demand", u.demand, 1,
+                f"unserved entry names unknown demand '{u.demand}'",
+            )
+            continue
+        if solved and d.must_serve:
+            c.flag("must_serve_unserved", d.id, 1, f"must-serve demand '{d.id}' is unserved")
+        pi = c.penalty(d)
+        penalties.append(pi)
+        c.figure("penalty_cny", d.id, u.penalty_cny, pi)
+        if u.work_pflop is not None:
+            c.figure("work_pflop", d.id, u.work_pflop, d.work_pflop)
+        _check_reason(c, d, u.reason, pi, solved)
+
+    return penalties
 
 
 def _check_reason(c: _Checker, d: Demand, reason: Reason, pi: float, solved: bool) -> None:
@@ -467,9 +520,15 @@ def _check_pool_rows(c: _Checker, plan: Plan, load: list[int], capacity: list[in
         if row.region not in c.regions:
             c.flag("unknown_region", p.id, 1, f"usage row names unknown region '{row.region}'")
         elif row.region != p.region:
-            c.flag("pool_region_mismatch", p.id, 1, f"pool '{p.id}' is in '{p.region}', not '{row.region}'")
+            c.flag(
+                "pool_region_mismatch", p.id, 1,
+                f"pool '{p.id}' is in '{p.region}', not '{row.region}'",
+            )
         if row.accelerator != p.accelerator:
-            c.flag("mismatch:accelerator", p.id, 1, f"accelerator is '{row.accelerator}', pool has '{p.accelerator}'")
+            c.flag(
+                "mismatch:accelerator", p.id, 1,
+                f"accelerator is '{row.accelerator}', pool has '{p.accelerator}'",
+            )
         used = load[p.index] * q
         cap = capacity[p.index] * q
         c.figure("used_gpu_hours", p.id, row.used_gpu_hours, used)
@@ -481,4 +540,7 @@ def _check_pool_rows(c: _Checker, plan: Plan, load: list[int], capacity: list[in
             c.flag("duplicate_pool", pool_id, count - 1, f"pool '{pool_id}' has {count} usage rows")
     for p in c.pools:
         if load[p.index] and p.id not in rows:
-            c.flag("missing_pool_usage", p.id, load[p.index] * q, f"pool '{p.id}' has load but no usage row")
+            c.flag(
+                "missing_pool_usage", p.id, load[p.index] * q,
+                f"pool '{p.id}' has load but no usage row",
+            )

@@ -46,7 +46,8 @@ def found(instance: Instance, plan: Plan) -> dict[tuple[str, str], float]:
 
 def with_assignment(plan: Plan, demand: str, **changes) -> Plan:
     """The plan with one assignment's fields changed."""
-    rows = tuple(a.model_copy(update=changes) if a.demand == demand else a for a in plan.assignments)
+    rows = tuple(a.model_copy(update=changes) if a.demand == demand else a
+                 for a in plan.assignments)
     return plan.model_copy(update={"assignments": rows})
 
 
@@ -180,10 +181,10 @@ def test_over_capacity_in_gpu_hours():
 
 
 def test_capacity_counts_whole_quanta():
-    """gap_offers: job1 quoted at 2.5 GPU-h counts 3 quanta, loading agent0 with 7 on 6: over by 1."""
+    """job1 quoted at 2.5 GPU-h on agent0 counts 3 quanta: agent0 carries 7 on 6, over by 1."""
     inst, plan = load("gap_offers")
-    offers = tuple(o.model_copy(update={"gpu_hours": 2.5}) if (o.demand, o.pool) == ("job1", "agent0")
-                   else o for o in inst.offers)
+    offers = tuple(o.model_copy(update={"gpu_hours": 2.5})
+                   if (o.demand, o.pool) == ("job1", "agent0") else o for o in inst.offers)
     got = found(inst.model_copy(update={"offers": offers}), plan)
     assert got[("over_capacity", "agent0")] == pytest.approx(1.0)
     assert got[("mismatch:gpu_hours", "job1")] == pytest.approx(1.0)  # reported 2, usage 3
@@ -241,9 +242,10 @@ def test_ineligible_accelerator():
 
 
 def test_rules_keep_first_failure():
-    """d1 fails accelerator, jurisdiction and latency on west-a; accelerator (rule 3) is reported."""
+    """d1 fails accelerator, jurisdiction and latency on west-a; accelerator (rule 3) counts."""
     inst, plan = load("two_regions")
-    inst = with_demand(inst, "d1", accelerators=("H800",), jurisdictions=("shanghai",), max_latency_ms=5)
+    inst = with_demand(inst, "d1", accelerators=("H800",), jurisdictions=("shanghai",),
+                       max_latency_ms=5)
     got = found(inst, plan)
     assert got == {("ineligible:accelerator", "d1"): 1}
 
@@ -277,7 +279,7 @@ def test_deadline_divides_by_gang():
 
 
 def test_ineligible_price_cap():
-    """d1 on west costs the customer 120 + 2.75 + 5 = 127.75 (carbon excluded): over a cap of 120 by 7.75."""
+    """d1 on west: price 120 + 2.75 + 5 = 127.75 (no carbon term), over a cap of 120 by 7.75."""
     inst, plan = load("two_regions")
     got = found(with_demand(inst, "d1", max_cost_cny=120), plan)
     assert got == {("ineligible:price_cap", "d1"): pytest.approx(7.75)}
@@ -338,9 +340,10 @@ def test_weights_scale_the_terms():
 
 
 def test_offer_replaces_compute_and_energy_cost_only():
-    """An offer (9 GPU-h, 100 CNY) for d1 on west-a: energy 4.95 kWh still counted, energy cost 0."""
+    """An offer (9 GPU-h, 100 CNY) for d1 on west-a: 4.95 kWh still counted, energy cost 0."""
     inst, plan = load("two_regions")
-    inst = inst.model_copy(update={"offers": (Offer(demand="d1", pool="west-a", gpu_hours=9, price_cny=100),)})
+    offer = Offer(demand="d1", pool="west-a", gpu_hours=9, price_cny=100)
+    inst = inst.model_copy(update={"offers": (offer,)})
     # 9 x 0.5 kW x 1.1 = 4.95 kWh; x 800 g = 3.96 kg -> 0.396 CNY; transfer 10 GB x 0.5 = 5.
     plan = with_assignment(plan, "d1", gpu_hours=9, energy_kwh=4.95, co2_kg=3.96, compute_cny=100,
                            energy_cny=0, transfer_cny=5, carbon_cny=0.396, cost_cny=105.396)
@@ -361,12 +364,18 @@ def test_quantum_slack_and_minimum():
     ), "demands": inst.demands[:2]})
     cells = {"precision": "bf16", "latency_ms": 1, "energy_kwh": 0, "co2_kg": 0, "compute_cny": 1,
              "energy_cny": 0, "transfer_cny": 0, "carbon_cny": 0, "cost_cny": 1}
-    plan = plan.model_copy(update={"assignments": (
-        Assignment(demand="job0", region="gap", pool="agent0", gpu_hours=0.3, **cells),
-        Assignment(demand="job1", region="gap", pool="agent0", gpu_hours=0.01, **cells),
-    ), "pools": (PoolUsage(region="gap", pool="agent0", accelerator="agent", used_gpu_hours=0.31,
-                           capacity_gpu_hours=6, utilization=0.31 / 6),), "costs": plan.costs.model_copy(update={"compute_cny": 2}), "objective": 2.0,
-        "lower_bound": 2.0})
+    row = PoolUsage(region="gap", pool="agent0", accelerator="agent", used_gpu_hours=0.31,
+                    capacity_gpu_hours=6, utilization=0.31 / 6)
+    plan = plan.model_copy(update={
+        "assignments": (
+            Assignment(demand="job0", region="gap", pool="agent0", gpu_hours=0.3, **cells),
+            Assignment(demand="job1", region="gap", pool="agent0", gpu_hours=0.01, **cells),
+        ),
+        "pools": (row,),
+        "costs": plan.costs.model_copy(update={"compute_cny": 2}),
+        "objective": 2.0,
+        "lower_bound": 2.0,
+    })
     assert found(inst, plan) == {}
 
 
@@ -378,11 +387,12 @@ def test_lexicographic_route():
     """
     inst, plan = load("two_regions")
     mid = inst.regions[1].model_copy(update={"id": "mid", "pools": ()})
-    links = (
-        Link(source="east", target="west", latency_ms=30, bandwidth_gbps=1, transfer_cost_cny_per_gb=0.1),
-        Link(source="east", target="mid", latency_ms=10, bandwidth_gbps=1, transfer_cost_cny_per_gb=0.2),
-        Link(source="mid", target="west", latency_ms=20, bandwidth_gbps=1, transfer_cost_cny_per_gb=0.2),
-    )
+    def link(a, b, ms, cny):
+        return Link(source=a, target=b, latency_ms=ms, bandwidth_gbps=1,
+                    transfer_cost_cny_per_gb=cny)
+
+    links = (link("east", "west", 30, 0.1), link("east", "mid", 10, 0.2),
+             link("mid", "west", 20, 0.2))
     inst = inst.model_copy(update={"regions": inst.regions + (mid,), "links": links})
     got = found(inst, plan)
     # d1 (10 GB): transfer 10 x 0.1 = 1 instead of the 5 reported; latency 30 instead of 20.
@@ -398,15 +408,15 @@ def test_lexicographic_route():
 def test_penalty_and_work_mismatch():
     """b's penalty is 1 x 50; reporting 40 is off by 10; a wrong work figure is flagged too."""
     inst, plan = load("unserved_priority")
-    rows = tuple(u.model_copy(update={"penalty_cny": 40, "work_pflop": 1.0}) if u.demand == "b" else u
-                 for u in plan.unserved)
+    rows = tuple(u.model_copy(update={"penalty_cny": 40, "work_pflop": 1.0})
+                 if u.demand == "b" else u for u in plan.unserved)
     got = found(inst, plan.model_copy(update={"unserved": rows}))
     assert got[("mismatch:penalty_cny", "b")] == pytest.approx(10.0)
     assert got[("mismatch:work_pflop", "b")] == pytest.approx(3599.0)
 
 
 def test_pool_usage_rows():
-    """Pool rows: wrong used hours, capacity, utilization, accelerator, a duplicate, a missing row."""
+    """Pool rows: wrong used, capacity, utilization, accelerator; a duplicate; a missing row."""
     inst, plan = load("two_regions")
     east, west = plan.pools
     bad_east = east.model_copy(update={"used_gpu_hours": 12, "capacity_gpu_hours": 25,
@@ -437,7 +447,8 @@ def test_unused_pool_row_may_be_omitted():
 def test_cost_breakdown():
     """The breakdown: co2_t is kg / 1000 (8.3 kg -> 0.0083 t); penalties sum to 50 + 5 + 7 = 62."""
     inst, plan = load("two_regions")
-    got = found(inst, plan.model_copy(update={"costs": plan.costs.model_copy(update={"co2_t": 8.3})}))
+    costs = plan.costs.model_copy(update={"co2_t": 8.3})
+    got = found(inst, plan.model_copy(update={"costs": costs}))
     assert got == {("mismatch:costs.co2_t", "costs"): pytest.approx(8.3 - 0.0083)}
     inst, plan = load("unserved_priority")
     bad = plan.costs.model_copy(update={"unserved_penalty_cny": 60})
@@ -446,7 +457,7 @@ def test_cost_breakdown():
 
 
 def test_objective_lower_bound_gap():
-    """Objective off by 1; a bound above the objective by 1; a gap that does not follow the bound."""
+    """Objective off by 1; a bound above the objective by 1; a gap that disagrees with the bound."""
     inst, plan = load("gap_offers")
     got = found(inst, plan.model_copy(update={"objective": 21.0}))
     assert got == {("mismatch:objective", "objective"): pytest.approx(1.0)}
@@ -492,29 +503,36 @@ def test_wrong_reason(demand, reason):
 
 
 def test_reason_at_equal_cost_may_be_either():
-    """With b's penalty at exactly its cost (40), both uneconomic and capacity are consistent."""
+    """b's penalty at exactly its cost, 40: both uneconomic and capacity are consistent.
+
+    Penalties 40 + 5 + 7 = 52; objective 60 + 40 + 52 = 152.
+    """
     inst, plan = load("unserved_priority")
     inst = with_demand(inst, "b", unserved_penalty_cny=40)
+    costs = plan.costs.model_copy(update={"unserved_penalty_cny": 52})
     for reason in (Reason.CAPACITY, Reason.UNECONOMIC):
-        rows = tuple(u.model_copy(update={"reason": reason, "penalty_cny": 40}) if u.demand == "b"
-                     else u for u in plan.unserved)
-        plan = plan.model_copy(update={"unserved": rows,
-                                       "costs": plan.costs.model_copy(update={"unserved_penalty_cny": 52}),
+        rows = tuple(u.model_copy(update={"reason": reason, "penalty_cny": 40})
+                     if u.demand == "b" else u for u in plan.unserved)
+        plan = plan.model_copy(update={"unserved": rows, "costs": costs,
                                        "objective": 152.0, "lower_bound": 152.0})
         assert found(inst, plan) == {}
 
 
 def test_nearest_miss_is_the_largest_rule():
-    """d1 may only go to Guizhou within 10 ms: east fails jurisdiction (6), west latency (8): latency."""
+    """d1 may only go to Guizhou within 10 ms: east fails rule 6 (jurisdiction), west rule 8
+    (latency, 20 ms): the nearest miss is latency. Without d1: 266.38 - 128.19 = 138.19."""
     inst, plan = load("two_regions")
     inst = with_demand(inst, "d1", jurisdictions=("guizhou",), max_latency_ms=10,
                        unserved_penalty_cny=0)
-    for reason, ok in ((Reason.LATENCY, True), (Reason.JURISDICTION, False), (Reason.UNECONOMIC, False)):
+    east_only = {"compute_cny": 130, "energy_cny": 7.8, "transfer_cny": 0, "carbon_cny": 0.39,
+                 "energy_kwh": 7.8, "co2_t": 0.0039}
+    idle_west = plan.pools[1].model_copy(update={"used_gpu_hours": 0, "utilization": 0})
+    for reason, ok in ((Reason.LATENCY, True), (Reason.JURISDICTION, False),
+                       (Reason.UNECONOMIC, False)):
         bad = unserve(plan, "d1", reason)
         bad = bad.model_copy(update={
-            "pools": (bad.pools[0], bad.pools[1].model_copy(update={"used_gpu_hours": 0, "utilization": 0})),
-            "costs": bad.costs.model_copy(update={"compute_cny": 130, "energy_cny": 7.8, "transfer_cny": 0,
-                                                   "carbon_cny": 0.39, "energy_kwh": 7.8, "co2_t": 0.0039}),
+            "pools": (bad.pools[0], idle_west),
+            "costs": bad.costs.model_copy(update=east_only),
             "objective": 138.19, "lower_bound": 138.19})
         assert (found(inst, bad) == {}) is ok
 
@@ -533,12 +551,22 @@ def unsolved(inst: Instance, status: Status, reasons: dict[str, Reason]) -> Plan
 
 
 def test_unsolved_plan_is_consistent():
-    """Status infeasible, all not_solved, nothing else: clean, objective None; x keeps memory."""
+    """Status unknown, all not_solved but x (memory): clean, objective None."""
     inst, _ = load("unserved_priority")
     result = verify(inst, unsolved(inst, Status.UNKNOWN, {"x": Reason.MEMORY}))
     assert result.ok and result.objective is None
     got = found(inst, unsolved(inst, Status.INFEASIBLE, {}))
     assert got == {("wrong_reason", "x"): 1}  # x has no option: memory, not not_solved
+
+
+def test_unsolved_plan_breakdown():
+    """An unsolved plan's penalty total may be empty (0) or the sum 0 + 60 + 50 + 5 + 7 = 122."""
+    inst, _ = load("unserved_priority")
+    plan = unsolved(inst, Status.INFEASIBLE, {"x": Reason.MEMORY})
+    for total, expected in ((0.0, {}), (122.0, {}),
+                            (100.0, {("mismatch:costs.unserved_penalty_cny", "costs"): 22.0})):
+        costs = plan.costs.model_copy(update={"unserved_penalty_cny": total})
+        assert found(inst, plan.model_copy(update={"costs": costs})) == expected
 
 
 def test_unsolved_plan_with_figures_or_assignments():
@@ -547,7 +575,8 @@ def test_unsolved_plan_with_figures_or_assignments():
     base = unsolved(inst, Status.INFEASIBLE, {})
     assert found(inst, base) == {}
     got = found(inst, base.model_copy(update={"objective": 20.0, "lower_bound": 18.0, "gap": 0.1}))
-    assert got == {("mismatch:objective", "objective"): 20.0, ("mismatch:lower_bound", "lower_bound"): 18.0,
+    assert got == {("mismatch:objective", "objective"): 20.0,
+                   ("mismatch:lower_bound", "lower_bound"): 18.0,
                    ("mismatch:gap", "gap"): pytest.approx(0.1)}
     job0 = plan.assignments[0]
     bad = base.model_copy(update={"assignments": (job0,), "unserved": base.unserved[1:],
@@ -564,9 +593,10 @@ def test_verify_never_raises_on_garbage():
                       latency_ms=0, energy_kwh=0, co2_kg=0, compute_cny=0, energy_cny=0,
                       transfer_cny=0, carbon_cny=0, cost_cny=0)
     plan = Plan(instance="zz", status=Status.OPTIMAL, objective=-1, lower_bound=5, gap=3,
-                assignments=(junk, junk), stats={"engine": "x", "solver_status": "", "wall_time_s": 0})
+                assignments=(junk, junk),
+                stats={"engine": "x", "solver_status": "", "wall_time_s": 0})
     result = verify(inst, plan)
     assert not result.ok
     codes = {v.code for v in result.violations}
-    assert {"unknown_demand", "unknown_pool", "unknown_region", "duplicate_demand", "missing_demand",
-            "instance_mismatch", "lower_bound_above_objective"} <= codes
+    assert {"unknown_demand", "unknown_pool", "unknown_region", "duplicate_demand",
+            "missing_demand", "instance_mismatch", "lower_bound_above_objective"} <= codes
