@@ -100,22 +100,27 @@ def cmd_solve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     outcome: dict[str, object] = {}
 
+    finished = threading.Event()
+
     def run() -> None:
         try:
             outcome["result"] = solve(instance, params, on_progress=progress, stop=stop)
         except BaseException as error:  # handed to the main thread
             outcome["error"] = error
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=run, name="eastwest-solve", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    while not finished.is_set():
         try:
-            worker.join(0.1)
+            finished.wait(0.1)  # an Event, not Thread.join: Ctrl-C may safely interrupt it
         except KeyboardInterrupt:
             interrupted = True
             stop.set()
             sys.stderr.write("\ninterrupted: stopping the search and writing the best plan so far\n")
+    worker.join()
     progress.close()
     error = outcome.get("error")
     if isinstance(error, VerificationError):
