@@ -130,10 +130,14 @@ class Demand(_Frozen):
     precision: Precision = Precision.BF16
     strict_precision: bool = Field(default=False, description="Refuse pools without `precision`.")
     min_memory_gb_per_gpu: NonNegative = 0.0
-    accelerators: tuple[Name, ...] | None = Field(default=None, description="Allow-list of models.")
+    accelerators: tuple[Name, ...] | None = Field(
+        default=None, min_length=1, description="Allow-list of models; null allows any."
+    )
     max_latency_ms: Positive | None = Field(default=None, description="One-way, to the origin.")
     data_gb: NonNegative = 0.0
-    jurisdictions: tuple[Name, ...] | None = Field(default=None, description="Residency allow-list.")
+    jurisdictions: tuple[Name, ...] | None = Field(
+        default=None, min_length=1, description="Residency allow-list; null allows any."
+    )
     deadline_hours: Positive | None = Field(default=None, description="Longest allowed run time.")
     priority: Positive = Field(default=1.0, description="Multiplies the unserved penalty.")
     must_serve: bool = False

@@ -44,7 +44,7 @@ class Reason(StrEnum):
     PRICE_CAP = "price_cap"  # the option costs more than the demand's cap
     # Reasons for an unserved demand that had options:
     CAPACITY = "capacity"  # eligible pools exist, but their capacity went to other demands
-    UNECONOMIC = "uneconomic"  # every option costs more than the unserved penalty
+    UNECONOMIC = "uneconomic"  # every option costs at least the unserved penalty
     NOT_SOLVED = "not_solved"  # no plan was found (status infeasible or unknown)
 
 
