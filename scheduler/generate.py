@@ -5,8 +5,8 @@ as regions (facts from `scheduler/data/china.json`), a fibre backbone whose late
 calibrated model carried there, accelerator pools concentrated in the clusters, and demands drawn
 from nine sector profiles. Every draw comes from one seeded numpy Generator, so a seed fixes the
 instance. Pool sizes follow the drawn demand, so instances of any size are equally tight: the
-demand, run at each pool's speed, needs `tightness` times the GPU-hours of the western clusters.
-instances/README.md documents every assumption and number.
+demand that can reach the west, run at each pool's speed, needs `tightness` times the GPU-hours of
+the western clusters. instances/README.md documents every assumption and number.
 """
 
 from __future__ import annotations
@@ -421,33 +421,64 @@ def _run_tflops(accelerator: dict, precision: Precision, strict: bool) -> float:
     return 0.0
 
 
+def _group_demands(d: _DemandDraws, precision: np.ndarray, west_ok: np.ndarray,
+                   tightness: float) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """For each pool group, (work_pflop, precision index, share of that demand it must hold)."""
+    work = d.work_pflop
+    groups = {"west": (work[west_ok], precision[west_ok], 1.0 / tightness)}
+    for group, (east_bound, west_bound) in EAST_SHARES.items():
+        # H_a below is linear in the work, so a weighted demand with share 1 sizes the group.
+        groups[group] = (np.where(west_ok, west_bound, east_bound) * work, precision, 1.0)
+    return groups
+
+
+def _share_per_gpu(plans: list[_PoolPlan], work: np.ndarray, precision: np.ndarray,
+                   window_hours: float) -> list[float]:
+    """Share of a demand one GPU of each pool holds: window / H_a, where H_a is the GPU-hours the
+    whole demand would take on accelerator a (each demand at its own precision)."""
+    work_by_precision = np.bincount(precision, weights=work, minlength=len(PRECISIONS))
+    used = work_by_precision > 0
+    out = []
+    for plan in plans:
+        rates = np.array([_run_tflops(plan.accelerator, p, strict=False) for p in PRECISIONS])
+        if np.any(rates[used] <= 0):
+            raise ValueError(f"accelerator {plan.accelerator['id']} cannot run some demanded precision")
+        hours_all_on = float(np.sum(work_by_precision[used] / (3.6 * rates[used])))
+        out.append(window_hours / hours_all_on if hours_all_on > 0 else 0.0)
+    return out
+
+
 def _size_pools(plans: list[_PoolPlan], demand_of_group: dict[str, tuple[np.ndarray, np.ndarray, float]],
                 window_hours: float) -> dict[str, float]:
-    """Set each pool's GPU count so that its group holds the demand given for it.
-
-    `demand_of_group[group]` is (work_pflop, precision index, share): the group must hold `share`
-    of that demand. A pool of accelerator a with n GPUs holds n * window / H_a of a demand, where
-    H_a is the GPU-hours the whole demand would take on a (each demand at its own precision).
-    Returns the share each group holds once the counts are rounded to whole GPUs (at least one).
-    """
-    held: dict[str, float] = {}
+    """Set the GPU counts so that each group holds its share of its demand (see _group_demands);
+    return the shares held once the counts are rounded to whole GPUs (at least one)."""
     for group, (work, precision, share) in demand_of_group.items():
-        work_by_precision = np.bincount(precision, weights=work, minlength=len(PRECISIONS))
-        used = work_by_precision > 0
         members = [p for p in plans if p.group == group]
-        gpus_per_demand = []  # share of the group's demand that one GPU of each member holds
-        for plan in members:
-            rates = np.array([_run_tflops(plan.accelerator, p, strict=False) for p in PRECISIONS])
-            if np.any(rates[used] <= 0):
-                raise ValueError(f"accelerator {plan.accelerator['id']} cannot run some demanded precision")
-            hours_all_on = float(np.sum(work_by_precision[used] / (3.6 * rates[used])))
-            gpus_per_demand.append(window_hours / hours_all_on if hours_all_on > 0 else 0.0)
-        per_weight = sum(p.weight * g for p, g in zip(members, gpus_per_demand))
+        per_gpu = _share_per_gpu(members, work, precision, window_hours)
+        per_weight = sum(p.weight * g for p, g in zip(members, per_gpu))
         scale = share / per_weight if per_weight > 0 else 0.0
         for plan in members:
             plan.gpu_count = max(1, round(plan.weight * scale))
-        held[group] = sum(p.gpu_count * g for p, g in zip(members, gpus_per_demand))
+    return _held_shares(plans, demand_of_group, window_hours)
+
+
+def _held_shares(plans: list[_PoolPlan], demand_of_group: dict[str, tuple[np.ndarray, np.ndarray, float]],
+                 window_hours: float) -> dict[str, float]:
+    """Share of its demand each group holds with the current GPU counts."""
+    held = {}
+    for group, (work, precision, _) in demand_of_group.items():
+        members = [p for p in plans if p.group == group]
+        per_gpu = _share_per_gpu(members, work, precision, window_hours)
+        held[group] = sum(p.gpu_count * g for p, g in zip(members, per_gpu))
     return held
+
+
+def _narrow_gangs(d: _DemandDraws, widest: int, window_hours: float) -> None:
+    """Narrow gangs wider than `widest`; the job keeps its work up to the longest runtime."""
+    too_wide = d.gang > widest
+    stretched = d.runtime_h[too_wide] * d.gang[too_wide] / widest
+    d.runtime_h[too_wide] = np.round(np.minimum(stretched, LONGEST_RUNTIME_SHARE * window_hours), 3)
+    d.gang[too_wide] = widest
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,9 +712,10 @@ def china_instance(*, demands: int, seed: int = 0, window_hours: float = 168.0,
                    name: str | None = None) -> Instance:
     """A China national-network instance with `demands` demands, fixed by `seed`.
 
-    `tightness` is the demand over the capacity of the four western clusters (each demand run at
-    the pool's speed for its precision); eastern clusters add 0.30 and provincial pools 0.12 of
-    the demand on top. Deadlines never exceed `window_hours`.
+    `tightness` is the demand a western cluster can take (latency bound and residency allowing)
+    over the capacity of the four western clusters, each demand run at the pool's speed for its
+    precision; the eastern clusters and provincial pools are sized by EAST_SHARES. Deadlines never
+    exceed `window_hours`.
     """
     if isinstance(demands, bool) or not isinstance(demands, int) or demands < 1:
         raise ValueError(f"demands must be a positive integer, got {demands!r}")
@@ -717,24 +749,16 @@ def china_instance(*, demands: int, seed: int = 0, window_hours: float = 168.0,
 
     precision = d.precision.astype(np.int64)
     west_ok = _reaches_west(d, sites, latency, residency_sets, jurisdiction_of_site)
-    # Every western pool must be able to host any gang: clip the wider gangs (the job keeps its
-    # work and runs longer, up to the longest runtime) and size the pools again until both agree.
+    # Every western pool must host any gang: gangs wider than the smallest western pool are
+    # narrowed (the job keeps its work and runs longer, up to the longest runtime, so the work of
+    # the widest jobs can shrink) and the pools sized again, until the two agree.
     while True:
-        work = d.work_pflop
-        groups = {"west": (work[west_ok], precision[west_ok], 1.0 / tightness)}
-        for group, (east_bound, west_bound) in EAST_SHARES.items():
-            # H_a is linear in the work, so a weighted demand with share 1 sizes the group.
-            weighted = np.where(west_ok, west_bound, east_bound) * work
-            groups[group] = (weighted, precision, 1.0)
-        held = _size_pools(plans, groups, window_hours)
+        held = _size_pools(plans, _group_demands(d, precision, west_ok, tightness), window_hours)
         smallest_west_pool = min(p.gpu_count for p in plans if p.group == "west")
-        gang_cap = 2 ** int(math.log2(smallest_west_pool))
-        too_wide = d.gang > gang_cap
-        if not too_wide.any():
+        widest = 2 ** int(math.log2(smallest_west_pool))
+        if d.gang.max() <= widest:
             break
-        stretched = d.runtime_h[too_wide] * d.gang[too_wide] / gang_cap
-        d.runtime_h[too_wide] = np.round(np.minimum(stretched, LONGEST_RUNTIME_SHARE * window_hours), 3)
-        d.gang[too_wide] = gang_cap
+        _narrow_gangs(d, widest, window_hours)
 
     west_share = float(d.work_pflop[west_ok].sum() / d.work_pflop.sum())
     ctx = _Context(sites, plans, latency, transfer, jurisdiction_of_site, residency_sets,
@@ -747,8 +771,8 @@ def china_instance(*, demands: int, seed: int = 0, window_hours: float = 168.0,
     description = (
         f"China national computing-power network (31 provinces, 10 national clusters), generated by "
         f"scheduler.generate.china_instance(demands={demands}, seed={seed}, window_hours={window_hours}, "
-        f"tightness={tightness}). {west_share:.1%} of the work can reach a western cluster, which "
-        f"hold {held['west']:.3f} of it. Demands relaxed to "
+        f"tightness={tightness}). {west_share:.1%} of the work can reach a western cluster; the "
+        f"western clusters hold {held['west']:.3f} of that work. Demands relaxed to "
         f"stay servable ({relaxed_text}). Sources and assumptions: instances/README.md."
     )
     return Instance(
