@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,6 +143,53 @@ def protocol_markdown(record: dict[str, object], extra: tuple[tuple[str, str], .
         if key in record:
             lines.append(f"- {label}: {record[key]}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing a solve
+
+BEST_TIME_KEYS = ("time_to_best_s", "best_solution_s")
+"""Keys of `SolveStats.details` read as the engine's own time to its best plan (its own clock)."""
+
+
+def engine_best_s(details: dict) -> float | None:
+    """The engine's reported time to its best plan, if it reports one (negative means none)."""
+    for key in BEST_TIME_KEYS:
+        value = details.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+    return None
+
+
+class Incumbents:
+    """An ``on_progress`` hook: wall seconds from its creation (just before ``solve()``) to the
+    first and to the last improving incumbent the engine reports."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first: float | None = None
+        self.best: float | None = None
+        self.value: float | None = None
+
+    def __call__(self, progress) -> None:
+        if progress.objective is None:
+            return
+        now = time.perf_counter() - self.started
+        if self.first is None:
+            self.first = now
+        if self.value is None or progress.objective < self.value - 1e-9 * max(1.0, abs(self.value)):
+            self.value, self.best = progress.objective, now
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+TIMES_NOTE = (
+    "first s / best s: wall seconds from the start of `solve()` to the first and to the last "
+    "improving incumbent the engine reports through `on_progress` (the greedy hint is not "
+    "reported as one). engine best s: the engine's own `time_to_best_s` in `stats.details`, on "
+    "its own clock (from the engine's start), when it reports one."
+)
 
 
 # --------------------------------------------------------------------------------------------------

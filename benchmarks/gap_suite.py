@@ -7,12 +7,14 @@ solved in this process; the objective is the independent verifier's (`Result.ver
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
     SHARED,
+    TIMES_NOTE,
+    Incumbents,
+    engine_best_s,
     fmt_num,
     fmt_pct,
     fmt_ratio,
@@ -39,9 +41,6 @@ TARGETS = (
     "orlib (gap1-gap12): every problem at its proven optimum (objective = BKS, status optimal)",
     "Yagiura C, D, E: mean gap to best-known <= 0.1% at 60 s",
 )
-
-BEST_TIME_KEYS = ("time_to_best_s", "best_solution_s", "last_improvement_s")
-"""Keys of `SolveStats.details` read as the engine's own time to its best plan, when present."""
 
 AT_BKS_TOLERANCE = 1e-6
 """GAP objectives are integers; a float objective within this of the BKS counts as at it."""
@@ -77,41 +76,12 @@ def problems(families: list[str], names: list[str] | None) -> list[Problem]:
     return found
 
 
-def _best_time(details: dict) -> float | None:
-    for key in BEST_TIME_KEYS:
-        value = details.get(key)
-        if isinstance(value, int | float):
-            return float(value)
-    return None
-
-
-class _Incumbents:
-    """on_progress hook: wall time (from the start of solve()) of the first and the last
-    improving incumbent the engine reports."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.first: float | None = None
-        self.best: float | None = None
-        self.value: float | None = None
-
-    def __call__(self, progress) -> None:
-        if progress.objective is None:
-            return
-        now = time.perf_counter() - self.started
-        if self.first is None:
-            self.first = now
-        if self.value is None or progress.objective < self.value - 1e-9 * max(1.0, abs(self.value)):
-            self.value = progress.objective
-            self.best = now
-
-
 def run_one(instance, engine: str, time_limit: float, seed: int, workers: int) -> dict:
     """Solve one instance with one engine; every number comes from the plan and the verifier."""
     from scheduler import SolveParams, VerificationError, solve
 
     params = SolveParams(engine=engine, time_limit_s=time_limit, seed=seed, workers=workers)
-    hook = _Incumbents()
+    hook = Incumbents()
     try:
         result = solve(instance, params, on_progress=hook)
     except VerificationError as exc:
@@ -124,7 +94,7 @@ def run_one(instance, engine: str, time_limit: float, seed: int, workers: int) -
     except Exception as exc:  # noqa: BLE001 - one failing problem must not end the suite
         return {"engine_requested": engine, "outcome": "error", "verified": False,
                 "error": f"{type(exc).__name__}: {exc}"}
-    wall = time.perf_counter() - hook.started
+    wall = hook.elapsed()
     plan, check = result.plan, result.verification
     stats = plan.stats
     verified = bool(check.ok and check.objective is not None)
@@ -144,7 +114,7 @@ def run_one(instance, engine: str, time_limit: float, seed: int, workers: int) -
         "first_solution_s": stats.first_solution_s,
         "first_incumbent_s": hook.first,
         "best_incumbent_s": hook.best,
-        "best_solution_s": _best_time(stats.details),
+        "engine_best_s": engine_best_s(stats.details),
         "workers_used": stats.workers,
         "options": stats.options,
         "details": dict(stats.details),
@@ -339,7 +309,7 @@ def markdown(proto: dict, records: list[dict], engines: list[str], time_limit: f
                           right={1}))
     text += ["", "## Per problem", ""]
     headers = ["instance", "m", "n", "BKS", "solver", "engine", "objective", "gap to BKS",
-               "bound", "own gap", "status", "first s", "best s", "wall s", "flag"]
+               "bound", "own gap", "status", "first s", "best s", "engine best s", "wall s", "flag"]
     rows = []
     for r in records:
         for label, s in r["solvers"].items():
@@ -348,19 +318,11 @@ def markdown(proto: dict, records: list[dict], engines: list[str], time_limit: f
                          s.get("engine", "-"), fmt_num(s.get("objective")),
                          fmt_pct(s.get("bks_gap")), fmt_num(s.get("lower_bound")),
                          fmt_pct(s.get("own_gap")), s.get("status", s.get("outcome", "-")),
-                         fmt_s(s.get("first_incumbent_s")), fmt_s(_best(s)),
-                         fmt_s(s.get("wall_s")), flag])
-    text.append(table(headers, rows, right={1, 2, 3, 6, 7, 8, 9, 11, 12, 13}))
-    text += ["", "first s / best s: first and last improving incumbent reported through "
-             "`on_progress` (the greedy hint itself is not reported); when the engine records "
-             f"its own time to best in `stats.details` ({', '.join(BEST_TIME_KEYS)}), best s is "
-             "that figure.", ""]
+                         fmt_s(s.get("first_incumbent_s")), fmt_s(s.get("best_incumbent_s")),
+                         fmt_s(s.get("engine_best_s")), fmt_s(s.get("wall_s")), flag])
+    text.append(table(headers, rows, right={1, 2, 3, 6, 7, 8, 9, 11, 12, 13, 14}))
+    text += ["", TIMES_NOTE, ""]
     return "\n".join(text)
-
-
-def _best(s: dict) -> float | None:
-    return s.get("best_solution_s") if s.get("best_solution_s") is not None else s.get(
-        "best_incumbent_s")
 
 
 def _flag(record: dict, s: dict) -> str:

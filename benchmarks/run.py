@@ -5,7 +5,8 @@
                                    [--out DIR]
     python benchmarks/run.py scale [--sizes 1000,10000,100000,1000000] [--time-limits 10,10,60,600]
                                    [--seed 1] [--workers 0] [--mem-limit-gb 20] [--grace S]
-                                   [--solvers eastwest,cp-sat,greedy] [--smoke] [--out DIR]
+                                   [--engine auto] [--solvers eastwest,cp-sat,greedy] [--smoke]
+                                   [--out DIR]
 
 Protocol (docs/benchmarks.md has the full text):
 
@@ -66,6 +67,8 @@ def parser() -> argparse.ArgumentParser:
                        "(default 10,10,60,600; --smoke: 5)")
     scale.add_argument("--seed", type=int, default=1)
     scale.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
+    scale.add_argument("--engine", default="auto", choices=("auto", "exact", "large"),
+                       help="the engine of the eastwest solver (the baseline is always exact)")
     scale.add_argument("--solvers", default="eastwest,cp-sat,greedy")
     scale.add_argument("--mem-limit-gb", type=float, default=20.0,
                        help="address-space limit of each child (0: none)")
@@ -82,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     one.add_argument("--seed", type=int, required=True)
     one.add_argument("--time-limit", type=float, required=True)
     one.add_argument("--workers", type=int, default=0)
+    one.add_argument("--engine", default="auto", choices=("auto", "exact", "large"))
     one.add_argument("--mem-limit-gb", type=float, default=20.0)
     one.add_argument("--result", required=True)
     return top
