@@ -330,6 +330,8 @@ def _flag(record: dict, s: dict) -> str:
         return f"MISS ({s.get('outcome')}{': ' + s['error'][:60] if s.get('error') else ''})"
     if s.get("below_bks"):
         return "BELOW BKS (check!)"
+    if "greedy plan kept" in s.get("solver_status", ""):
+        return "engine found no plan; greedy hint kept"
     if record["family"] == "orlib" and not (s.get("at_bks") and s.get("status") == "optimal"):
         return "MISS (not proven optimal)" if s.get("at_bks") else "MISS (above BKS)"
     return ""
