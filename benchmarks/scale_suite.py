@@ -465,8 +465,8 @@ def markdown(proto: dict, results: list[dict]) -> str:
         cp = res["solvers"].get("cp-sat", {})
         c = res["comparison"]
         misses = [t for t in res["targets"] if "MISS" in t]
-        verdict = ("-" if not res["targets"] else
-                   "all met" if not misses else f"{len(misses)} MISS")
+        verdict = ("-" if not res["targets"] else "all met" if not misses else
+                   "MISS: " + ", ".join(t.split(":")[0] for t in misses))
         rows.append([f"{res['size']:,}", f"{res['time_limit_s']:g}", ew.get("engine", "-"),
                      fmt_pct(ew.get("own_gap")), fmt_pct(cp.get("own_gap")),
                      fmt_ratio(c["gap_ratio_vs_cpsat"]), fmt_ratio(c["objective_ratio_vs_cpsat"], 5),
