@@ -213,7 +213,8 @@ def _describe(chosen: list[Problem]) -> str:
         counts[p.family] = counts.get(p.family, 0) + 1
     parts = [f"{'orlib gap1-gap12 (min)' if f == 'orlib' else 'Yagiura ' + f.upper()}: {c}"
              for f, c in counts.items()]
-    return f"{len(chosen)} problems ({'; '.join(parts)}); gapa-gapd not run (they duplicate Yagiura A-D)"
+    return (f"{len(chosen)} problems ({'; '.join(parts)}); gapa-gapd not run (they duplicate "
+            f"Yagiura A-D)")
 
 
 def _print_progress(n: int, total: int, record: dict) -> None:

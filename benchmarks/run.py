@@ -50,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     gap.add_argument("--families", default="orlib,a,b,c,d,e",
                      help="comma-separated: orlib (gap1-gap12, min) and Yagiura a,b,c,d,e")
     gap.add_argument("--instances", default=None,
-                     help="comma-separated problem names (gap3-2, d10200) or OR-Library files (gap3)")
+                     help="comma-separated problem names (gap3-2, d10200) or OR-Library "
+                          "files (gap3)")
     gap.add_argument("--engine", default="auto", choices=("auto", "exact", "large"))
     gap.add_argument("--baseline", action="store_true",
                      help="also run plain CP-SAT (engine=exact) on every problem")

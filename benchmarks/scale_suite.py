@@ -1,4 +1,4 @@
-"""The scale suite: China-network instances from `scheduler.generate.china_instance` at growing sizes,
+"""The scale suite: China-network instances (`scheduler.generate.china_instance`) at growing sizes,
 three solvers on the same instance, each (solver, size) in its own child process.
 
 The parent (`run`) starts ``run.py _one`` per (solver, size), watches it with ``os.wait4`` (whose
@@ -392,9 +392,9 @@ def run(args) -> int:
         time_limits=", ".join(f"{n:,}: {t:g} s" for n, t in zip(sizes, limits, strict=True)),
         seeds=f"{args.seed} (instance generator and solver)",
         workers=f"{args.workers} (SolveParams.workers; 0 = engine default)",
-        solvers=f"eastwest = solve(engine='{args.engine}'); cp-sat = solve(engine='exact'), the whole "
-                "problem as one CP-SAT model; greedy = compile_options + greedy + build_plan + "
-                "verify",
+        solvers=f"eastwest = solve(engine='{args.engine}'); cp-sat = solve(engine='exact'), the "
+                "whole problem as one CP-SAT model; greedy = compile_options + greedy + "
+                "build_plan + verify",
         isolation=f"each (solver, size) in its own child process; address-space limit "
                   f"{args.mem_limit_gb:g} GB (RLIMIT_AS); wall timeout = generation "
                   f"(120 s + size/2000 s), then time limit + grace ({grace})",
@@ -441,7 +441,8 @@ def _notes(r: dict) -> str:
     if r.get("greedy_hint_kept"):
         notes.append("CP-SAT found no plan; greedy hint kept")
     wall, limit = r.get("wall_s"), r.get("time_limit_s")
-    if r.get("solver") != "greedy" and wall is not None and limit and wall > overrun_threshold(limit):
+    timed = r.get("solver") != "greedy" and wall is not None and limit
+    if timed and wall > overrun_threshold(limit):
         notes.append(f"overran limit by {wall - limit:.1f} s")
     return "; ".join(notes)
 
@@ -469,7 +470,8 @@ def markdown(proto: dict, results: list[dict]) -> str:
                    "MISS: " + ", ".join(t.split(":")[0] for t in misses))
         rows.append([f"{res['size']:,}", f"{res['time_limit_s']:g}", ew.get("engine", "-"),
                      fmt_pct(ew.get("own_gap")), fmt_pct(cp.get("own_gap")),
-                     fmt_ratio(c["gap_ratio_vs_cpsat"]), fmt_ratio(c["objective_ratio_vs_cpsat"], 5),
+                     fmt_ratio(c["gap_ratio_vs_cpsat"]),
+                     fmt_ratio(c["objective_ratio_vs_cpsat"], 5),
                      fmt_ratio(c["objective_ratio_vs_greedy"], 5), fmt_s(ew.get("wall_s")),
                      fmt_gb(ew.get("peak_rss_bytes")), verdict])
     text.append(table(headers, rows, right={0, 1, 3, 4, 5, 6, 7, 8, 9}))
@@ -491,7 +493,8 @@ def markdown(proto: dict, results: list[dict]) -> str:
                          fmt_num(r.get("objective")), fmt_num(r.get("lower_bound")),
                          fmt_pct(r.get("own_gap")), fmt_pct(r.get("gap_to_best_bound")),
                          fmt_s(r.get("first_incumbent_s")), fmt_s(r.get("best_incumbent_s")),
-                         fmt_s(r.get("engine_best_s")), fmt_s(r.get("wall_s")), fmt_gb(r.get("rss_after_generation_bytes")),
+                         fmt_s(r.get("engine_best_s")), fmt_s(r.get("wall_s")),
+                         fmt_gb(r.get("rss_after_generation_bytes")),
                          fmt_gb(r.get("peak_rss_bytes")), _notes(r)])
         text.append(table(headers, rows, right={3, 4, 5, 6, 7, 8, 9, 10, 11, 12}))
         c = res["comparison"]
