@@ -38,6 +38,16 @@ EXIT_INFEASIBLE = 3
 EXIT_INTERRUPTED = 130
 
 
+def say(*parts: object) -> None:
+    """print() to stdout that survives a closed pipe (`eastwest solve ... | head`)."""
+    try:
+        print(*parts)
+    except BrokenPipeError:
+        # Point stdout at nowhere so the interpreter's final flush cannot fail either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 class ProgressLine:
     """A live status line on stderr (only when stderr is a terminal), a few updates a second."""
 
@@ -133,8 +143,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     result: Result = outcome["result"]  # type: ignore[assignment]
     write_plan(result.plan, args.output, protect=(args.instance, args.params))
     if not args.quiet:
-        print(summary(instance, result.plan, result.verification))
-        print(f"\nplan written to {args.output}")
+        say(summary(instance, result.plan, result.verification))
+        say(f"\nplan written to {args.output}")
     if interrupted:
         return EXIT_INTERRUPTED
     if result.plan.status in (Status.INFEASIBLE, Status.UNKNOWN):
@@ -148,9 +158,9 @@ def cmd_solve(args: argparse.Namespace) -> int:
 
 def _print_violations(violations) -> None:
     rows = [[v.code, v.subject, f"{v.amount:g}", v.message] for v in violations[:50]]
-    print(table(["violation", "subject", "amount", "message"], rows))
+    say(table(["violation", "subject", "amount", "message"], rows))
     if len(violations) > 50:
-        print(f"... and {len(violations) - 50} more")
+        say(f"... and {len(violations) - 50} more")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -163,11 +173,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"note: the plan names instance '{plan.instance}', the file holds '{instance.name}'",
               file=sys.stderr)
     if verification.ok:
-        print(f"ok: the plan meets every rule; objective {money(verification.objective)} "
+        say(f"ok: the plan meets every rule; objective {money(verification.objective)} "
               f"(recomputed), status {plan.status.value}, gap {percent(plan.gap, 3)}")
         return EXIT_OK
     _print_violations(verification.violations)
-    print(f"\nfailed: {len(verification.violations)} violation(s)")
+    say(f"\nfailed: {len(verification.violations)} violation(s)")
     return EXIT_FAILED
 
 
@@ -181,15 +191,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         RULES[int(r)].value for r in options.nearest_miss if r != ELIGIBLE
     )
     must_without = int((options.must_serve & (options.nearest_miss != ELIGIBLE)).sum())
-    print(f"ok: instance '{instance.name}' is valid")
-    print(f"  {len(instance.regions):,} regions, {len(instance.links):,} links, "
+    say(f"ok: instance '{instance.name}' is valid")
+    say(f"  {len(instance.regions):,} regions, {len(instance.links):,} links, "
           f"{len(instance.pools()):,} pools, {len(instance.demands):,} demands, "
           f"{len(instance.offers):,} offers, {options.n_options:,} eligible options")
     if no_option:
-        print("  demands with no eligible option, by nearest miss: "
+        say("  demands with no eligible option, by nearest miss: "
               + ", ".join(f"{k} {v:,}" for k, v in sorted(no_option.items())))
     if must_without:
-        print(f"  warning: {must_without:,} must-serve demand(s) have no eligible option; "
+        say(f"  warning: {must_without:,} must-serve demand(s) have no eligible option; "
               "the instance is infeasible")
     return EXIT_OK
 
@@ -200,7 +210,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.output:
         write_text(text, args.output)
     else:
-        print(text)
+        say(text)
     return EXIT_OK
 
 
@@ -209,7 +219,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     instance = china_instance(demands=args.demands, seed=args.seed)
     write_instance(instance, args.output)
-    print(f"wrote {args.output}: {len(instance.regions)} regions, {len(instance.pools())} pools, "
+    say(f"wrote {args.output}: {len(instance.regions)} regions, {len(instance.pools())} pools, "
           f"{len(instance.demands):,} demands")
     return EXIT_OK
 
@@ -222,7 +232,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     except GapFormatError as error:
         raise InputError(args.file, [str(error)]) from None
     for path in written:
-        print(path)
+        say(path)
     return EXIT_OK
 
 
@@ -234,7 +244,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise InputError(args.instance, [f"demand '{args.demand}': no such demand"])
     rows = [[region, pool, "eligible" if rule is None else f"rejected: {rule.value}"]
             for region, pool, rule in rejections(instance, args.demand)]
-    print(table(["region", "pool", "verdict"], rows))
+    say(table(["region", "pool", "verdict"], rows))
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ bound is mapped back as ``bound / s - E`` where E is the largest total rounding 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,26 +25,35 @@ from scheduler.engines import EngineResult
 from scheduler.params import Progress, SolveParams
 
 OBJECTIVE_UNITS_LIMIT = 1e13  # the largest scaled objective the engine allows
-DEFAULT_WORKERS = 8  # CP-SAT's full portfolio; its LP-based bound workers need it
+FULL_PORTFOLIO = 8  # from this many workers on, CP-SAT's own portfolio includes its LP workers
 SMALL_PORTFOLIO = ("max_lp", "default_lp", "reduced_costs", "quick_restart", "pseudo_costs",
                    "lb_tree_search", "core")
 """Subsolvers for 2-7 workers: the LP-heavy ones first, since they prove the bound."""
 
 
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def configure(parameters, params: SolveParams) -> int:
     """Set time, seed and workers on CP-SAT's parameters; return the number of workers used.
 
-    CP-SAT's default portfolio for fewer than 8 workers leaves out the LP-based workers that
-    prove bounds on assignment problems, so small worker counts get an explicit portfolio.
+    Workers default to the available cores (at most 16): more workers than cores starve CP-SAT's
+    LP workers, which prove the bounds here. Below 8 workers CP-SAT's default portfolio leaves the
+    LP workers out, so small worker counts get an explicit LP-first portfolio.
     """
-    workers = params.workers or DEFAULT_WORKERS
+    workers = params.workers or min(available_cores(), 16)
     parameters.random_seed = params.seed
     parameters.num_workers = workers
     parameters.relative_gap_limit = params.gap_limit
     parameters.catch_sigint_signal = False  # Ctrl-C belongs to the caller (it sets `stop`)
     if workers == 1:
         parameters.linearization_level = 2
-    elif workers < DEFAULT_WORKERS:
+    elif workers < FULL_PORTFOLIO:
         parameters.subsolvers.extend(SMALL_PORTFOLIO[:workers])
     return workers
 
