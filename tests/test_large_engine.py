@@ -1,0 +1,197 @@
+"""The large-scale engine: valid bounds, verified plans, determinism, stopping, a literature optimum."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from models import Status
+from scheduler import SolveParams, compile_options, solve
+from scheduler.compile import ELIGIBLE, Options
+from scheduler.engines.exact import solve_exact
+from scheduler.engines.lagrangian import CapacityRelaxation, DualAscent
+from scheduler.engines.large import solve_large
+from scheduler.engines.primal import construct, is_feasible, objective, shift_moves
+from scheduler.strategies import instances
+
+GAP_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "benchmarks" / "gap"
+TOL = 1e-6
+
+
+def random_options(seed: int, demands: int = 12, pools: int = 4, must_share: float = 0.3,
+                   tight: float = 0.6) -> Options:
+    """A small random instance in the engine's own terms: optional and must-serve demands,
+    pool-dependent usage, capacities at ``tight`` of what the demands would use."""
+    rng = np.random.default_rng(seed)
+    start = [0]
+    pool, units, cost = [], [], []
+    for _ in range(demands):
+        mine = np.sort(rng.choice(pools, int(rng.integers(1, pools + 1)), replace=False))
+        pool += mine.tolist()
+        units += rng.integers(1, 20, len(mine)).tolist()
+        cost += np.round(rng.uniform(1, 50, len(mine)), 2).tolist()
+        start.append(len(pool))
+    units_a = np.array(units, dtype=np.int64)
+    pool_a = np.array(pool, dtype=np.int32)
+    per_pool = np.bincount(pool_a, weights=units_a, minlength=pools)
+    capacity = np.maximum(1, np.floor(per_pool * tight / 2)).astype(np.int64)
+    must = rng.random(demands) < must_share
+    return Options(
+        start=np.array(start, dtype=np.int64), pool=pool_a, units=units_a,
+        cost=np.array(cost), penalty=np.round(rng.uniform(10, 80, demands), 2),
+        must_serve=must, capacity=capacity,
+        nearest_miss=np.full(demands, ELIGIBLE, dtype=np.int8), quantum=1.0, compiler=None)
+
+
+def exact_optimum(options: Options) -> float | None:
+    result = solve_exact(options, SolveParams(time_limit_s=20, workers=1))
+    if result.status == Status.INFEASIBLE:
+        return None
+    assert result.status == Status.OPTIMAL
+    return objective(options, result.choice)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bound_never_exceeds_the_optimum(seed):
+    """Every bound the engine reports is below the proven optimum; every plan is above it."""
+    options = random_options(seed, demands=10 + seed, pools=3 + seed % 3)
+    best = exact_optimum(options)
+    result = solve_large(options, SolveParams(time_limit_s=5, workers=1, seed=seed))
+    if best is None:
+        assert result.status in (Status.INFEASIBLE, Status.UNKNOWN)
+        return
+    assert result.lower_bound is not None
+    assert result.lower_bound <= best + TOL
+    if result.choice is not None:
+        assert is_feasible(options, result.choice)
+        assert objective(options, result.choice) >= best - TOL
+    if result.status == Status.OPTIMAL:
+        assert math.isclose(objective(options, result.choice), best, abs_tol=TOL)
+
+
+def test_lagrangian_values_are_bounds_at_any_multipliers():
+    """L(lam) <= optimum for arbitrary lam >= 0, not only the ones the bundle method visits."""
+    rng = np.random.default_rng(7)
+    for seed in range(5):
+        options = random_options(100 + seed, demands=14, pools=4)
+        best = exact_optimum(options)
+        if best is None:
+            continue
+        relax = CapacityRelaxation(options)
+        for _ in range(20):
+            lam = rng.exponential(2.0, options.n_pools) * (rng.random(options.n_pools) < 0.7)
+            assert relax.evaluate(lam).bound <= best + TOL
+        dual = DualAscent(relax)
+        dual.run(200, time.perf_counter() + 5)
+        assert dual.best.bound <= best + TOL
+
+
+def test_tiny_cases_reach_the_optimum():
+    """With time to spare, tiny instances end proven optimal at the exact engine's optimum."""
+    for seed in (1, 2, 3):
+        options = random_options(200 + seed, demands=8, pools=3)
+        best = exact_optimum(options)
+        result = solve_large(options, SolveParams(time_limit_s=10, workers=1, seed=0))
+        if best is None:
+            continue
+        assert result.status == Status.OPTIMAL
+        assert math.isclose(objective(options, result.choice), best, abs_tol=TOL)
+        assert result.lower_bound <= best + TOL
+
+
+def test_construction_respects_capacity():
+    """The multiplier-guided construction and the shift moves never overfill a pool."""
+    for seed in range(10):
+        options = random_options(300 + seed, demands=30, pools=5, must_share=0.0)
+        relax = CapacityRelaxation(options)
+        dual = DualAscent(relax)
+        dual.run(100, time.perf_counter() + 5)
+        choice = construct(options, relax.reduced_costs(dual.best.lam))
+        assert is_feasible(options, choice)
+        moved, _ = shift_moves(options, choice, big=1e9)
+        assert is_feasible(options, moved)
+        assert objective(options, moved) <= objective(options, choice) + TOL
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(max_demands=6, max_regions=3))
+def test_plans_verify_and_objectives_agree(instance):
+    """Through solve(): the plan passes the verifier, whose objective equals the engine's."""
+    result = solve(instance, SolveParams(engine="large", time_limit_s=5, workers=1))
+    assert result.verification.ok
+    if result.objective is not None:
+        options = compile_options(instance)
+        assert math.isclose(result.verification.objective, result.objective, rel_tol=1e-9,
+                            abs_tol=1e-6)
+        assert result.lower_bound <= result.objective + 1e-6
+        assert result.plan.status in (Status.OPTIMAL, Status.FEASIBLE)
+        assert options.n_demands == len(instance.demands)
+
+
+def test_deterministic_with_one_worker_and_an_iteration_limit():
+    options = random_options(42, demands=60, pools=6, must_share=0.2, tight=0.5)
+    params = SolveParams(time_limit_s=60, workers=1, seed=3, iteration_limit=15)
+    first = solve_large(options, params)
+    second = solve_large(options, params)
+    assert first.choice is not None and second.choice is not None
+    assert np.array_equal(first.choice, second.choice)
+    assert first.lower_bound == second.lower_bound
+
+
+def test_stop_before_start_returns_at_once():
+    options = random_options(5, demands=80, pools=6, must_share=0.1)
+    stop = threading.Event()
+    stop.set()
+    started = time.perf_counter()
+    result = solve_large(options, SolveParams(time_limit_s=60, workers=2), stop=stop)
+    assert time.perf_counter() - started < 5
+    assert result.status in (Status.FEASIBLE, Status.OPTIMAL, Status.UNKNOWN)
+    if result.choice is not None:
+        assert is_feasible(options, result.choice)
+
+
+def test_stop_while_running_returns_promptly():
+    options = random_options(6, demands=400, pools=8, must_share=0.1, tight=0.45)
+    stop = threading.Event()
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    started = time.perf_counter()
+    try:
+        result = solve_large(options, SolveParams(time_limit_s=120, workers=2), stop=stop)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - started < 8
+    if result.choice is not None:
+        assert is_feasible(options, result.choice)
+
+
+def test_must_serve_without_options_is_infeasible():
+    options = random_options(9, demands=5, pools=2, must_share=1.0)
+    start = options.start.copy()
+    keep = np.ones(options.n_options, dtype=bool)
+    keep[start[0]:start[1]] = False
+    start[1:] -= start[1] - start[0]
+    cut = Options(start=start, pool=options.pool[keep], units=options.units[keep],
+                  cost=options.cost[keep], penalty=options.penalty, must_serve=options.must_serve,
+                  capacity=options.capacity, nearest_miss=options.nearest_miss, quantum=1.0,
+                  compiler=None)
+    result = solve_large(cut, SolveParams(time_limit_s=5, workers=1))
+    assert result.status == Status.INFEASIBLE and result.choice is None
+
+
+@pytest.mark.skipif(not GAP_DIR.is_dir(), reason="GAP literature files not present")
+def test_gap1_1_reaches_its_optimum():
+    from scheduler.gap import gap_to_instance, read_gap
+
+    problem = read_gap(GAP_DIR / "orlib" / "gap1.txt")[0]
+    result = solve(gap_to_instance(problem), SolveParams(engine="large", time_limit_s=20,
+                                                         workers=1))
+    assert result.verification.ok
+    assert result.objective == 261
+    assert result.plan.status == Status.OPTIMAL
