@@ -24,7 +24,9 @@ import numpy as np
 from models import Status
 from scheduler.compile import Options
 from scheduler.engines import EngineResult
-from scheduler.engines.exact import cost_scale
+from scheduler.engines.exact import available_cores, cost_scale
+from scheduler.engines.exchange import MAX_DEMANDS as EXCHANGE_MAX_DEMANDS
+from scheduler.engines.exchange import Exchanger, perturb
 from scheduler.engines.lagrangian import CapacityRelaxation, DualAscent, smoothed_ascent
 from scheduler.engines.lns import (
     Chooser,
@@ -48,10 +50,12 @@ from scheduler.engines.primal import (
 )
 from scheduler.params import Progress, SolveParams
 
-DEFAULT_WORKERS = 2
+MAX_DEFAULT_WORKERS = 8  # workers default to the available cores, at most this many
 DUAL_SHARE = 0.3  # at most this share of the time goes to the first bound
 PROGRESS_EVERY_S = 0.25
-RESERVE_S_PER_OPTION = 1e-6  # left of the limit for building and verifying the plan (1M options: 1 s)
+KICK_THRESHOLD = 1e-4  # a kicked plan is kept unless it costs this much (relative) over the best
+EXCHANGE_STEPS = 5  # exchange-search steps per sub-solve with one worker
+CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) core runs
 
 
 class _Run:
@@ -61,9 +65,7 @@ class _Run:
         self.o = options
         self.params = params
         self.started = time.perf_counter()
-        # Plan building and verification after the engine grow with the options: keep a reserve.
-        reserve = min(0.05 * params.time_limit_s, RESERVE_S_PER_OPTION * options.n_options)
-        self.deadline = self.started + params.time_limit_s - reserve
+        self.deadline = self.started + params.time_limit_s
         self.on_progress = on_progress
         self.stop_event = stop
         self.choice: np.ndarray | None = None
@@ -79,6 +81,7 @@ class _Run:
         self.integer_data = scale == 1.0
         self.scale = scale
         self.big = big_penalty(options)
+        self.rounding_bound = 0.0  # E of the sub-models' integer costs (formulation section 4)
 
     # -- clock and limits ----------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -162,7 +165,7 @@ def solve_large(
 ) -> EngineResult:
     """Plan ``options`` within ``params.time_limit_s``: a verified-ready choice and a proven bound."""
     o = options
-    workers = params.workers or DEFAULT_WORKERS
+    workers = params.workers or min(available_cores(), MAX_DEFAULT_WORKERS)
     if np.any(o.must_serve & (np.diff(o.start) == 0)):
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option",
                             workers=workers)
@@ -203,13 +206,13 @@ def solve_large(
 
     # 3. CP-SAT neighbourhood search around the incumbent.
     if o.n_options and run.choice is not None and not run.done():
-        _search(run, rc, workers, details)
+        _search(run, rc, dual.best.bound, workers, details)
 
     details["bound_method"] = run.bound_method
     details["time_to_best_s"] = run.best_s if run.best_s is not None else -1.0
     run.report("final", force=True)
     common = dict(first_solution_s=run.first_solution_s, cost_scale=run.scale,
-                  rounding_bound_cny=0.0, workers=workers, details=details)
+                  rounding_bound_cny=run.rounding_bound, workers=workers, details=details)
     lb = run.lower_bound() if math.isfinite(run.bound) else None
     if run.choice is None or run.missing:
         return EngineResult(None, Status.UNKNOWN, lb, "no complete plan found", **common)
@@ -238,7 +241,8 @@ def _hint_is_valid(o: Options, hint: np.ndarray) -> bool:
     return bool(np.all(loads(o, hint) <= o.capacity))
 
 
-def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
+def _search(run: _Run, rc: np.ndarray, lagrangian_bound: float, workers: int,
+            details: dict) -> None:
     """The LNS loop: up to ``workers`` sub-solves at once, on disjoint pools and demands."""
     o, params = run.o, run.params
     rng = np.random.default_rng(params.seed)
@@ -247,7 +251,8 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
     pen_int = np.round(o.penalty * scale).astype(np.int64)
     pb = Problem(o, scale, cost_int, pen_int)
     demand_error = _rounding_errors(o, scale, cost_int, pen_int)
-    chooser = Chooser(o, rng, rc, run.bound)
+    run.rounding_bound = math.fsum(demand_error)
+    chooser = Chooser(o, rng, rc, lagrangian_bound)
     chooser.refresh(run.choice)
     choice = run.choice.copy()
     load = loads(o, choice)
@@ -258,9 +263,26 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
     locked_demands = np.zeros(o.n_demands, dtype=bool)
     solvers = Solvers()
     flying: dict = {}  # future -> (neighbourhood, strategy, its current choice, pools it locks)
-    rounds = launched = improvements = 0
+    rounds = launched = improvements = exchanges = 0
     exclusive = False
     waiting = None  # a strategy drawn but not launched yet
+    exchanger = Exchanger(o) if _exchange_fits(o) else None
+    exchange_rng = np.random.default_rng(params.seed + 1)
+    stale = False  # no exchange left for the incumbent and locks as they stand
+    kicks = touched = 0  # touched: changes the exchange search made (a core bound needs none)
+    core_work = total_work = 0.0  # CP-SAT deterministic time spent (core runs, all runs)
+    touched_at_launch: dict[int, int] = {}
+    if exchanger is not None:  # first to a local optimum of the exchanges, nothing locked
+        while not (run.stopped() or run.out_of_time()):
+            before = choice.copy()
+            made = exchanger.improve(choice, load, exchange_rng, passes=8)
+            if not made:
+                break
+            exchanges += made
+            moved = np.flatnonzero(before != choice)
+            costs[moved] = o.cost[choice[moved]]
+            run.offer(choice.copy())
+        chooser.refresh(choice)
 
     def stopping() -> bool:
         if run.stopped() or run.out_of_time() or run.done():
@@ -277,8 +299,39 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def local_search() -> None:
+        """One step of the exchange search on what no sub-solve holds: exchanges to a local
+        optimum, then iterated kicks (random shifts and swaps, then exchanges), keeping a kicked
+        plan unless it is clearly worse than the best."""
+        nonlocal stale, exchanges, kicks, touched
+        before = choice.copy()
+        if not stale:
+            made = exchanger.improve(choice, load, exchange_rng, locked_pools, locked_demands,
+                                     passes=4)
+            stale = not made
+            exchanges += made
+        else:
+            kicks += 1
+            before_load = load.copy()
+            perturb(o, choice, load, exchange_rng, int(exchange_rng.integers(2, 6)),
+                    locked_pools, locked_demands)
+            exchanges += exchanger.improve(choice, load, exchange_rng, locked_pools,
+                                           locked_demands, passes=50)
+            changed = np.flatnonzero(before != choice)
+            after = math.fsum(costs) - math.fsum(costs[changed]) + math.fsum(o.cost[choice[changed]])
+            if after > run.objective + KICK_THRESHOLD * max(abs(run.objective), 1.0):
+                choice[:], load[:] = before, before_load
+        if not np.array_equal(before, choice):
+            touched += 1
+            _moved(o, before, choice, costs, chooser)
+            run.offer(choice.copy())
+
     try:
         while True:
+            if exchanger is not None and not stopping() and not flying:
+                for _ in range(EXCHANGE_STEPS if pool is None else 1):
+                    local_search()
             # Launch sub-solves while there is a free worker (an exclusive one waits for all).
             while not stopping() and not exclusive and len(flying) < workers:
                 nb = None
@@ -286,6 +339,9 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
                     if waiting is None:
                         waiting = chooser.pick()
                     strategy = waiting
+                    if strategy.name == "core" and core_work > CORE_SHARE * total_work:
+                        waiting = None  # core runs have had their share of the time
+                        continue
                     if strategy.name == "core" and flying:
                         break  # the core neighbourhood runs alone: let the others finish
                     waiting = None
@@ -307,6 +363,7 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
                 locked_pools[lock] = True
                 locked_demands[nb.demands] = True
                 exclusive = nb.exclusive
+                touched_at_launch[id(nb)] = touched
                 task = dict(seed=params.seed + launched, deterministic_limit=limit * (
                     5 if nb.exclusive else 1), wall_limit=run.deadline - time.perf_counter(),
                     solvers=solvers)
@@ -322,9 +379,15 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
             if pool is None:
                 done = list(flying)
             else:
-                done, _ = wait(list(flying), timeout=0.05, return_when=FIRST_COMPLETED)
+                done = [f for f in flying if f.done()]
+                if not done and exchanger is not None and not exclusive and not stopping():
+                    local_search()  # the main thread searches while the workers solve
+                    continue
+                if not done:
+                    done, _ = wait(list(flying), timeout=0.05, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: flying[f][0].demands[0]):
                 nb, strategy, current, lock = flying.pop(future)
+                stale = False  # pools and demands come free
                 sub = future.result()
                 rounds += 1
                 locked_pools[lock] = False
@@ -337,6 +400,7 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
                 improved = changed is not None and changed[1]
                 if changed is not None:
                     chooser.touch(changed[0])
+                    stale = False
                 if sub.proven:
                     chooser.remember(nb)
                 if improved:
@@ -344,7 +408,11 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
                     run.offer(choice.copy())
                     if improvements % 20 == 0:
                         chooser.refresh(choice)
-                if sub.bound is not None and (nb.whole or nb.excluded_bound is not None):
+                untouched = touched_at_launch.pop(id(nb), None) == touched
+                total_work += sub.deterministic_time
+                if nb.exclusive:
+                    core_work += sub.deterministic_time
+                if sub.bound is not None and untouched and (nb.whole or nb.excluded_bound is not None):
                     # Plans within the neighbourhood's options cost >= fixed + CP-SAT's bound;
                     # any other plan costs >= the excluded bound (reduced-cost argument).
                     inside = sub.bound / scale - math.fsum(demand_error[nb.demands])
@@ -361,10 +429,25 @@ def _search(run: _Run, rc: np.ndarray, workers: int, details: dict) -> None:
             pool.shutdown(wait=True)
     details["lns_rounds"] = rounds
     details["lns_improvements"] = improvements
+    details["exchanges"] = exchanges
+    details["kicks"] = kicks
     for s in chooser.strategies:
         details[f"lns_{s.name}_tries"] = s.tries
         details[f"lns_{s.name}_wins"] = s.wins
         details[f"lns_{s.name}_rows"] = int(s.rows)
+
+
+def _moved(o: Options, before: np.ndarray, choice: np.ndarray, costs: np.ndarray,
+           chooser: Chooser) -> None:
+    """Book-keeping after exchanges changed served demands' options."""
+    moved = np.flatnonzero(before != choice)
+    costs[moved] = o.cost[choice[moved]]
+    chooser.touch(np.unique(o.pool[np.concatenate([before[moved], choice[moved]])]))
+
+
+def _exchange_fits(o: Options) -> bool:
+    """The exchange search keeps dense demand x pool tables: only for GAP-sized instances."""
+    return 2 <= o.n_demands <= EXCHANGE_MAX_DEMANDS and o.n_demands * o.n_pools <= 5_000_000
 
 
 def _progress(before: tuple[float, float, int], run: _Run) -> float:
