@@ -17,7 +17,8 @@ from scheduler.compile import ELIGIBLE, Options
 from scheduler.engines.exact import solve_exact
 from scheduler.engines.lagrangian import CapacityRelaxation, DualAscent
 from scheduler.engines.large import solve_large
-from scheduler.engines.primal import construct, is_feasible, objective, shift_moves
+from scheduler.engines.exchange import Exchanger, perturb
+from scheduler.engines.primal import construct, is_feasible, loads, objective, shift_moves
 from scheduler.strategies import instances
 
 GAP_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "benchmarks" / "gap"
@@ -117,6 +118,30 @@ def test_construction_respects_capacity():
         moved, _ = shift_moves(options, choice, big=1e9)
         assert is_feasible(options, moved)
         assert objective(options, moved) <= objective(options, choice) + TOL
+
+
+def test_exchanges_keep_plans_feasible_and_never_worsen_them():
+    """Cyclic and path exchanges, and kicks followed by exchanges, stay within capacity; the
+    exchanges alone only ever lower the cost."""
+    rng = np.random.default_rng(11)
+    made = 0
+    for seed in range(6):
+        options = random_options(400 + seed, demands=40, pools=5, must_share=1.0, tight=1.4)
+        choice = construct(options, rng.random(options.n_options))  # a poor plan to improve
+        if not is_feasible(options, choice):
+            continue
+        exchanger = Exchanger(options)
+        load = loads(options, choice)
+        for _ in range(5):
+            before = objective(options, choice)
+            made += exchanger.improve(choice, load, rng, passes=10)
+            assert is_feasible(options, choice)
+            assert np.array_equal(load, loads(options, choice))
+            assert objective(options, choice) <= before + TOL
+            perturb(options, choice, load, rng, 3)
+            assert is_feasible(options, choice)
+            assert np.array_equal(load, loads(options, choice))
+    assert made > 0
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
