@@ -51,6 +51,15 @@ def test_malformed_instance_from_a_real_process_has_no_traceback():
     assert "Traceback" not in done.stderr
 
 
+def test_yaml_without_pyyaml_names_the_extra(monkeypatch, capsys):
+    """Without PyYAML a YAML file is refused with exit 2 and a hint, not an ImportError."""
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    path = CORPUS / "python-tag.yaml"
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "install PyYAML" in err and "Traceback" not in err
+
+
 def test_missing_file_and_folder_are_input_errors(tmp_path, capsys):
     """A path that is not a readable file is invalid input."""
     assert main(["validate", str(tmp_path / "nope.json")]) == 2
