@@ -57,6 +57,11 @@ class Options:
     def options_of(self, i: int) -> slice:
         return slice(int(self.start[i]), int(self.start[i + 1]))
 
+    @property
+    def stranded_must_serve(self) -> bool:
+        """Whether some must-serve demand has no option at all (no plan can exist)."""
+        return bool(np.any(self.must_serve & (np.diff(self.start) == 0)))
+
 
 @dataclass(frozen=True, eq=False)
 class _Pools:

@@ -105,7 +105,7 @@ def solve_exact(
 
     started = time.perf_counter()
     n, starts = options.n_demands, options.start
-    if np.any(options.must_serve & (np.diff(starts) == 0)):
+    if options.stranded_must_serve:
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option")
 
     scale = cost_scale(options)

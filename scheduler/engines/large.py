@@ -166,7 +166,7 @@ def solve_large(
     """Plan ``options`` within ``params.time_limit_s``: a verified-ready choice and a proven bound."""
     o = options
     workers = params.workers or min(available_cores(), MAX_DEFAULT_WORKERS)
-    if np.any(o.must_serve & (np.diff(o.start) == 0)):
+    if o.stranded_must_serve:
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option",
                             workers=workers)
     run = _Run(o, params, on_progress, stop)
