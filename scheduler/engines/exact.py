@@ -82,14 +82,26 @@ def _worst_objective(options: Options) -> float:
     return float(dearest.sum())
 
 
-def rounding_bound(options: Options, scale: float, cost_int: np.ndarray, pen_int: np.ndarray) -> float:
-    """E: the sum over demands of the largest rounding error among its alternatives."""
+def scaled_costs(options: Options, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Option costs and demand penalties in CP-SAT's integer units: round(s c), round(s pi)."""
+    return (np.round(options.cost * scale).astype(np.int64),
+            np.round(options.penalty * scale).astype(np.int64))
+
+
+def rounding_errors(options: Options, scale: float, cost_int: np.ndarray,
+                    pen_int: np.ndarray) -> np.ndarray:
+    """Per demand: the largest |c - round(s c)/s| among its alternatives (formulation section 4)."""
     err = np.abs(options.cost - cost_int / scale)
     worst = np.where(options.must_serve, 0.0, np.abs(options.penalty - pen_int / scale))
     has = np.diff(options.start) > 0
     if has.any():
         worst[has] = np.maximum(worst[has], np.maximum.reduceat(err, options.start[:-1][has]))
-    return float(math.fsum(worst))
+    return worst
+
+
+def rounding_bound(options: Options, scale: float, cost_int: np.ndarray, pen_int: np.ndarray) -> float:
+    """E: the sum over demands of the largest rounding error among its alternatives."""
+    return float(math.fsum(rounding_errors(options, scale, cost_int, pen_int)))
 
 
 def solve_exact(
@@ -109,8 +121,7 @@ def solve_exact(
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option")
 
     scale = cost_scale(options)
-    cost_int = np.round(options.cost * scale).astype(np.int64)
-    pen_int = np.round(options.penalty * scale).astype(np.int64)
+    cost_int, pen_int = scaled_costs(options, scale)
     error = rounding_bound(options, scale, cost_int, pen_int)
 
     model = cp_model.CpModel()

@@ -24,7 +24,7 @@ import numpy as np
 from models import Status
 from scheduler.compile import Options
 from scheduler.engines import EngineResult
-from scheduler.engines.exact import available_cores, cost_scale
+from scheduler.engines.exact import available_cores, cost_scale, rounding_errors, scaled_costs
 from scheduler.engines.exchange import MAX_DEMANDS as EXCHANGE_MAX_DEMANDS
 from scheduler.engines.exchange import Exchanger, perturb
 from scheduler.engines.lagrangian import CapacityRelaxation, DualAscent, smoothed_ascent
@@ -247,10 +247,9 @@ def _search(run: _Run, rc: np.ndarray, lagrangian_bound: float, workers: int,
     o, params = run.o, run.params
     rng = np.random.default_rng(params.seed)
     scale = run.scale
-    cost_int = np.round(o.cost * scale).astype(np.int64)
-    pen_int = np.round(o.penalty * scale).astype(np.int64)
+    cost_int, pen_int = scaled_costs(o, scale)
     pb = Problem(o, scale, cost_int, pen_int)
-    demand_error = _rounding_errors(o, scale, cost_int, pen_int)
+    demand_error = rounding_errors(o, scale, cost_int, pen_int)
     run.rounding_bound = math.fsum(demand_error)
     chooser = Chooser(o, rng, rc, lagrangian_bound)
     chooser.refresh(run.choice)
@@ -471,16 +470,6 @@ class _Done:
     def result(self) -> SubSolve:
         return self.sub
 
-
-
-def _rounding_errors(o: Options, scale: float, cost_int: np.ndarray, pen_int: np.ndarray) -> np.ndarray:
-    """Per demand: the largest |c - round(s c)/s| among its alternatives (formulation section 4)."""
-    err = np.abs(o.cost - cost_int / scale)
-    worst = np.where(o.must_serve, 0.0, np.abs(o.penalty - pen_int / scale))
-    has = np.diff(o.start) > 0
-    if has.any():
-        worst[has] = np.maximum(worst[has], np.maximum.reduceat(err, o.start[:-1][has]))
-    return worst
 
 
 def _fixed_cost(o: Options, choice: np.ndarray, nb: Neighbourhood) -> float:
