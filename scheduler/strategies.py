@@ -7,7 +7,7 @@
     def test_every_plan_verifies(instance): ...
 
 Every strategy builds valid objects by construction (nothing is filtered away), takes keyword-only
-``min_*`` / ``max_*`` arguments and checks them. Needs the ``test`` extra (hypothesis).
+``min_*`` / ``max_*`` arguments and checks them. Needs the ``strategies`` extra (Hypothesis).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ try:
     from hypothesis.errors import InvalidArgument
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
-        "scheduler.strategies needs hypothesis: pip install 'eastwest[test]'"
+        "scheduler.strategies needs Hypothesis: pip install 'eastwest[strategies]'"
     ) from error
 
 from models import Instance, Plan, Precision, Sector, SolveStats, Status

@@ -40,3 +40,16 @@ def test_typed_markers_ship():
     """Both packages carry py.typed, so type checkers read their annotations."""
     root = Path(__file__).resolve().parent.parent
     assert (root / "models" / "py.typed").exists() and (root / "scheduler" / "py.typed").exists()
+
+
+def test_strategies_without_hypothesis_name_the_extra():
+    """Importing the strategies without Hypothesis says which extra to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "try:\n    import scheduler.strategies\n"
+            "except ImportError as e:\n    print(e)\nelse:\n    print('imported')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert "eastwest[strategies]" in done.stdout, done.stdout + done.stderr
