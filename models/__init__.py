@@ -16,6 +16,7 @@ from models.instance import (
     Sector,
 )
 from models.plan import (
+    OPTIMAL_GAP,
     RULES,
     Assignment,
     CostBreakdown,
@@ -32,6 +33,7 @@ from models.plan import (
 
 __all__ = [
     "INTRA_REGION_LATENCY_MS",
+    "OPTIMAL_GAP",
     "PRECISION_FALLBACKS",
     "QUANTUM_SLACK",
     "RULES",

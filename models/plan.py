@@ -16,10 +16,15 @@ from models.instance import SCHEMA_VERSION, Id, Precision
 Number = float | int | str
 
 
+OPTIMAL_GAP = 1e-6
+"""A plan reported `optimal` has a relative gap (see `relative_gap`) of at most this: its proven
+lower bound, rounding included, is within one part in a million of its objective."""
+
+
 class Status(StrEnum):
     """How a solve ended."""
 
-    OPTIMAL = "optimal"  # proven optimal (up to the reported rounding bound)
+    OPTIMAL = "optimal"  # proven optimal: gap at most OPTIMAL_GAP, rounding bound included
     FEASIBLE = "feasible"  # a plan that meets every hard rule, not proven optimal
     INFEASIBLE = "infeasible"  # proven: the must-serve demands cannot all be served
     UNKNOWN = "unknown"  # no plan found in time, infeasibility not proven
