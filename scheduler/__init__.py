@@ -7,46 +7,72 @@ The public face of the library; everything a user needs is importable from here:
     print(result.objective, result.lower_bound, result.gap)
 
 Hypothesis strategies live in `scheduler.strategies` (they need the `test` extra).
+
+The names are imported on first use (PEP 562), so that ``import scheduler.cli`` stays light and
+the command can install its signal handlers before numpy, pydantic and OR-Tools load.
 """
 
-from scheduler.compile import Options, compile_options, rejections
-from scheduler.generate import china_instance
-from scheduler.gap import GapFormatError, convert_gap_file, gap_to_instance, read_gap
-from scheduler.io import (
-    InputError,
-    read_instance,
-    read_params,
-    read_plan,
-    write_instance,
-    write_plan,
-)
-from scheduler.network import build_graph
-from scheduler.params import Progress, Result, SolveParams
-from scheduler.report import summary
-from scheduler.solve import VerificationError, solve
-from scheduler.verify import verify
+from __future__ import annotations
 
-__all__ = [
-    "GapFormatError",
-    "InputError",
-    "Options",
-    "Progress",
-    "Result",
-    "SolveParams",
-    "VerificationError",
-    "build_graph",
-    "china_instance",
-    "compile_options",
-    "convert_gap_file",
-    "gap_to_instance",
-    "read_gap",
-    "read_instance",
-    "read_params",
-    "read_plan",
-    "rejections",
-    "solve",
-    "summary",
-    "verify",
-    "write_instance",
-    "write_plan",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+_SOURCES = {
+    "Options": "scheduler.compile",
+    "compile_options": "scheduler.compile",
+    "rejections": "scheduler.compile",
+    "china_instance": "scheduler.generate",
+    "GapFormatError": "scheduler.gap",
+    "convert_gap_file": "scheduler.gap",
+    "gap_to_instance": "scheduler.gap",
+    "read_gap": "scheduler.gap",
+    "InputError": "scheduler.io",
+    "read_instance": "scheduler.io",
+    "read_params": "scheduler.io",
+    "read_plan": "scheduler.io",
+    "write_instance": "scheduler.io",
+    "write_plan": "scheduler.io",
+    "build_graph": "scheduler.network",
+    "Progress": "scheduler.params",
+    "Result": "scheduler.params",
+    "SolveParams": "scheduler.params",
+    "Stopped": "scheduler.params",
+    "summary": "scheduler.report",
+    "VerificationError": "scheduler.solve",
+    "solve": "scheduler.solve",
+    "verify": "scheduler.verify",
+}
+
+__all__ = sorted(_SOURCES)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from scheduler.compile import Options, compile_options, rejections
+    from scheduler.gap import GapFormatError, convert_gap_file, gap_to_instance, read_gap
+    from scheduler.generate import china_instance
+    from scheduler.io import (
+        InputError,
+        read_instance,
+        read_params,
+        read_plan,
+        write_instance,
+        write_plan,
+    )
+    from scheduler.network import build_graph
+    from scheduler.params import Progress, Result, SolveParams, Stopped
+    from scheduler.report import summary
+    from scheduler.solve import VerificationError, solve
+    from scheduler.verify import verify
+
+
+def __getattr__(name: str):
+    """Import a public name from its module on first use, and keep it."""
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'scheduler' has no attribute '{name}'")
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -8,6 +8,7 @@ sorted by pool. Memory is linear in the number of options (20 bytes each).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from models import PRECISION_FALLBACKS, QUANTUM_SLACK, RULES, Instance, Precision, Reason
 from scheduler.network import RouteTable
+from scheduler.params import Stopped
 
 PRECISIONS: tuple[Precision, ...] = tuple(Precision)
 ELIGIBLE = len(RULES)  # "first failed rule" of an option that passes every rule
@@ -323,13 +325,18 @@ def _disallowed(ok: np.ndarray | None, column: int, n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool) if ok is None else ~ok[:, column]
 
 
-def compile_options(instance: Instance) -> Options:
-    """Every eligible (demand, pool) option with its usage and cost, and each demand's nearest miss."""
+def compile_options(instance: Instance, *, stop: Callable[[], bool] | None = None) -> Options:
+    """Every eligible (demand, pool) option with its usage and cost, and each demand's nearest miss.
+
+    ``stop()`` is asked before each pool; when it says yes, `Stopped` is raised.
+    """
     compiler = Compiler(instance)
     n = len(instance.demands)
     nearest = np.full(n, -1, dtype=np.int8)
     demands_parts, pools_parts, units_parts, cost_parts = [], [], [], []
     for p in range(len(compiler.pools.ids)):
+        if stop is not None and stop():
+            raise Stopped("stopped while compiling the options")
         column = compiler.column(p)
         eligible = column.rule == ELIGIBLE
         np.maximum(nearest, column.rule, out=nearest)

@@ -8,19 +8,27 @@ file and an existing file stays intact until its replacement is complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from models import Instance, Plan
 from scheduler.params import SolveParams
 
 MAX_FILE_BYTES = 4 * 1024**3
 """Larger files are refused before they are read (a million-demand instance is about 0.5 GB)."""
+
+STEPPED_READ_BYTES = 4 * 1024**2
+"""Larger JSON files are decoded and validated in steps (`_parse_in_steps`), so that a signal
+is handled within milliseconds while they are read."""
+
+STEP_ITEMS = 1000  # list items validated per step (about 12 ms for demands)
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -146,6 +154,11 @@ def _read(path: str | os.PathLike, model: type[Model]) -> Model:
         raise InputError(file, ["is empty"])
     if file.suffix.lower() in (".yaml", ".yml"):
         return _validate(file, model, _load_yaml(file, raw))
+    if len(raw) > STEPPED_READ_BYTES:
+        try:
+            return _validate_in_steps(model, _parse_in_steps(raw))
+        except (ValueError, TypeError, RecursionError):
+            pass  # read it again the plain way below, for the exact message
     try:
         return model.model_validate_json(raw)
     except ValidationError as error:
@@ -153,6 +166,95 @@ def _read(path: str | os.PathLike, model: type[Model]) -> Model:
             _load_json(file, raw)  # raises with the line and column
         data = _load_json(file, raw)
         raise InputError(file, _describe(error, data)) from None
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _parse_in_steps(raw: bytes) -> dict:
+    """``json.loads`` for a top-level object, but its arrays are decoded one element at a time.
+
+    One C call on a large file holds the interpreter lock for seconds (0.7 s per 100,000
+    demands), and no signal handler can run meanwhile; element by element, the lock changes
+    hands every few milliseconds. Raises ValueError on anything unexpected (the caller then
+    reads the file the plain way, which reports the error precisely).
+    """
+    text = raw.decode("utf-8")
+    decode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
+    space = _SPACE.match
+
+    def skip(i: int) -> int:
+        return space(text, i).end()
+
+    i = skip(0)
+    if text[i : i + 1] != "{":
+        raise ValueError("not an object")
+    i = skip(i + 1)
+    out: dict = {}
+    if text[i : i + 1] == "}":
+        return out if skip(i + 1) == len(text) else _bad()
+    while True:
+        key, i = decode(text, i)
+        if not isinstance(key, str):
+            raise ValueError("key is not a string")
+        i = skip(i)
+        if text[i : i + 1] != ":":
+            raise ValueError("':' expected")
+        i = skip(i + 1)
+        if text[i : i + 1] == "[":
+            items: list = []
+            i = skip(i + 1)
+            if text[i : i + 1] == "]":
+                i += 1
+            else:
+                while True:
+                    item, i = decode(text, i)
+                    items.append(item)
+                    i = skip(i)
+                    mark = text[i : i + 1]
+                    i = skip(i + 1)
+                    if mark == "]":
+                        break
+                    if mark != ",":
+                        raise ValueError("',' or ']' expected")
+            out[key] = items
+        else:
+            out[key], i = decode(text, i)
+        i = skip(i)
+        mark = text[i : i + 1]
+        i = skip(i + 1)
+        if mark == "}":
+            return out if i == len(text) else _bad()
+        if mark != ",":
+            raise ValueError("',' or '}' expected")
+
+
+def _bad() -> dict:
+    raise ValueError("trailing text")
+
+
+def _validate_in_steps(model: type[Model], data: dict) -> Model:
+    """``model.model_validate(data)``, its long tuple fields validated a slice at a time (for
+    the same reason as `_parse_in_steps`); the result is the same model."""
+    data = dict(data)
+    for name, field in model.model_fields.items():
+        items = data.get(name)
+        args = get_args(field.annotation)
+        if (not isinstance(items, list) or len(items) <= STEP_ITEMS
+                or get_origin(field.annotation) is not tuple or len(args) != 2
+                or args[1] is not Ellipsis):
+            continue
+        adapter = _adapter(field.annotation)
+        validated: list = []
+        for k in range(0, len(items), STEP_ITEMS):
+            validated.extend(adapter.validate_python(items[k : k + STEP_ITEMS]))
+        data[name] = tuple(validated)
+    return model.model_validate(data)
+
+
+@functools.cache
+def _adapter(annotation) -> TypeAdapter:
+    return TypeAdapter(annotation)
 
 
 def _validate(file: Path, model: type[Model], data: object) -> Model:

@@ -32,9 +32,19 @@ class SolveParams(BaseModel):
     )
 
 
+class Stopped(Exception):
+    """`solve()` was stopped (its ``stop`` event set) before any plan existed: while compiling
+    the options or building the first (greedy) plan."""
+
+
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot of a running solve: the incumbent, the proven bound and the gap."""
+    """A snapshot of a running solve: the incumbent, the proven bound and the gap.
+
+    ``message`` says what happened: "compiled" and "first plan" (from `solve` itself, engine
+    "solve"), "solution", "bound" and "final" (from the engines), or "late: ..." when the time
+    limit is below what compiling, itemizing and verifying need (the text says how much).
+    """
 
     engine: str
     elapsed_s: float

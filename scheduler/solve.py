@@ -13,7 +13,7 @@ from scheduler.decode import build_plan
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import solve_exact
 from scheduler.engines.greedy import greedy
-from scheduler.params import Progress, Result, SolveParams
+from scheduler.params import Progress, Result, SolveParams, Stopped
 from scheduler.verify import verify
 
 EXACT_MAX_OPTIONS = 600
@@ -24,8 +24,15 @@ options) and the 5-agent x 100-job Yagiura problems best; from 1,000 options on 
 the large engine ends as close or closer to the best-known values, and on China-network instances
 (tens of thousands of options and up) it is far ahead (docs/benchmarks.md)."""
 
-POST_SECONDS_PER_DEMAND = 25e-6
-"""Time set aside per demand for itemizing and verifying the plan (measured: about 20 us)."""
+RESERVE_SAMPLE = 1000
+"""Instances above this many demands measure the time itemizing, verifying and serializing the
+plan will take on a sample of the demands (`post_reserve`), at least this many."""
+
+RESERVE_MARGIN = 1.3
+"""The measured time per demand is scaled by this much (the machine may be busier later)."""
+
+FALLBACK_SECONDS_PER_DEMAND = 80e-6
+"""The reserve per demand for instances too small to sample (measured: 40-70 us on 2 cores)."""
 
 
 class VerificationError(RuntimeError):
@@ -54,19 +61,39 @@ def solve(
     """Find a minimum-cost plan for ``instance`` and verify it.
 
     ``on_progress`` receives incumbents and bounds while the engine runs; setting ``stop`` ends
-    the search early with the best plan so far. Raises VerificationError if the plan fails the
-    verifier (a bug in eastwest).
+    the search early with the best plan so far, or raises `Stopped` if it is set before the
+    first (greedy) plan exists. The whole call keeps to ``params.time_limit_s``: the time for
+    itemizing and verifying the plan is measured up front and left over. Raises
+    VerificationError if the plan fails the verifier (a bug in eastwest).
     """
     params = params or SolveParams()
     started = time.perf_counter()
-    options = compile_options(instance)
+    stopped = stop.is_set if stop is not None else None
+
+    def tell(message: str, objective: float | None = None) -> None:
+        if on_progress is not None:
+            on_progress(Progress("solve", time.perf_counter() - started, objective, None, None,
+                                 message))
+
+    options = compile_options(instance, stop=stopped)
+    compiled = time.perf_counter()
+    tell("compiled")
     engine = pick_engine(options, params.engine)
-    hint, complete = greedy(options)
+    hint, complete = greedy(options, stop=stopped)
+    hinted = time.perf_counter()
+    tell("first plan", _objective(options, hint) if complete else None)
+    reserve = post_reserve(instance, options)
     prepared = time.perf_counter()
-    # Leave time for itemizing and verifying the plan, so the whole solve keeps to the limit.
-    remaining = params.time_limit_s - (prepared - started) - POST_SECONDS_PER_DEMAND * options.n_demands
-    budget = params.model_copy(update={"time_limit_s": max(remaining, 0.1)})
-    if engine == "exact":
+    # Leave the measured time for itemizing and verifying, so the whole solve keeps to the limit.
+    remaining = params.time_limit_s - (prepared - started) - reserve
+    if remaining < 0:
+        tell(f"late: compiling took {prepared - started:.1f} s and itemizing and verifying the "
+             f"plan need about {reserve:.1f} s, of the {params.time_limit_s:g} s limit")
+    budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
+    if stop is not None and stop.is_set():
+        outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search",
+                               workers=0)
+    elif engine == "exact":
         outcome = solve_exact(options, budget, hint=hint, on_progress=on_progress, stop=stop)
     else:
         from scheduler.engines.large import solve_large
@@ -101,7 +128,10 @@ def solve(
     verification = verify(instance, plan)
     finished = time.perf_counter()
     phases = {
-        "compile_s": prepared - started,
+        "compile_s": compiled - started,
+        "hint_s": hinted - compiled,
+        "reserve_s": reserve,
+        "reserve_measure_s": prepared - hinted,
         "search_s": searched - prepared,
         "plan_s": itemized - searched,
         "verify_s": finished - itemized,
@@ -113,6 +143,39 @@ def solve(
     if not verification.ok:
         raise VerificationError(result)
     return result
+
+
+def post_reserve(instance: Instance, options: Options) -> float:
+    """Seconds to set aside for itemizing, verifying and serializing the plan.
+
+    Measured: the same three steps run on a plan for a sample of the demands (the first
+    ``max(RESERVE_SAMPLE, n / 50)``), and the time per demand is scaled up to all of them, with
+    ``RESERVE_MARGIN``. Small instances get ``FALLBACK_SECONDS_PER_DEMAND`` (a few ms in all).
+    """
+    n = options.n_demands
+    if n <= 2 * RESERVE_SAMPLE:
+        return FALLBACK_SECONDS_PER_DEMAND * n + 0.02
+    k = max(RESERVE_SAMPLE, n // 50)
+    demands = instance.demands[:k]
+    ids = {d.id for d in demands}
+    sample = instance.model_copy(update={
+        "demands": demands, "offers": tuple(o for o in instance.offers if o.demand in ids)})
+    sample_options = compile_options(sample)
+    choice, _ = greedy(sample_options)
+    stats = SolveStats(engine="sample", solver_status="sample", wall_time_s=0.0)
+    begun = time.perf_counter()
+    plan = build_plan(sample, sample_options, choice, status=Status.FEASIBLE, lower_bound=None,
+                      stats=stats)
+    verify(sample, plan)
+    plan.model_dump_json(indent=1)
+    per_demand = (time.perf_counter() - begun) / k
+    return RESERVE_MARGIN * per_demand * n + 0.02
+
+
+def _objective(options: Options, choice) -> float:
+    """The cost of a choice (served options plus unserved penalties)."""
+    served = choice >= 0
+    return float(options.cost[choice[served]].sum() + options.penalty[~served].sum())
 
 
 def _fall_back_to_hint(outcome: EngineResult, hint, complete: bool) -> EngineResult:

@@ -6,11 +6,15 @@ serving them saves over their penalty; each takes its cheapest option that still
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from scheduler.compile import Options
+from scheduler.params import Stopped
 
 UNSERVED = -1
+STOP_CHECK_EVERY = 1024  # demands between two looks at the stop request (about 10 ms)
 
 
 def greedy_order(options: Options) -> np.ndarray:
@@ -24,13 +28,20 @@ def greedy_order(options: Options) -> np.ndarray:
     return np.lexsort((-savings, np.where(must, counts, 0), ~must))
 
 
-def greedy(options: Options, order: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-    """A choice per demand (option index or UNSERVED) and whether every must-serve demand fit."""
+def greedy(
+    options: Options, order: np.ndarray | None = None, *, stop: Callable[[], bool] | None = None
+) -> tuple[np.ndarray, bool]:
+    """A choice per demand (option index or UNSERVED) and whether every must-serve demand fit.
+
+    ``stop()`` is asked every few milliseconds; when it says yes, `Stopped` is raised.
+    """
     remaining = options.capacity.astype(np.int64).copy()
     choice = np.full(options.n_demands, UNSERVED, dtype=np.int64)
     complete = True
     start, pool, units, cost = options.start, options.pool, options.units, options.cost
-    for i in greedy_order(options) if order is None else order:
+    for n, i in enumerate(greedy_order(options) if order is None else order):
+        if stop is not None and n % STOP_CHECK_EVERY == 0 and stop():
+            raise Stopped("stopped while building the first plan")
         lo, hi = int(start[i]), int(start[i + 1])
         if lo == hi:
             complete = complete and not options.must_serve[i]
