@@ -15,6 +15,8 @@ the command can install its signal handlers before numpy, pydantic and OR-Tools 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 _SOURCES = {
@@ -62,6 +64,20 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from scheduler.report import summary
     from scheduler.solve import VerificationError, solve
     from scheduler.verify import verify
+
+
+class _Package(types.ModuleType):
+    """`solve` and `verify` are both functions here and submodules: importing a submodule sets
+    the package's attribute to the module, so put the function of the same name there instead
+    (as the eager ``from scheduler.solve import solve`` used to)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and _SOURCES.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -3,6 +3,8 @@ never changed, and every plan is checked by the independent verifier before it i
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +30,9 @@ RESERVE_SAMPLE = 1000
 """Instances above this many demands measure the time itemizing, verifying and serializing the
 plan will take on a sample of the demands (`post_reserve`), at least this many."""
 
-RESERVE_MARGIN = 1.3
-"""The measured time per demand is scaled by this much (the machine may be busier later)."""
+RESERVE_MARGIN = 2.0
+"""The measured time per demand is scaled by this much: at 100,000 demands the whole plan took
+1.2-1.9 times the sample's time per demand (2 cores, shared), and the machine may be busier later."""
 
 FALLBACK_SECONDS_PER_DEMAND = 80e-6
 """The reserve per demand for instances too small to sample (measured: 40-70 us on 2 cores)."""
@@ -116,16 +119,17 @@ def solve(
         first_solution_s=outcome.first_solution_s,
         details=outcome.details,
     )
-    plan = build_plan(
-        instance,
-        options,
-        outcome.choice,
-        status=outcome.status,
-        lower_bound=outcome.lower_bound,
-        stats=stats,
-    )
-    itemized = time.perf_counter()
-    verification = verify(instance, plan)
+    with no_gc():
+        plan = build_plan(
+            instance,
+            options,
+            outcome.choice,
+            status=outcome.status,
+            lower_bound=outcome.lower_bound,
+            stats=stats,
+        )
+        itemized = time.perf_counter()
+        verification = verify(instance, plan)
     finished = time.perf_counter()
     phases = {
         "compile_s": compiled - started,
@@ -163,13 +167,28 @@ def post_reserve(instance: Instance, options: Options) -> float:
     sample_options = compile_options(sample)
     choice, _ = greedy(sample_options)
     stats = SolveStats(engine="sample", solver_status="sample", wall_time_s=0.0)
-    begun = time.perf_counter()
-    plan = build_plan(sample, sample_options, choice, status=Status.FEASIBLE, lower_bound=None,
-                      stats=stats)
-    verify(sample, plan)
-    plan.model_dump_json(indent=1)
-    per_demand = (time.perf_counter() - begun) / k
+    with no_gc():
+        begun = time.perf_counter()
+        plan = build_plan(sample, sample_options, choice, status=Status.FEASIBLE,
+                          lower_bound=None, stats=stats)
+        verify(sample, plan)
+        plan.model_dump_json(indent=1)
+        per_demand = (time.perf_counter() - begun) / k
     return RESERVE_MARGIN * per_demand * n + 0.02
+
+
+@contextlib.contextmanager
+def no_gc():
+    """The cyclic garbage collector off for a while: itemizing and verifying create millions of
+    objects (and no cycles), and each full collection walks the whole heap, which made that
+    step superlinear in the size (and its sample a poor guide to it)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _objective(options: Options, choice) -> float:
