@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -175,17 +174,38 @@ def test_solve_the_shipped_china_instance(tmp_path):
 @pytest.mark.skipif(not CHINA.exists(), reason="instances/china-2025.json not present")
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_interrupt_writes_the_best_plan_so_far_and_exits_130(tmp_path):
-    """Ctrl-C stops the search, writes a verified plan and exits 130."""
+    """Ctrl-C once the search has a plan stops it, writes a verified plan and exits 130.
+
+    The moment comes from the `--progress` lines (the first incumbent of the search), not from
+    a fixed sleep that lands in reading on a slow machine or after the proof on a fast one."""
     plan_path = tmp_path / "plan.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "scheduler", "solve", str(CHINA), "-o", str(plan_path),
-         "--time-limit", "300", "--engine", "exact", "-q"],
+         "--time-limit", "300", "--progress", "-q"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(8)  # past reading and compiling, into the search
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("progress:") and "large solution" in line:
+            break
+    else:
+        pytest.fail("no incumbent line: " + "".join(seen))
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == 130, "".join(seen) + err
     assert "Traceback" not in err
     plan = Plan.model_validate_json(plan_path.read_text())
     assert verify(read_instance(CHINA), plan).ok
+
+
+def test_progress_lines_are_one_per_line_without_a_terminal(tmp_path):
+    """--progress writes newline-terminated `progress:` lines to a pipe, from reading to writing."""
+    plan_path = tmp_path / "plan.json"
+    done = run("solve", str(CORPUS / "valid.json"), "-o", str(plan_path), "--progress", "-q")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "\r" not in done.stderr
+    events = [line.split(" s ", 1)[1] for line in lines if line.startswith("progress: ")]
+    assert events[0].startswith("reading ") and events[-1] == f"wrote {plan_path}", lines
+    assert any(e.startswith("first plan") for e in events), lines
