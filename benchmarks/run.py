@@ -7,6 +7,8 @@
                                    [--seed 1] [--workers 0] [--mem-limit-gb 20] [--grace S]
                                    [--engine auto] [--solvers eastwest,cp-sat,greedy] [--smoke]
                                    [--out DIR]
+    python benchmarks/run.py limits [--sizes 1000,10000,100000] [--time-limits 2,10] [--seed 1]
+                                   [--workers 0] [--out DIR]
 
 Protocol (docs/benchmarks.md has the full text):
 
@@ -22,6 +24,9 @@ Protocol (docs/benchmarks.md has the full text):
   generates the instance itself, caps its address space (RLIMIT_AS) and is killed at the time
   limit + grace; peak RSS is the child's ru_maxrss from os.wait4. A child that runs out of memory
   or time is reported as such, never ends the suite.
+* limits: `eastwest solve --time-limit L` as a real process at each size and limit: its wall
+  time from outside against the rule L x 1.05 + 1 s, and the time per phase (start, read,
+  compile, search, plan, verify, write) from its progress lines and the plan's statistics.
 * Output: <out>/<suite>-<UTC stamp>.md (aligned tables, targets flagged met/MISS) and .json (raw
   records), each headed by the protocol: suite, instances, limits, seeds, workers and cores,
   machine, Python/OR-Tools/numpy versions, git commit (+dirty), date. Default out:
@@ -40,7 +45,7 @@ from common import DEFAULT_OUT  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: `gap`, `scale`, and the internal `_one` (one scale child)."""
+    """The command line: `gap`, `scale`, `limits`, and the internal `_one` (one scale child)."""
     top = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="suite", required=True)
 
@@ -80,6 +85,17 @@ def parser() -> argparse.ArgumentParser:
                        help="CI smoke run: 1,000 demands, 5 s, all three solvers")
     scale.add_argument("--out", default=str(DEFAULT_OUT))
 
+    limits = sub.add_parser("limits", help="the command's wall time against its time limit, "
+                            "with the time per phase")
+    limits.add_argument("--sizes", default="1000,10000,100000",
+                        help="comma-separated demand counts (default 1000,10000,100000)")
+    limits.add_argument("--time-limits", default="2,10",
+                        help="comma-separated limits in seconds, each run at every size "
+                             "(default 2,10)")
+    limits.add_argument("--seed", type=int, default=1)
+    limits.add_argument("--workers", type=int, default=0, help="--workers (0: default)")
+    limits.add_argument("--out", default=str(DEFAULT_OUT))
+
     one = sub.add_parser("_one", help=argparse.SUPPRESS)
     one.add_argument("--solver", required=True, choices=("eastwest", "cp-sat", "greedy"))
     one.add_argument("--size", type=int, required=True)
@@ -99,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         import gap_suite
 
         return gap_suite.run(args)
+    if args.suite == "limits":
+        import limits_suite
+
+        return limits_suite.run(args)
     import scale_suite
 
     if args.suite == "_one":

@@ -193,6 +193,10 @@ def solve_large(
     # 2. First plans: the multiplier-guided construction (at the best multipliers and at a few
     #    raised ones, which steer demands away from tight pools) and the caller's hint.
     rc = relax.reduced_costs(dual.best.lam)
+    hint_ok = hint is not None and len(hint) == o.n_demands and _hint_is_valid(o, hint)
+    if hint_ok and (run.stopped() or run.out_of_time()):
+        run.offer(np.asarray(hint, dtype=np.int64))  # no time to construct (seconds at 1M)
+        hint_ok = False
     for factor, shift in _construction_multipliers(o):
         if run.stopped() or (run.choice is not None and not run.missing and run.out_of_time()):
             break
@@ -204,7 +208,7 @@ def solve_large(
         run.offer(built)
     if run.choice is not None:  # absent when stopped before the first construction
         details["construct_objective"] = run.objective if not run.missing else -1.0
-    if hint is not None and len(hint) == o.n_demands and _hint_is_valid(o, hint):
+    if hint_ok:
         hint = np.asarray(hint, dtype=np.int64)
         run.offer(hint if run.stopped() else shift_moves(o, hint, run.big)[0])
 
