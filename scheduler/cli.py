@@ -8,10 +8,11 @@ Interrupts: `main()` installs its SIGINT and SIGTERM handlers first, and every c
 worker thread while the main thread waits, so a signal is seen at once at any moment. For
 `solve`, the first signal stops the search; the best plan so far is itemized, verified and
 written (atomically), then the command exits 130. That takes under a second plus the time to
-itemize, verify and write the plan (about 70 us per demand on 2 cores: 0.2 s at 3,000 demands,
-7 s at 100,000, over a minute at 1,000,000). Before the first (greedy) plan exists it exits 130
-at once with one line saying that no plan was written. A second signal while the plan is being
-itemized and verified exits at once without writing it.
+itemize, verify and write the plan, which grows with the size (about 50 us per demand on 2
+cores: 0.15 s at 3,000 demands, 5 s at 100,000, 50 s at 1,000,000); the plan is never written
+unverified. Before the first (greedy) plan exists it exits 130 at once with one line saying
+that no plan was written. A second signal while the plan is being itemized and verified exits
+at once without writing it (one while the file is being written lets that finish).
 
 Time limits: the time since the command started counts, reading included; `solve()` gets what is
 left. Where reading, compiling and verifying alone need more than the limit, a `note:` on stderr
