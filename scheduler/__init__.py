@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 
 _SOURCES = {
     "Options": "scheduler.compile",

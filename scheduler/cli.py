@@ -446,13 +446,18 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, early_signals: list[int] | None = None) -> int:
+    """Run the command; ``early_signals``: signals `python -m scheduler` caught before this."""
     global _command_started, _clock_used
     if _clock_used:  # a second command in the same process (tests): its own clock
         _command_started = time.perf_counter()
     _clock_used = True
     interrupts = Interrupts()
     interrupts.install()  # first thing: a signal from here on is handled
+    if early_signals:
+        interrupts.received.extend(early_signals)
+        interrupts.stop.set()
+        interrupts.wake.set()
     try:
         args = parser().parse_args(argv)
         code = _run(args, interrupts)
