@@ -174,3 +174,34 @@ def plan_objective(instance: Instance, plan) -> float:
     if any(load[p] > cap[p] for p in cap):
         raise ValueError("a pool is over capacity")
     return math.fsum(total)
+
+
+def lp_value(instance: Instance) -> float:
+    """The LP relaxation's optimum over the reference's options (GLOP, the LP solver of OR-Tools,
+    not eastwest's): the Lagrangian capacity dual can never exceed it."""
+    from ortools.linear_solver import pywraplp
+
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    demand_rows = {d.id: [] for d in instance.demands}
+    pool_rows: dict[str, list] = {p.id: [] for _, p in instance.pools()}
+    objective = []
+    for k, option in enumerate(options(instance)):
+        x = solver.NumVar(0.0, 1.0, f"x{k}")
+        demand_rows[option.demand].append(x)
+        pool_rows[option.pool].append((option.units, x))
+        objective.append((option.cost, x))
+    for d in instance.demands:
+        alternatives = demand_rows[d.id]
+        if not d.must_serve:
+            y = solver.NumVar(0.0, 1.0, f"y{d.id}")
+            alternatives = [*alternatives, y]
+            objective.append((penalty(instance, d), y))
+        solver.Add(solver.Sum(alternatives) == 1)
+    cap = capacity(instance)
+    for pool, row in pool_rows.items():
+        if row:
+            solver.Add(solver.Sum([u * x for u, x in row]) <= cap[pool])
+    solver.Minimize(solver.Sum([c * x for c, x in objective]))
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        raise RuntimeError("the LP relaxation did not solve to optimality")
+    return solver.Objective().Value()
