@@ -59,7 +59,8 @@ def random_options(seed: int, demands: int = 12, pools: int = 4, must_share: flo
 
 
 def exact_optimum(options: Options) -> float | None:
-    result = solve_exact(options, SolveParams(time_limit_s=20, workers=1))
+    result = solve_exact(options, SolveParams(time_limit_s=600, workers=1,
+                                              deterministic_time_limit_s=20))
     if result.status == Status.INFEASIBLE:
         return None
     assert result.status == Status.OPTIMAL

@@ -17,8 +17,9 @@ from scheduler.strategies import feasible_instances, instances
 from tests import reference
 
 TINY = Path(__file__).resolve().parent.parent / "instances" / "tiny"
-EXACT = SolveParams(engine="exact", time_limit_s=20, workers=1)
-LARGE = SolveParams(engine="large", time_limit_s=60, workers=1, iteration_limit=40)
+EXACT = SolveParams(engine="exact", time_limit_s=600, workers=1, deterministic_time_limit_s=20)
+"""One worker and a deterministic-time budget: the verdict does not depend on the machine's speed."""
+LARGE = SolveParams(engine="large", time_limit_s=600, workers=1, iteration_limit=40)
 
 
 def close(a: float, b: float) -> bool:
