@@ -207,6 +207,21 @@ def test_deterministic_with_one_worker_and_an_iteration_limit():
         assignments(first.plan), [details[k] for k in history])
 
 
+def test_exact_engine_is_deterministic_on_a_deterministic_budget():
+    """The exact engine with one worker and a deterministic-time limit gives the same plan for a
+    seed, on an instance it cannot prove in that budget (another seed ends elsewhere)."""
+    instance = gap_to_instance(hard_gap())
+    params = SolveParams(engine="exact", workers=1, seed=3, time_limit_s=600,
+                         deterministic_time_limit_s=2)
+    first, second = solve(instance, params), solve(instance, params)
+    assert first.plan.status == Status.FEASIBLE  # the search was cut by the budget
+    assert assignments(first.plan) == assignments(second.plan)
+    assert first.plan.stats.details["conflicts"] == second.plan.stats.details["conflicts"]
+    other = solve(instance, params.model_copy(update={"seed": 4}))
+    assert (assignments(other.plan), other.plan.stats.details["conflicts"]) != (
+        assignments(first.plan), first.plan.stats.details["conflicts"])
+
+
 def test_cli_seed_and_params_file_are_deterministic(tmp_path):
     """`eastwest solve --seed --params` (one worker, an iteration limit) writes the same plan twice."""
     instance = tmp_path / "hard.json"
