@@ -30,6 +30,14 @@ class SolveParams(BaseModel):
         description="Large engine: stop after this many improvement rounds. A budget counted in "
         "work, not seconds: with one worker the plan then does not depend on the machine's speed.",
     )
+    deterministic_time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Exact engine: CP-SAT's deterministic-time limit (its work counter, in its "
+        "own seconds), on top of time_limit_s. With one worker the result then does not depend on "
+        "the machine's speed (as long as time_limit_s is not reached first).",
+    )
 
 
 class Stopped(Exception):

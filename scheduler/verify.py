@@ -32,6 +32,9 @@ Violation codes (``subject`` is a demand id, a pool id, or a plan field such as 
   (amount 1).
 * ``lower_bound_above_objective``: the lower bound exceeds the recomputed objective (amount: by how
   much).
+* ``optimal_gap_exceeded``: a plan reported ``optimal`` whose recomputed gap (from the recomputed
+  objective and the reported lower bound, or with no bound at all) exceeds `models.OPTIMAL_GAP`
+  (amount: the recomputed gap minus OPTIMAL_GAP; 1 when there is no bound).
 * ``wrong_reason``: an unserved reason that contradicts the data (amount 1).
 * ``instance_mismatch``: the plan names another instance (amount 1).
 
@@ -56,6 +59,7 @@ from collections import Counter, defaultdict, deque
 
 from models import (
     INTRA_REGION_LATENCY_MS,
+    OPTIMAL_GAP,
     PRECISION_FALLBACKS,
     QUANTUM_SLACK,
     RULES,
@@ -66,7 +70,6 @@ from models import (
     Status,
     Verification,
     Violation,
-    relative_gap,
 )
 
 # Rule numbers, as indices into models.RULES.
@@ -84,6 +87,13 @@ def _tol(value: float) -> float:
 
 def _close(reported: float, expected: float) -> bool:
     return abs(reported - expected) <= _tol(expected)
+
+
+def _gap(objective: float, lower_bound: float | None) -> float | None:
+    """formulation §5: (objective - lower_bound) / max(|objective|, 1), never below 0."""
+    if lower_bound is None:
+        return None
+    return max(0.0, objective - lower_bound) / max(abs(objective), 1.0)
 
 
 class _Pool:
@@ -397,7 +407,15 @@ def verify(instance: Instance, plan: Plan) -> Verification:
                 "lower_bound_above_objective", "lower_bound", lb - objective,
                 f"lower bound {lb!r} above the objective {objective!r}",
             )
-        c.figure("gap", "gap", plan.gap, relative_gap(objective, lb))
+        gap = _gap(objective, lb)
+        c.figure("gap", "gap", plan.gap, gap)
+        if plan.status == Status.OPTIMAL and (gap is None or gap > OPTIMAL_GAP):
+            excess = 1.0 if gap is None else gap - OPTIMAL_GAP
+            shown = "no lower bound" if gap is None else f"gap {gap!r}"
+            c.flag(
+                "optimal_gap_exceeded", "status", excess,
+                f"status optimal with {shown}, above OPTIMAL_GAP {OPTIMAL_GAP!r}",
+            )
     else:
         c.figure("lower_bound", "lower_bound", plan.lower_bound, None)
         c.figure("gap", "gap", plan.gap, None)

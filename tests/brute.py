@@ -1,4 +1,6 @@
-"""Brute force over every combination of options: the reference the engines are compared with."""
+"""Brute force over every combination of compiled options: the engines' optimum on given `Options`.
+
+It trusts compile_options; tests/reference.py is the reference written from the instance alone."""
 
 from __future__ import annotations
 

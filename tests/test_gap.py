@@ -19,6 +19,7 @@ from scheduler.gap import (
     load_bks,
     read_gap,
 )
+from tests import reference
 from tests.brute import brute_force
 
 GAP_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "benchmarks" / "gap"
@@ -203,6 +204,7 @@ def test_mapping_preserves_every_assignment_and_its_cost():
     unconstrained = int(problem.cost.min(axis=0).sum())  # 10, but agent 1 would carry 9 > 8
     assert min(direct.values()) == 18 > unconstrained
     assert brute_force(compile_options(instance)) == min(direct.values())
+    assert reference.optimum(instance) == min(direct.values())  # from the instance alone
 
 
 def test_mapping_fields():

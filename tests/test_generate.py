@@ -161,3 +161,16 @@ def test_every_number_in_the_data_has_a_source_or_is_an_estimate():
                 assert ref.strip() in data["sources"], ref
     tibet = next(p for p in data["provinces"] if p["id"] == "tibet")
     assert tibet["carbon_g_co2_per_kwh"]["estimate"] is True
+
+
+def test_every_demand_is_eligible_somewhere_by_the_full_rules():
+    """By every rule of docs/formulation.md (precision, deadline and price cap too), computed by
+    tests/reference.py: each demand has an eligible pool, each must-serve demand at least three."""
+    from collections import Counter
+
+    from tests import reference
+
+    inst = shipped()
+    counts = Counter(option.demand for option in reference.options(inst))
+    short = [d.id for d in inst.demands if counts[d.id] < (3 if d.must_serve else 1)]
+    assert short == []

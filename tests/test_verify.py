@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from models import (
+    OPTIMAL_GAP,
     Assignment,
     Instance,
     Link,
@@ -463,13 +464,36 @@ def test_objective_lower_bound_gap():
     assert got == {("mismatch:objective", "objective"): pytest.approx(1.0)}
     got = found(inst, plan.model_copy(update={"lower_bound": 21.0}))
     assert got == {("lower_bound_above_objective", "lower_bound"): pytest.approx(1.0)}
-    # bound 15: gap (20 - 15) / 20 = 0.25, reported 0.
-    got = found(inst, plan.model_copy(update={"lower_bound": 15.0}))
+    # bound 15: gap (20 - 15) / 20 = 0.25, reported 0 (as a feasible plan, so only the gap).
+    feasible = plan.model_copy(update={"status": Status.FEASIBLE})
+    got = found(inst, feasible.model_copy(update={"lower_bound": 15.0}))
     assert got == {("mismatch:gap", "gap"): pytest.approx(0.25)}
-    got = found(inst, plan.model_copy(update={"lower_bound": None, "gap": None}))
+    got = found(inst, feasible.model_copy(update={"lower_bound": None, "gap": None}))
     assert got == {}
     got = found(inst, plan.model_copy(update={"objective": None}))
     assert got == {("mismatch:objective", "objective"): pytest.approx(20.0)}
+
+
+def test_optimal_status_needs_a_gap_within_optimal_gap():
+    """A plan reported optimal may have a recomputed gap of at most models.OPTIMAL_GAP (1e-6)."""
+    inst, plan = load("gap_offers")  # objective 20, reported optimal with bound 20
+    assert plan.status == Status.OPTIMAL and OPTIMAL_GAP == 1e-6
+    # bound 19.99999: gap 1e-5 / 20 = 5e-7 <= 1e-6, honest.
+    assert found(inst, plan.model_copy(update={"lower_bound": 19.99999, "gap": 5e-7})) == {}
+    # bound 19.9999: gap 1e-4 / 20 = 5e-6, over by 4e-6; the gap figure itself is right.
+    got = found(inst, plan.model_copy(update={"lower_bound": 19.9999, "gap": 5e-6}))
+    assert got == {("optimal_gap_exceeded", "status"): pytest.approx(4e-6, rel=1e-6)}
+    # bound 15: gap 0.25, over by 0.25 - 1e-6; reported 0, so the gap figure is flagged too.
+    got = found(inst, plan.model_copy(update={"lower_bound": 15.0}))
+    assert got == {("mismatch:gap", "gap"): pytest.approx(0.25),
+                   ("optimal_gap_exceeded", "status"): pytest.approx(0.25 - 1e-6)}
+    # No bound at all: nothing proves optimality (amount 1).
+    got = found(inst, plan.model_copy(update={"lower_bound": None, "gap": None}))
+    assert got == {("optimal_gap_exceeded", "status"): 1.0}
+    # The same figures under status feasible are honest.
+    feasible = plan.model_copy(update={"status": Status.FEASIBLE, "lower_bound": 15.0,
+                                       "gap": 0.25})
+    assert found(inst, feasible) == {}
 
 
 # --- unserved demands and their reasons ----------------------------------------------------------

@@ -40,7 +40,8 @@ def available_cores() -> int:
 
 
 def configure(parameters, params: SolveParams) -> int:
-    """Set time, seed and workers on CP-SAT's parameters; return the number of workers used.
+    """Set seed, workers, gap and deterministic-time limits on CP-SAT's parameters (the wall-clock
+    limit is set by the caller); return the number of workers used.
 
     Workers default to the available cores (at most 16): more workers than cores starve CP-SAT's
     LP workers, which prove the bounds here. Below 8 workers CP-SAT's default portfolio leaves the
@@ -50,6 +51,8 @@ def configure(parameters, params: SolveParams) -> int:
     parameters.random_seed = params.seed
     parameters.num_workers = workers
     parameters.relative_gap_limit = params.gap_limit
+    if params.deterministic_time_limit_s is not None:
+        parameters.max_deterministic_time = params.deterministic_time_limit_s
     parameters.catch_sigint_signal = False  # Ctrl-C belongs to the caller (it sets `stop`)
     if workers == 1:
         parameters.linearization_level = 2
