@@ -18,6 +18,7 @@ from collections import Counter
 from pydantic import ValidationError
 
 from models import Instance, Plan, Status
+from scheduler.compile import RangeError
 from scheduler.io import (
     InputError,
     check_writable,
@@ -318,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_INPUT
+    except RangeError as error:  # outside what the engines represent (formulation section 7)
+        where = getattr(args, "instance", "instance")
+        print(f"error: {where}: " + str(error).replace("\n", f"\n{where}: "), file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
