@@ -27,9 +27,21 @@ Id = Annotated[
 ]
 """Identifiers: letters, digits and ``_ . : / @ + -``, starting with a letter or digit."""
 
+AMOUNT_LIMIT = 1e15
+"""The largest value of any amount (money, energy, data, work, time, multipliers): more than the
+GDP of China in CNY, a zettabyte in GB. The bounds keep every product the compiler forms finite in
+float64 (docs/formulation.md, section 7)."""
+
+MIN_TFLOPS = 1e-6
+"""The slowest accelerator a pool may list, in TFLOPS (a megaflop per second)."""
+
+MIN_QUANTUM = 1e-6
+"""The smallest usage quantum, in GPU-hours (3.6 ms of one GPU)."""
+
 Name = Annotated[str, StringConstraints(max_length=256)]
-NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0, le=AMOUNT_LIMIT)]
+Positive = Annotated[float, Field(gt=0, le=AMOUNT_LIMIT)]
+Speed = Annotated[float, Field(ge=MIN_TFLOPS, le=AMOUNT_LIMIT)]
 
 
 class Precision(StrEnum):
@@ -85,7 +97,7 @@ class AcceleratorPool(_Frozen):
     accelerator: Name = Field(min_length=1, description="Accelerator model, e.g. 'H800'.")
     gpu_count: int = Field(ge=1, le=10_000_000)
     memory_gb_per_gpu: Positive
-    tflops_by_precision: dict[Precision, Positive] = Field(
+    tflops_by_precision: dict[Precision, Speed] = Field(
         min_length=1, description="Dense TFLOPS per GPU at each supported precision."
     )
     power_kw_per_gpu: NonNegative = Field(description="Board power per GPU, before PUE.")
@@ -173,7 +185,8 @@ class Instance(_Frozen):
     description: Annotated[str, StringConstraints(max_length=10_000)] = ""
     window_hours: float = Field(gt=0, le=100_000)
     gpu_hour_quantum: float = Field(
-        default=0.01, gt=0, le=1_000, description="Usage is counted in whole quanta of GPU-hours."
+        default=0.01, ge=MIN_QUANTUM, le=1_000,
+        description="Usage is counted in whole quanta of GPU-hours.",
     )
     regions: tuple[Region, ...]
     links: tuple[Link, ...] = ()

@@ -527,15 +527,19 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
     error = outcome.get("error")
     if error is None:
         return outcome["code"]  # type: ignore[return-value]
-    return _failure(error)
+    return _failure(error, getattr(args, "instance", "instance"))
 
 
-def _failure(error: BaseException) -> int:
-    """The exit code and one line for an error the command raised."""
+def _failure(error: BaseException, where: str) -> int:
+    """The exit code and one line for an error the command raised about the file ``where``."""
+    from scheduler.compile import RangeError
     from scheduler.io import InputError
 
     if isinstance(error, InputError):
         warn(f"error: {error}")
+        return EXIT_INPUT
+    if isinstance(error, RangeError):  # outside what the engines represent (formulation section 7)
+        warn(f"error: {where}: " + str(error).replace("\n", f"\n{where}: "))
         return EXIT_INPUT
     if isinstance(error, KeyboardInterrupt):
         warn("\ninterrupted")

@@ -4,10 +4,15 @@
 vectorized over all demands, and keeps for each demand the rule its nearest miss failed. The
 result, `Options`, is a flat CSR layout: the options of demand ``i`` are ``start[i]:start[i+1]``,
 sorted by pool. Memory is linear in the number of options (20 bytes each).
+
+Before anything is solved, `compile_options` checks that the instance lies in the range the engines
+represent (`RangeError`, docs/formulation.md section 7): usage and capacity in quanta, their sums in
+one capacity row, and the precision of the integer cost scaling (`Options.scaling`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
@@ -21,6 +26,36 @@ from scheduler.params import Stopped
 PRECISIONS: tuple[Precision, ...] = tuple(Precision)
 ELIGIBLE = len(RULES)  # "first failed rule" of an option that passes every rule
 _RULE = {reason: k for k, reason in enumerate(RULES)}
+
+MAX_QUANTA = 10**15
+"""The most quanta one eligible option may use, and one pool may hold: integer and float arithmetic
+on them stays exact (below 2**53), and the field bounds keep them below it at the default quantum."""
+
+ROW_QUANTA_LIMIT = 4 * 10**18
+"""The most quanta the eligible options of one pool may use together: CP-SAT refuses a linear row
+whose activity could pass half of int64 (4.6e18)."""
+
+OBJECTIVE_UNITS_LIMIT = 1e13
+"""The largest objective of any plan in integer units: CP-SAT's LP works in float64 (16 digits)."""
+
+OBJECTIVE_SUM_LIMIT = 1e18
+"""The largest sum of all integer objective coefficients (CP-SAT refuses 4.6e18)."""
+
+PRECISION_LIMIT = 1e-3
+"""The largest rounding bound E the integer model may have, relative to a known plan's objective
+(at least 1): beyond it the engines refuse the instance instead of reporting a bound that rounding
+alone may have moved by more than 0.1%. E / objective is 6e-10 on the shipped China instance and 0
+on every GAP problem (docs/formulation.md, section 7)."""
+
+
+class RangeError(ValueError):
+    """An instance outside the range the engines represent; each problem names object and field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:20]
+        more = len(problems) - len(shown)
+        super().__init__("\n".join(shown) + (f"\n(and {more} more)" if more else ""))
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +99,11 @@ class Options:
         """Whether some must-serve demand has no option at all (no plan can exist)."""
         return bool(np.any(self.must_serve & (np.diff(self.start) == 0)))
 
+    @cached_property
+    def scaling(self) -> Scaling:
+        """The integer cost scaling both engines use (docs/formulation.md, section 4)."""
+        return integer_scaling(self)
+
 
 @dataclass(frozen=True, eq=False)
 class _Pools:
@@ -81,7 +121,8 @@ class _Pools:
     electricity: np.ndarray
     carbon: np.ndarray
     jurisdiction: np.ndarray  # index into jurisdiction names
-    capacity: np.ndarray
+    capacity: np.ndarray  # int64 quanta, clipped to MAX_QUANTA + 1 (see capacity_quanta)
+    capacity_quanta: np.ndarray  # float64: the exact count, checked against MAX_QUANTA
     run_precision: np.ndarray  # [pools, precisions, strict] -> precision index or -1
 
 
@@ -136,7 +177,8 @@ def _pool_arrays(instance: Instance, accelerators: dict[str, int], jurisdictions
                     break
     q = instance.gpu_hour_quantum
     gpu_count = np.array([p.gpu_count for _, p in pairs], dtype=np.int64)
-    capacity = np.floor(gpu_count * instance.window_hours / q + QUANTUM_SLACK).astype(np.int64)
+    capacity_quanta = np.floor(gpu_count * instance.window_hours / q + QUANTUM_SLACK)
+    capacity = np.minimum(capacity_quanta, MAX_QUANTA + 1).astype(np.int64)
     return _Pools(
         ids=[p.id for _, p in pairs],
         region=np.array([region_index[r.id] for r, _ in pairs], dtype=np.int64),
@@ -151,6 +193,7 @@ def _pool_arrays(instance: Instance, accelerators: dict[str, int], jurisdictions
         carbon=np.array([r.carbon_g_co2_per_kwh for r, _ in pairs]),
         jurisdiction=np.array([jurisdictions[r.jurisdiction] for r, _ in pairs], dtype=np.int64),
         capacity=capacity,
+        capacity_quanta=capacity_quanta,
         run_precision=run_precision,
     )
 
@@ -209,7 +252,8 @@ class PoolColumn:
 
     rule: np.ndarray  # int8: first failed rule, ELIGIBLE if none
     run_precision: np.ndarray  # precision index, -1 if none
-    units: np.ndarray  # int64 quanta (meaningful where eligible)
+    units: np.ndarray  # int64 quanta (meaningful where eligible), clipped to MAX_QUANTA + 1
+    quanta: np.ndarray  # float64: the exact count, checked against MAX_QUANTA where eligible
     compute: np.ndarray  # weighted contributions (CNY)
     energy: np.ndarray
     transfer: np.ndarray
@@ -276,11 +320,12 @@ class Compiler:
 
         run = P.run_precision[p][D.precision, D.strict]
         tflops = P.tflops[p][np.maximum(run, 0)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            raw = np.where(offered, offer_hours, D.work * 1000.0 / (tflops * 3600.0))
-            units = np.ceil(raw / q - QUANTUM_SLACK)
-        units = np.maximum(1, np.nan_to_num(units, nan=1.0, posinf=1.0)).astype(np.int64)
-        usage = units * q
+        # nan where the demand has no work figure or the pool no run precision (those options fail
+        # rule 1 or 5 and count one quantum); the field bounds keep every other figure finite.
+        raw = np.where(offered, offer_hours, D.work * 1000.0 / (tflops * 3600.0))
+        quanta = np.maximum(1.0, np.nan_to_num(np.ceil(raw / q - QUANTUM_SLACK), nan=1.0))
+        units = np.minimum(quanta, MAX_QUANTA + 1).astype(np.int64)
+        usage = quanta * q
         runtime = usage / D.gang
         latency = self.routes.latency_ms[D.origin_row, region]
         per_gb = self.routes.transfer_cny_per_gb[D.origin_row, region]
@@ -311,6 +356,7 @@ class Compiler:
             rule=rule,
             run_precision=run,
             units=units,
+            quanta=quanta,
             compute=w.compute * compute_raw,
             energy=w.energy * energy_raw,
             transfer=w.transfer * transfer_raw,
@@ -349,7 +395,7 @@ def compile_options(instance: Instance, *, stop: Callable[[], bool] | None = Non
     order = np.argsort(demand, kind="stable")  # pool order within a demand is kept
     start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(demand, minlength=n), out=start[1:])
-    return Options(
+    options = Options(
         start=start,
         pool=np.concatenate(pools_parts)[order],
         units=np.concatenate(units_parts)[order],
@@ -361,6 +407,8 @@ def compile_options(instance: Instance, *, stop: Callable[[], bool] | None = Non
         quantum=instance.gpu_hour_quantum,
         compiler=compiler,
     )
+    check_range(options)
+    return options
 
 
 def rejections(instance: Instance, demand_id: str) -> list[tuple[str, str, Reason | None]]:
@@ -374,3 +422,222 @@ def rejections(instance: Instance, demand_id: str) -> list[tuple[str, str, Reaso
         rule = int(compiler.column(p).rule[0])
         out.append((region.id, pool.id, None if rule == ELIGIBLE else RULES[rule]))
     return out
+
+
+# -- the representable range (docs/formulation.md, section 7) -----------------------------------
+
+
+def check_range(options: Options) -> None:
+    """Raise RangeError if the instance lies outside what the engines represent."""
+    problems = capacity_problems(options) + usage_problems(options) + row_problems(options)
+    if not problems:
+        problems = precision_problems(options)
+    if problems:
+        raise RangeError(problems)
+
+
+def capacity_problems(options: Options) -> list[str]:
+    """Pools whose capacity in quanta passes MAX_QUANTA."""
+    compiler = options.compiler
+    inst, pools = compiler.instance, compiler.pools
+    out = []
+    for p in np.flatnonzero(pools.capacity_quanta > MAX_QUANTA):
+        out.append(
+            f"pool '{pools.ids[p]}': field 'gpu_count' ({int(pools.gpu_count[p])}) x window_hours "
+            f"({inst.window_hours:g}) / gpu_hour_quantum ({inst.gpu_hour_quantum:g}) is "
+            f"{pools.capacity_quanta[p]:.3g} quanta; the engines represent at most "
+            f"{MAX_QUANTA:.0e} quanta per pool (raise the instance's 'gpu_hour_quantum')"
+        )
+    return out
+
+
+def usage_problems(options: Options) -> list[str]:
+    """Demands with an eligible option whose usage in quanta passes MAX_QUANTA (the worst pool)."""
+    over = np.flatnonzero(options.units > MAX_QUANTA)
+    if not len(over):
+        return []
+    compiler = options.compiler
+    inst = compiler.instance
+    worst: dict[int, tuple[float, int]] = {}  # demand -> (quanta, pool)
+    demand, pool = options.demand[over], options.pool[over]
+    for p in np.unique(pool):
+        rows = demand[pool == p].astype(np.int64)
+        quanta = compiler.column(int(p), rows).quanta
+        for i, value in zip(rows.tolist(), quanta.tolist(), strict=True):
+            if value > worst.get(i, (-1.0, 0))[0]:
+                worst[i] = (value, int(p))
+    offered = {(o.demand, o.pool) for o in inst.offers}
+    out = []
+    for i in sorted(worst):
+        value, p = worst[i]
+        d, pool_id = inst.demands[compiler.demand_index[i]], compiler.pools.ids[p]
+        limit = f"the engines represent at most {MAX_QUANTA:.0e} quanta per option"
+        if (d.id, pool_id) in offered:
+            hours = next(o.gpu_hours for o in inst.offers if (o.demand, o.pool) == (d.id, pool_id))
+            out.append(f"offer ({d.id} on {pool_id}): field 'gpu_hours' ({hours:g}) is {value:.3g} "
+                       f"quanta; {limit} (raise the instance's 'gpu_hour_quantum')")
+        else:
+            out.append(f"demand '{d.id}': field 'work_pflop' ({d.work_pflop:g}) makes its usage on "
+                       f"pool '{pool_id}' {value:.3g} quanta; {limit} (check the field, or raise "
+                       "the instance's 'gpu_hour_quantum')")
+    return out
+
+
+def row_problems(options: Options) -> list[str]:
+    """Pools whose eligible options together pass ROW_QUANTA_LIMIT quanta (one CP-SAT row)."""
+    total = np.bincount(options.pool, weights=options.units.astype(np.float64),
+                        minlength=options.n_pools)
+    count = np.bincount(options.pool, minlength=options.n_pools)
+    ids = options.compiler.pools.ids
+    return [
+        f"pool '{ids[p]}': its {int(count[p]):,} eligible options use {total[p]:.3g} quanta "
+        f"together; one capacity row of the integer model holds at most {ROW_QUANTA_LIMIT:.0e} "
+        "(raise the instance's 'gpu_hour_quantum')"
+        for p in np.flatnonzero(total > ROW_QUANTA_LIMIT)
+    ]
+
+
+def precision_problems(options: Options) -> list[str]:
+    """A known plan shows the integer cost scaling too coarse: E above PRECISION_LIMIT of its
+    objective. Without a known complete plan there is no yardstick, and nothing is refused."""
+    sc = options.scaling
+    if sc.upper_bound is None or sc.rounding_bound <= PRECISION_LIMIT * max(sc.reference, 1.0):
+        return []
+    share = sc.rounding_bound / max(sc.reference, 1.0)
+    return [
+        f"{_dearest_alternative(options)} sets the integer cost scale to {sc.scale:g} units per "
+        f"CNY, so rounding may move a plan's objective by up to {sc.rounding_bound:.3g} CNY, "
+        f"{share:.3%} of a known plan's objective ({sc.reference:.6g} CNY); the engines accept at "
+        f"most {PRECISION_LIMIT:.2%} (the costs span too many orders of magnitude: check the field)"
+    ]
+
+
+def _dearest_alternative(options: Options) -> str:
+    """The kept alternative that weighs most in the scale: the demand (and pool) and its field."""
+    sc = options.scaling
+    compiler = options.compiler
+    inst = compiler.instance
+    cost = np.where(sc.kept, options.cost, -np.inf)
+    pen = np.where(sc.unserved_kept, options.penalty, -np.inf)
+    k = int(np.argmax(cost)) if options.n_options else -1
+    i = int(np.argmax(pen))
+    if k < 0 or pen[i] >= cost[k]:
+        d = inst.demands[compiler.demand_index[i]]
+        return (f"demand '{d.id}': field 'unserved_penalty_cny' ({d.unserved_penalty_cny:g}, "
+                f"penalty {options.penalty[i]:.3g} CNY)")
+    i, p = int(options.demand[k]), int(options.pool[k])
+    d, (region, pool) = inst.demands[compiler.demand_index[i]], inst.pools()[p]
+    col = compiler.column(p, np.array([i]))
+    terms = {"compute": col.compute[0], "energy": col.energy[0], "transfer": col.transfer[0],
+             "carbon": col.carbon[0]}
+    term = max(terms, key=terms.get)
+    offered = any((o.demand, o.pool) == (d.id, pool.id) for o in inst.offers)
+    field = {
+        "compute": f"offer ({d.id} on {pool.id}) field 'price_cny'" if offered
+        else f"pool '{pool.id}' field 'price_cny_per_gpu_hour' ({pool.price_cny_per_gpu_hour:g})",
+        "energy": f"region '{region.id}' field 'electricity_price_cny_per_kwh' "
+                  f"({region.electricity_price_cny_per_kwh:g})",
+        "transfer": f"demand '{d.id}' field 'data_gb' ({d.data_gb:g})",
+        "carbon": "weights field 'carbon_price_cny_per_t_co2' "
+                  f"({inst.weights.carbon_price_cny_per_t_co2:g})",
+    }[term]
+    return (f"demand '{d.id}' on pool '{pool.id}': cost {options.cost[k]:.3g} CNY ({term} term, "
+            f"{field})")
+
+
+# -- integer scaling (docs/formulation.md, section 4) --------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Scaling:
+    """How the engines turn costs into CP-SAT's integers, and how far the rounding may move a plan."""
+
+    scale: float  # integer units per CNY (a power of ten)
+    integral: bool  # every kept cost and penalty is whole at scale 1: E = 0, objectives whole
+    kept: np.ndarray  # bool [options]: may be in an optimal plan (the others are dominated)
+    unserved_kept: np.ndarray  # bool [demands]: leaving the demand unserved may be optimal
+    cost_int: np.ndarray  # int64 [options]: round(s c) where kept; a never-preferred value elsewhere
+    penalty_int: np.ndarray  # int64 [demands]: round(s pi) where kept; likewise
+    errors: np.ndarray  # float64 [demands]: e[d] over the kept alternatives
+    rounding_bound: float  # E = sum of e[d]
+    reference: float  # a known plan's objective, or (without one) the least any plan can cost
+    upper_bound: float | None  # the known complete plan's objective, when it pruned options
+
+
+def integer_scaling(options: Options) -> Scaling:
+    """Leave dominated alternatives out of the scale, then pick the power of ten.
+
+    First only options of optional demands that cost at least the penalty are dropped. If the
+    rounding bound then still exceeds OPTIMAL_GAP of the least possible objective, the greedy plan
+    (when complete) also drops every alternative dearer than its objective.
+    """
+    from models import OPTIMAL_GAP
+
+    # Kept: options of must-serve demands, and options cheaper than their demand's penalty.
+    kept = options.must_serve[options.demand] | (options.cost < options.penalty[options.demand])
+    unserved_kept = ~options.must_serve
+    first = _scaled(options, kept, unserved_kept, _least_objective(options, kept), None)
+    if first.rounding_bound <= OPTIMAL_GAP * max(first.reference, 1.0):
+        return first
+    from scheduler.engines.greedy import greedy
+
+    choice, complete = greedy(options)
+    if not complete:
+        return first
+    served = choice >= 0
+    upper = math.fsum(options.cost[choice[served]]) + math.fsum(options.penalty[~served])
+    kept = kept & (options.cost <= upper)
+    unserved_kept = unserved_kept & (options.penalty <= upper)
+    return _scaled(options, kept, unserved_kept, upper, upper)
+
+
+def _least_objective(options: Options, kept: np.ndarray) -> float:
+    """A lower bound on every plan's objective: each demand's cheapest alternative."""
+    least = np.where(options.must_serve, 0.0, options.penalty)
+    has = np.diff(options.start) > 0
+    if has.any():
+        cheapest = np.minimum.reduceat(np.where(kept, options.cost, np.inf), options.start[:-1][has])
+        finite = np.isfinite(cheapest)
+        rows = np.flatnonzero(has)[finite]
+        least[rows] = np.where(options.must_serve[rows], cheapest[finite],
+                               np.minimum(least[rows], cheapest[finite]))
+    return math.fsum(least)
+
+
+def _scaled(options: Options, kept: np.ndarray, unserved_kept: np.ndarray, reference: float,
+            upper: float | None) -> Scaling:
+    n = options.n_demands
+    has = np.diff(options.start) > 0
+    seg = options.start[:-1][has]
+    kept_cost, kept_pen = options.cost[kept], options.penalty[unserved_kept]
+    dearest = np.where(unserved_kept, options.penalty, 0.0)
+    if has.any():
+        top = np.maximum.reduceat(np.where(kept, options.cost, 0.0), seg)
+        dearest[has] = np.maximum(dearest[has], top)
+    worst = math.fsum(dearest)
+    total = math.fsum(kept_cost) + math.fsum(kept_pen)
+    whole = bool(np.all(kept_cost == np.round(kept_cost)) and np.all(kept_pen == np.round(kept_pen)))
+    integral = whole and total <= OBJECTIVE_SUM_LIMIT
+    if integral:
+        scale = 1.0
+    else:
+        # In logarithms: a worst objective of 5e-324 must not overflow 1e13 / worst.
+        exponent = min(math.floor(math.log10(OBJECTIVE_UNITS_LIMIT) - math.log10(max(worst, 1e-300))),
+                       math.floor(math.log10(OBJECTIVE_SUM_LIMIT) - math.log10(max(total, 1e-300))),
+                       9)
+        scale = 10.0**exponent
+    pen_int = np.zeros(n, dtype=np.int64)
+    pen_int[unserved_kept] = np.round(kept_pen * scale).astype(np.int64)
+    never = math.ceil(scale * worst) + n + 1  # above every plan of kept alternatives
+    pen_int[~unserved_kept] = never
+    cost_int = np.where(unserved_kept[options.demand], pen_int[options.demand] + 1, never)
+    cost_int[kept] = np.round(kept_cost * scale).astype(np.int64)
+    err = np.zeros(options.n_options)
+    err[kept] = np.abs(kept_cost - cost_int[kept] / scale)
+    errors = np.zeros(n)
+    errors[unserved_kept] = np.abs(kept_pen - pen_int[unserved_kept] / scale)
+    if has.any():
+        errors[has] = np.maximum(errors[has], np.maximum.reduceat(err, seg))
+    return Scaling(scale=scale, integral=integral, kept=kept, unserved_kept=unserved_kept,
+                   cost_int=cost_int.astype(np.int64), penalty_int=pen_int, errors=errors,
+                   rounding_bound=math.fsum(errors), reference=reference, upper_bound=upper)

@@ -6,7 +6,9 @@
     minimize  sum_k round(s c[k]) x[k] + sum_d round(s pi[d]) y[d]
 
 Costs are scaled by a power of ten ``s`` and rounded (docs/formulation.md, section 4); the proven
-bound is mapped back as ``bound / s - E`` where E is the largest total rounding error of any plan.
+bound is mapped back as ``bound / s - E`` where E is the largest total rounding error of any plan
+of kept alternatives. Dominated alternatives and options that exceed their pool's capacity are left
+out of the model (their x is 0). The plan is optimal when its relative gap is at most OPTIMAL_GAP.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models import Status
-from scheduler.compile import Options
+from models import OPTIMAL_GAP, Status, relative_gap
+from scheduler.compile import OBJECTIVE_UNITS_LIMIT, Options
 from scheduler.engines import EngineResult
 from scheduler.params import Progress, SolveParams
 
-OBJECTIVE_UNITS_LIMIT = 1e13  # the largest scaled objective the engine allows
+__all__ = ["OBJECTIVE_UNITS_LIMIT", "cost_scale", "rounding_bound", "rounding_errors",
+           "scaled_costs", "solve_exact"]
 FULL_PORTFOLIO = 8  # from this many workers on, CP-SAT's own portfolio includes its LP workers
 SMALL_PORTFOLIO = ("max_lp", "default_lp", "reduced_costs", "quick_restart", "pseudo_costs",
                    "lb_tree_search", "core")
@@ -62,40 +65,34 @@ def configure(parameters, params: SolveParams) -> int:
 
 
 def cost_scale(options: Options) -> float:
-    """The power of ten that keeps the largest possible scaled objective under 1e13.
-
-    Integer data (costs and penalties all whole) get scale 1, which is exact.
-    """
-    values = np.concatenate([options.cost, options.penalty])
-    if np.all(values == np.round(values)) and np.abs(values).max(initial=0) < 2**52:
-        return 1.0
-    worst = _worst_objective(options)
-    exponent = math.floor(math.log10(OBJECTIVE_UNITS_LIMIT / max(worst, 1e-300)))
-    return 10.0 ** min(exponent, 9)
-
-
-def _worst_objective(options: Options) -> float:
-    """An upper bound on the objective of any plan: the dearest alternative of every demand."""
-    counts = np.diff(options.start)
-    dearest = np.where(options.must_serve, 0.0, options.penalty)
-    has = counts > 0
-    if has.any():
-        top = np.maximum.reduceat(np.abs(options.cost), options.start[:-1][has])
-        dearest[has] = np.maximum(dearest[has], top)
-    return float(dearest.sum())
+    """The power of ten that keeps the largest objective of a plan of kept alternatives under 1e13
+    integer units (`Options.scaling`); integer data get scale 1, which is exact."""
+    return options.scaling.scale
 
 
 def scaled_costs(options: Options, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Option costs and demand penalties in CP-SAT's integer units: round(s c), round(s pi)."""
-    return (np.round(options.cost * scale).astype(np.int64),
-            np.round(options.penalty * scale).astype(np.int64))
+    """Option costs and demand penalties in CP-SAT's integer units: round(s c), round(s pi).
+
+    Dominated alternatives (never in an optimal plan) get a value above every plan of kept ones.
+    """
+    sc = options.scaling
+    if scale == sc.scale:
+        return sc.cost_int, sc.penalty_int
+    kept, unserved = sc.kept, sc.unserved_kept
+    cost_int = sc.cost_int.copy()
+    pen_int = sc.penalty_int.copy()
+    cost_int[kept] = np.round(options.cost[kept] * scale).astype(np.int64)
+    pen_int[unserved] = np.round(options.penalty[unserved] * scale).astype(np.int64)
+    return cost_int, pen_int
 
 
 def rounding_errors(options: Options, scale: float, cost_int: np.ndarray,
                     pen_int: np.ndarray) -> np.ndarray:
-    """Per demand: the largest |c - round(s c)/s| among its alternatives (formulation section 4)."""
-    err = np.abs(options.cost - cost_int / scale)
-    worst = np.where(options.must_serve, 0.0, np.abs(options.penalty - pen_int / scale))
+    """Per demand: the largest |c - round(s c)/s| among its kept alternatives (formulation
+    section 4); dominated alternatives are in no optimal plan, so their rounding does not count."""
+    sc = options.scaling
+    err = np.where(sc.kept, np.abs(options.cost - cost_int / scale), 0.0)
+    worst = np.where(sc.unserved_kept, np.abs(options.penalty - pen_int / scale), 0.0)
     has = np.diff(options.start) > 0
     if has.any():
         worst[has] = np.maximum(worst[has], np.maximum.reduceat(err, options.start[:-1][has]))
@@ -103,7 +100,7 @@ def rounding_errors(options: Options, scale: float, cost_int: np.ndarray,
 
 
 def rounding_bound(options: Options, scale: float, cost_int: np.ndarray, pen_int: np.ndarray) -> float:
-    """E: the sum over demands of the largest rounding error among its alternatives."""
+    """E: the sum over demands of the largest rounding error among its kept alternatives."""
     return float(math.fsum(rounding_errors(options, scale, cost_int, pen_int)))
 
 
@@ -123,42 +120,51 @@ def solve_exact(
     if options.stranded_must_serve:
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option")
 
-    scale = cost_scale(options)
-    cost_int, pen_int = scaled_costs(options, scale)
-    error = rounding_bound(options, scale, cost_int, pen_int)
+    sc = options.scaling
+    scale = sc.scale
+    cost_int, pen_int = sc.cost_int, sc.penalty_int
+    error = sc.rounding_bound
 
+    # Only kept options that fit their pool get a variable: the others are 0 in an optimal plan.
+    usable = sc.kept & (options.units <= options.capacity[options.pool])
     model = cp_model.CpModel()
-    x = [model.new_bool_var("") for _ in range(options.n_options)]
-    objective_vars, objective_coeffs = list(x), cost_int.tolist()
+    x: dict[int, cp_model.IntVar] = {int(k): model.new_bool_var("") for k in np.flatnonzero(usable)}
+    var_of = [x.get(k) for k in range(options.n_options)]
+    objective_vars = list(x.values())
+    objective_coeffs = cost_int[list(x)].tolist()
     constant = 0
-    # One alternative per demand: an option, or (unless must-serve) unserved.
+    # One alternative per demand: a usable option, or (where it may be optimal) unserved.
     unserved: dict[int, cp_model.IntVar] = {}
     for i in range(n):
         lo, hi = int(starts[i]), int(starts[i + 1])
-        alternatives = x[lo:hi]
-        if not options.must_serve[i]:
-            if lo == hi:
+        alternatives = [var for var in var_of[lo:hi] if var is not None]
+        if sc.unserved_kept[i]:
+            if not alternatives:
                 constant += int(pen_int[i])
                 continue
             unserved[i] = model.new_bool_var("")
-            alternatives = [*alternatives, unserved[i]]
+            alternatives.append(unserved[i])
             objective_vars.append(unserved[i])
             objective_coeffs.append(int(pen_int[i]))
+        if not alternatives:  # a must-serve demand whose options all exceed their pools
+            return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand fits no pool",
+                                cost_scale=scale, rounding_bound_cny=error)
         model.add_exactly_one(alternatives)
-    # Pool capacities, in quanta (skipped where every option together fits).
-    by_pool = np.argsort(options.pool, kind="stable")
+    # Pool capacities, in quanta (skipped where every usable option together fits).
+    ks_usable = np.flatnonzero(usable)
+    by_pool = ks_usable[np.argsort(options.pool[ks_usable], kind="stable")]
     cuts = np.searchsorted(options.pool[by_pool], np.arange(options.n_pools + 1))
     for p in range(options.n_pools):
         ks = by_pool[cuts[p] : cuts[p + 1]]
         if options.units[ks].sum() > options.capacity[p]:
             model.add(
-                cp_model.LinearExpr.weighted_sum([x[k] for k in ks], options.units[ks].tolist())
+                cp_model.LinearExpr.weighted_sum([x[int(k)] for k in ks], options.units[ks].tolist())
                 <= int(options.capacity[p])
             )
     model.minimize(cp_model.LinearExpr.weighted_sum(objective_vars, objective_coeffs) + constant)
     if hint is not None:
         chosen = set(int(k) for k in hint if k >= 0)
-        for k, var in enumerate(x):
+        for k, var in x.items():
             model.add_hint(var, k in chosen)
         for i, var in unserved.items():
             model.add_hint(var, bool(hint[i] < 0))
@@ -216,11 +222,18 @@ def solve_exact(
     bound = solver.best_objective_bound / scale - error
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return EngineResult(None, Status.UNKNOWN, bound, **common)
-    values = np.asarray(solver.response_proto.solution, dtype=np.int8)[: options.n_options]
-    chosen = np.flatnonzero(values)
+    values = np.asarray(solver.response_proto.solution, dtype=np.int8)[: len(x)]
+    chosen = np.fromiter(x, dtype=np.int64, count=len(x))[values.astype(bool)]
     choice = np.full(n, -1, dtype=np.int64)
     choice[np.searchsorted(starts, chosen, side="right") - 1] = chosen
-    # With a gap limit CP-SAT reports OPTIMAL once the limit is met; only a closed gap is optimal.
-    closed = code == cp_model.OPTIMAL and solver.best_objective_bound >= solver.objective_value
-    status = Status.OPTIMAL if closed else Status.FEASIBLE
+    # Optimal means a relative gap of at most OPTIMAL_GAP against the true objective, with the
+    # rounding bound in the lower bound: a closed integer gap is not enough when E is large.
+    gap = relative_gap(_objective(options, choice), bound)
+    status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
     return EngineResult(choice, status, bound, **common)
+
+
+def _objective(options: Options, choice: np.ndarray) -> float:
+    """The true (floating-point) objective of a choice: chosen costs plus unserved penalties."""
+    served = choice >= 0
+    return math.fsum(options.cost[choice[served]]) + math.fsum(options.penalty[~served])

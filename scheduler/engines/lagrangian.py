@@ -337,7 +337,10 @@ def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
                 step[free] = np.linalg.solve(Hf - ridge * np.eye(int(free.sum())), -g[free])
             except np.linalg.LinAlgError:
                 break
-            if not g @ step > 0.0:
+            # A (numerically) singular Hessian along an ascent direction, e.g. L growing linearly
+            # because a must-serve demand fits no pool, gives an infinite step: stop the stage
+            # (an infinite multiplier would turn the reduced costs into inf - inf).
+            if not np.all(np.isfinite(step)) or not g @ step > 0.0:
                 break
             a = 1.0
             while a > 1e-8:

@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 
-from models import Status
+from models import OPTIMAL_GAP, Status
 from scheduler.compile import Options
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import available_cores, cost_scale, rounding_errors, scaled_costs
@@ -78,7 +78,7 @@ class _Run:
         self.last_report = -math.inf
         self.reported = (None, None)
         scale = cost_scale(options)
-        self.integer_data = scale == 1.0
+        self.integer_data = options.scaling.integral  # scale 1 alone does not mean whole costs
         self.scale = scale
         self.big = big_penalty(options)
         self.rounding_bound = 0.0  # E of the sub-models' integer costs (formulation section 4)
@@ -111,6 +111,8 @@ class _Run:
         return gap is not None and (gap <= self.params.gap_limit or self.proven())
 
     def proven(self) -> bool:
+        """Whether the bound meets the incumbent (the search may stop): its relative gap, the
+        rounding bound included, is at most 1e-9 (0 with integer data), so at most OPTIMAL_GAP."""
         if self.choice is None or self.missing or not math.isfinite(self.bound):
             return False
         lb = math.ceil(self.bound) if self.integer_data else self.bound
@@ -225,7 +227,8 @@ def solve_large(
     lb = run.lower_bound() if math.isfinite(run.bound) else None
     if run.choice is None or run.missing:
         return EngineResult(None, Status.UNKNOWN, lb, "no complete plan found", **common)
-    status = Status.OPTIMAL if run.proven() else Status.FEASIBLE
+    gap = run.gap()  # with the rounding bound: the CP-SAT bounds subtract it
+    status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
     name = "OPTIMAL" if status == Status.OPTIMAL else (
         "STOPPED" if run.stopped() else "FEASIBLE")
     return EngineResult(run.choice, status, lb, name, **common)
