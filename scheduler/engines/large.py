@@ -180,6 +180,10 @@ def solve_large(
     smooth_deadline = run.started + (0.8 if not deterministic else 1.0) * (dual_deadline - run.started)
     smoothed = smoothed_ascent(relax, smooth_deadline, stop=run.stopped)
     run.raise_bound(smoothed.bound, "lagrangian")
+    # A first plan at the smoothed optimum: its multipliers sit inside the optimal face, where
+    # the relaxed choices fit far better than at the bundle method's kinks (see docs).
+    if not run.stopped():
+        _build(run, relax.reduced_costs(smoothed.lam))
     dual = DualAscent(relax, lam0=smoothed.lam)
     dual.delta = 1e-2 * dual.scale
     dual.run(max_steps=10 * o.n_pools + 200, deadline=dual_deadline, stop=run.stopped)
@@ -196,9 +200,7 @@ def solve_large(
         if run.stopped() or (run.choice is not None and not run.missing and run.out_of_time()):
             break
         lam = dual.best.lam * factor + shift * dual.scale
-        built = construct(o, rc if factor == 1.0 and shift == 0.0 else relax.reduced_costs(lam))
-        built, _ = shift_moves(o, built, run.big)
-        run.offer(built)
+        _build(run, rc if factor == 1.0 and shift == 0.0 else relax.reduced_costs(lam))
     details["construct_objective"] = run.objective if not run.missing else -1.0
     if hint is not None and len(hint) == o.n_demands and _hint_is_valid(o, hint):
         hint = np.asarray(hint, dtype=np.int64)
@@ -220,6 +222,13 @@ def solve_large(
     name = "OPTIMAL" if status == Status.OPTIMAL else (
         "STOPPED" if run.stopped() else "FEASIBLE")
     return EngineResult(run.choice, status, lb, name, **common)
+
+
+def _build(run: _Run, rc: np.ndarray) -> None:
+    """Construct a plan by the reduced costs ``rc``, improve it by shift moves and offer it."""
+    built = construct(run.o, rc)
+    built, _ = shift_moves(run.o, built, run.big)
+    run.offer(built)
 
 
 def _construction_multipliers(o: Options) -> list[tuple[float, float]]:
