@@ -4,7 +4,7 @@
                                    [--engine auto] [--baseline] [--seed 0] [--workers 0] [--smoke]
                                    [--out DIR]
     python benchmarks/run.py scale [--sizes 1000,10000,100000,1000000] [--time-limits 10,10,60,600]
-                                   [--seed 1] [--workers 0] [--mem-limit-gb 20] [--grace S]
+                                   [--seed 1 | --seeds 1,2,3] [--workers 0] [--mem-limit-gb 20] [--grace S]
                                    [--engine auto] [--solvers eastwest,cp-sat,greedy] [--smoke]
                                    [--out DIR]
     python benchmarks/run.py limits [--sizes 1000,10000,100000] [--time-limits 2,10] [--seed 1]
@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--time-limits", default=None, help="seconds, one or one per size "
                        "(default 10,10,60,600; --smoke: 5)")
     scale.add_argument("--seed", type=int, default=1)
+    scale.add_argument("--seeds", default=None, help="comma-separated seeds, each size run once "
+                       "per seed, with mean / min / max over them (overrides --seed)")
     scale.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
     scale.add_argument("--engine", default="auto", choices=("auto", "exact", "large"),
                        help="the engine of the eastwest solver (the baseline is always exact)")

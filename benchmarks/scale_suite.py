@@ -30,6 +30,7 @@ from common import (
     fmt_pct,
     fmt_ratio,
     fmt_s,
+    mean,
     protocol,
     protocol_markdown,
     ratio,
@@ -219,14 +220,14 @@ def child_main(args) -> int:
 # The parent: one child per (solver, size)
 
 
-def _spawn(solver: str, size: int, limit: float, args, work: Path) -> dict:
+def _spawn(solver: str, size: int, limit: float, seed: int, args, work: Path) -> dict:
     """Run one child to completion or to its timeout; return its record with the outcome."""
-    result = work / f"{solver}-{size}.json"
+    result = work / f"{solver}-{size}-{seed}.json"
     marker = result.with_name(result.name + ".generated")
-    log = work / f"{solver}-{size}.log"
+    log = work / f"{solver}-{size}-{seed}.log"
     grace = args.grace if args.grace is not None else default_grace(size, limit)
     command = [sys.executable, str(Path(__file__).with_name("run.py")), "_one",
-               "--solver", solver, "--size", str(size), "--seed", str(args.seed),
+               "--solver", solver, "--size", str(size), "--seed", str(seed),
                "--time-limit", repr(limit), "--workers", str(args.workers),
                "--engine", args.engine,
                "--mem-limit-gb", repr(args.mem_limit_gb), "--result", str(result)]
@@ -261,7 +262,7 @@ def _spawn(solver: str, size: int, limit: float, args, work: Path) -> dict:
     record: dict = {}
     if result.exists():
         record = json.loads(result.read_text(encoding="utf-8"))
-    record.update(solver=solver, size=size, time_limit_s=limit, grace_s=grace,
+    record.update(solver=solver, size=size, seed=seed, time_limit_s=limit, grace_s=grace,
                   child_wall_s=elapsed, exit_code=proc.returncode,
                   peak_rss_bytes=usage.ru_maxrss * 1024,
                   peak_rss_source="os.wait4 rusage of the child (ru_maxrss, whole process)")
@@ -364,6 +365,34 @@ def _parse_list(text: str, kind) -> list:
     return [kind(x) for x in text.split(",") if x.strip()]
 
 
+SUMMARY_FIELDS = (
+    ("own_gap", "gap"),
+    ("first_incumbent_s", "first plan s"),
+    ("best_incumbent_s", "best plan s"),
+    ("wall_s", "wall s"),
+    ("peak_rss_bytes", "peak GB"),
+)
+
+
+def over_seeds(results: list[dict]) -> list[dict]:
+    """Per size and solver: mean, min and max over the seeds of each SUMMARY_FIELDS figure
+    (over the seeds where it is known), and how many seeds gave a verified plan."""
+    summary: list[dict] = []
+    for size in dict.fromkeys(r["size"] for r in results):
+        runs = [r for r in results if r["size"] == size]
+        for solver in dict.fromkeys(s for r in runs for s in r["solvers"]):
+            records = [r["solvers"][solver] for r in runs if solver in r["solvers"]]
+            entry: dict = {"size": size, "time_limit_s": runs[0]["time_limit_s"],
+                           "solver": solver, "seeds": [r["seed"] for r in runs],
+                           "verified": sum(1 for rec in records if rec.get("verified"))}
+            for field, _ in SUMMARY_FIELDS:
+                values = [rec[field] for rec in records if rec.get(field) is not None]
+                entry[field] = {"mean": mean(values), "min": min(values, default=None),
+                                "max": max(values, default=None), "n": len(values)}
+            summary.append(entry)
+    return summary
+
+
 def run(args) -> int:
     """The `scale` command."""
     try:
@@ -371,8 +400,12 @@ def run(args) -> int:
             SMOKE_SIZES if args.smoke else DEFAULT_SIZES)
         limits = _parse_list(args.time_limits, float) if args.time_limits else list(
             SMOKE_LIMITS if args.smoke else DEFAULT_LIMITS)
+        seeds = _parse_list(args.seeds, int) if args.seeds else [args.seed]
     except ValueError as exc:
-        print(f"bad --sizes or --time-limits: {exc}")
+        print(f"bad --sizes, --time-limits or --seeds: {exc}")
+        return 2
+    if not seeds or len(set(seeds)) != len(seeds):
+        print("--seeds needs distinct integers, comma-separated")
         return 2
     if len(limits) == 1:
         limits = limits * len(sizes)
@@ -388,9 +421,9 @@ def run(args) -> int:
     grace = "per size: max(120, limit) + size/2000 s" if args.grace is None else f"{args.grace:g} s"
     proto = protocol(
         "scale",
-        instances=", ".join(f"china_instance(demands={n:,}, seed={args.seed})" for n in sizes),
+        instances=", ".join(f"china_instance(demands={n:,}, seed=S)" for n in sizes),
         time_limits=", ".join(f"{n:,}: {t:g} s" for n, t in zip(sizes, limits, strict=True)),
-        seeds=f"{args.seed} (instance generator and solver)",
+        seeds=f"S = {','.join(map(str, seeds))} (instance generator and solver)",
         workers=f"{args.workers} (SolveParams.workers; 0 = engine default)",
         solvers=f"eastwest = solve(engine='{args.engine}'); cp-sat = solve(engine='exact'), the "
                 "whole problem as one CP-SAT model; greedy = compile_options + greedy + "
@@ -407,20 +440,22 @@ def run(args) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="eastwest-scale-") as tmp:
             for size, limit in zip(sizes, limits, strict=True):
-                records: dict[str, dict] = {}
-                for solver in solvers:
-                    print(f"scale {size:,} demands, {limit:g} s: {solver} ...", flush=True)
-                    rec = _spawn(solver, size, limit, args, Path(tmp))
-                    records[solver] = rec
-                    print(f"  {rec['outcome']}: objective {fmt_num(rec.get('objective'))}, "
-                          f"gap {fmt_pct(rec.get('own_gap'))}, wall {fmt_s(rec.get('wall_s'))} s, "
-                          f"peak {fmt_gb(rec.get('peak_rss_bytes'))} GB"
-                          + (f" ({rec['error']})" if rec.get("error") else ""), flush=True)
-                ratios = compare(records)
-                results.append({"size": size, "time_limit_s": limit, "solvers": records,
-                                "comparison": ratios,
-                                "targets": verdicts(size, limit, records, ratios)})
-                _write(base, proto, results)
+                for seed in seeds:
+                    records: dict[str, dict] = {}
+                    for solver in solvers:
+                        print(f"scale {size:,} demands, {limit:g} s, seed {seed}: {solver} ...",
+                              flush=True)
+                        rec = _spawn(solver, size, limit, seed, args, Path(tmp))
+                        records[solver] = rec
+                        print(f"  {rec['outcome']}: objective {fmt_num(rec.get('objective'))}, "
+                              f"gap {fmt_pct(rec.get('own_gap'))}, wall {fmt_s(rec.get('wall_s'))}"
+                              f" s, peak {fmt_gb(rec.get('peak_rss_bytes'))} GB"
+                              + (f" ({rec['error']})" if rec.get("error") else ""), flush=True)
+                    ratios = compare(records)
+                    results.append({"size": size, "time_limit_s": limit, "seed": seed,
+                                    "solvers": records, "comparison": ratios,
+                                    "targets": verdicts(size, limit, records, ratios)})
+                    _write(base, proto, results)
     except KeyboardInterrupt:
         print("interrupted: writing the sizes finished so far")
         proto["interrupted"] = True
@@ -457,8 +492,12 @@ def markdown(proto: dict, results: list[dict]) -> str:
              "/ objective; gap to best bound uses the best bound any solver proved on the same "
              "instance (greedy proves none). Ratios are eastwest / other (below 1 is better).", ""]
 
-    text += ["## Overview", ""]
-    headers = ["demands", "limit s", "engine", "eastwest gap", "CP-SAT gap", "gap ratio",
+    several = len({res.get("seed") for res in results}) > 1
+    if several:
+        text += _over_seeds_markdown(over_seeds(results))
+    else:
+        text += ["## Overview", ""]
+    headers = ["demands", "limit s", "seed", "engine", "eastwest gap", "CP-SAT gap", "gap ratio",
                "obj / CP-SAT", "obj / greedy", "wall s", "peak GB", "targets"]
     rows = []
     for res in results:
@@ -468,18 +507,20 @@ def markdown(proto: dict, results: list[dict]) -> str:
         misses = [t for t in res["targets"] if "MISS" in t]
         verdict = ("-" if not res["targets"] else "all met" if not misses else
                    "MISS: " + ", ".join(t.split(":")[0] for t in misses))
-        rows.append([f"{res['size']:,}", f"{res['time_limit_s']:g}", ew.get("engine", "-"),
+        rows.append([f"{res['size']:,}", f"{res['time_limit_s']:g}", str(res.get("seed", "-")),
+                     ew.get("engine", "-"),
                      fmt_pct(ew.get("own_gap")), fmt_pct(cp.get("own_gap")),
                      fmt_ratio(c["gap_ratio_vs_cpsat"]),
                      fmt_ratio(c["objective_ratio_vs_cpsat"], 5),
                      fmt_ratio(c["objective_ratio_vs_greedy"], 5), fmt_s(ew.get("wall_s")),
                      fmt_gb(ew.get("peak_rss_bytes")), verdict])
-    text.append(table(headers, rows, right={0, 1, 3, 4, 5, 6, 7, 8, 9}))
+    text.append(table(headers, rows, right={0, 1, 2, 4, 5, 6, 7, 8, 9, 10}))
 
     for res in results:
         size, limit = res["size"], res["time_limit_s"]
         first = next((r for r in res["solvers"].values() if r.get("options")), {})
-        text += ["", f"## {size:,} demands, time limit {limit:g} s", ""]
+        seed = f", seed {res['seed']}" if several else ""
+        text += ["", f"## {size:,} demands, time limit {limit:g} s{seed}", ""]
         if first:
             text += [f"Instance: {first.get('options', 0):,} eligible options, "
                      f"{first.get('pools', 0)} pools; generated in "
@@ -510,8 +551,29 @@ def markdown(proto: dict, results: list[dict]) -> str:
     return "\n".join(text)
 
 
+def _over_seeds_markdown(summary: list[dict]) -> list[str]:
+    """The table of mean / min / max over the seeds, one row per size and solver."""
+    headers = ["demands", "limit s", "solver", "seeds", "verified"]
+    for _, label in SUMMARY_FIELDS:
+        headers += [f"{label} mean", f"{label} min", f"{label} max"]
+    rows = []
+    for entry in summary:
+        row = [f"{entry['size']:,}", f"{entry['time_limit_s']:g}", entry["solver"],
+               ",".join(map(str, entry["seeds"])), f"{entry['verified']}/{len(entry['seeds'])}"]
+        for field, _ in SUMMARY_FIELDS:
+            shown = fmt_pct if field == "own_gap" else fmt_gb if field == "peak_rss_bytes" else fmt_s
+            row += [shown(entry[field][k]) for k in ("mean", "min", "max")]
+        rows.append(row)
+    right = set(range(len(headers))) - {2, 3}
+    return ["## Over seeds (mean / min / max)", "", table(headers, rows, right=right), "",
+            "## Overview (each seed)", ""]
+
+
 def _write(base: Path, proto: dict, results: list[dict]) -> None:
-    write_json(base.with_suffix(".json"), {"protocol": proto, "sizes": results})
+    data = {"protocol": proto, "sizes": results}
+    if len({res.get("seed") for res in results}) > 1:
+        data["over_seeds"] = over_seeds(results)
+    write_json(base.with_suffix(".json"), data)
     write_atomic(base.with_suffix(".md"), markdown(proto, results))
 
 
