@@ -580,12 +580,12 @@ def integer_scaling(options: Options) -> Scaling:
     if first.rounding_bound <= OPTIMAL_GAP * max(first.reference, 1.0):
         return first
     from scheduler.engines.greedy import greedy
+    from scheduler.engines.primal import objective
 
     choice, complete = greedy(options)
     if not complete:
         return first
-    served = choice >= 0
-    upper = math.fsum(options.cost[choice[served]]) + math.fsum(options.penalty[~served])
+    upper = objective(options, choice)
     kept = kept & (options.cost <= upper)
     unserved_kept = unserved_kept & (options.penalty <= upper)
     return _scaled(options, kept, unserved_kept, upper, upper)

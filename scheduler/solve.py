@@ -15,6 +15,7 @@ from scheduler.decode import build_plan
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import solve_exact
 from scheduler.engines.greedy import greedy
+from scheduler.engines.primal import objective
 from scheduler.params import Progress, Result, SolveParams, Stopped
 from scheduler.verify import verify
 
@@ -84,7 +85,7 @@ def solve(
     engine = pick_engine(options, params.engine)
     hint, complete = greedy(options, stop=stopped)
     hinted = time.perf_counter()
-    tell("first plan", _objective(options, hint) if complete else None)
+    tell("first plan", objective(options, hint) if complete else None)
     reserve = post_reserve(instance, options)
     prepared = time.perf_counter()
     # Leave the measured time for itemizing and verifying, so the whole solve keeps to the limit.
@@ -190,11 +191,6 @@ def no_gc():
         if enabled:
             gc.enable()
 
-
-def _objective(options: Options, choice) -> float:
-    """The cost of a choice (served options plus unserved penalties)."""
-    served = choice >= 0
-    return float(options.cost[choice[served]].sum() + options.penalty[~served].sum())
 
 
 def _fall_back_to_hint(outcome: EngineResult, hint, complete: bool) -> EngineResult:

@@ -24,6 +24,7 @@ import numpy as np
 from models import OPTIMAL_GAP, Status, relative_gap
 from scheduler.compile import OBJECTIVE_UNITS_LIMIT, Options
 from scheduler.engines import EngineResult
+from scheduler.engines.primal import objective
 from scheduler.params import Progress, SolveParams
 
 __all__ = ["OBJECTIVE_UNITS_LIMIT", "cost_scale", "rounding_bound", "rounding_errors",
@@ -228,12 +229,6 @@ def solve_exact(
     choice[np.searchsorted(starts, chosen, side="right") - 1] = chosen
     # Optimal means a relative gap of at most OPTIMAL_GAP against the true objective, with the
     # rounding bound in the lower bound: a closed integer gap is not enough when E is large.
-    gap = relative_gap(_objective(options, choice), bound)
+    gap = relative_gap(objective(options, choice), bound)
     status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
     return EngineResult(choice, status, bound, **common)
-
-
-def _objective(options: Options, choice: np.ndarray) -> float:
-    """The true (floating-point) objective of a choice: chosen costs plus unserved penalties."""
-    served = choice >= 0
-    return math.fsum(options.cost[choice[served]]) + math.fsum(options.penalty[~served])
