@@ -13,7 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from models.horizon import MAX_SLOTS, Horizon, Outage, TariffPeriods, time_problems
+
 SCHEMA_VERSION = 1
+"""The version of a file without a horizon (one planning window)."""
+
+TIMED_SCHEMA_VERSION = 2
+"""The version of a file with a horizon in slots (`Instance.horizon`)."""
 
 INTRA_REGION_LATENCY_MS = 1.0
 """One-way latency between a region and itself (the 1 ms "city circle" of the national network)."""
@@ -42,6 +48,13 @@ Name = Annotated[str, StringConstraints(max_length=256)]
 NonNegative = Annotated[float, Field(ge=0, le=AMOUNT_LIMIT)]
 Positive = Annotated[float, Field(gt=0, le=AMOUNT_LIMIT)]
 Speed = Annotated[float, Field(ge=MIN_TFLOPS, le=AMOUNT_LIMIT)]
+Profile = Annotated[tuple[NonNegative, ...], Field(min_length=1, max_length=MAX_SLOTS)]
+"""Values per slot: one per slot of a day (repeated daily) or one per slot of the horizon."""
+
+
+def _unless(value) -> bool:
+    """Leave a time field out of a file while it is unset (files without a horizon stay as they were)."""
+    return value is None or value == ()
 
 
 class Precision(StrEnum):
@@ -102,6 +115,10 @@ class AcceleratorPool(_Frozen):
     )
     power_kw_per_gpu: NonNegative = Field(description="Board power per GPU, before PUE.")
     price_cny_per_gpu_hour: NonNegative
+    outages: tuple[Outage, ...] = Field(
+        default=(), exclude_if=_unless,
+        description="GPUs unavailable over slot ranges (maintenance, outages, reserved blocks).",
+    )
 
 
 class Region(_Frozen):
@@ -117,6 +134,18 @@ class Region(_Frozen):
     carbon_g_co2_per_kwh: NonNegative = Field(le=5000)
     pools: tuple[AcceleratorPool, ...] = ()
     tags: tuple[Name, ...] = ()
+    electricity_price_by_slot_cny_per_kwh: Profile | None = Field(
+        default=None, exclude_if=_unless,
+        description="Price per slot (time-of-use); replaces electricity_price_cny_per_kwh.",
+    )
+    tariff_periods: TariffPeriods | None = Field(
+        default=None, exclude_if=_unless,
+        description="Tariff period of each slot, one letter per slot of a day or of the horizon: "
+        "C critical peak, P peak, F flat, V valley, D deep valley (for reports).",
+    )
+    carbon_by_slot_g_co2_per_kwh: Profile | None = Field(
+        default=None, exclude_if=_unless, description="Grid intensity per slot; replaces carbon_g_co2_per_kwh."
+    )
 
 
 class Link(_Frozen):
@@ -127,12 +156,23 @@ class Link(_Frozen):
     latency_ms: NonNegative = Field(description="One-way latency.")
     bandwidth_gbps: Positive
     transfer_cost_cny_per_gb: NonNegative
+    bandwidth_by_slot_gbps: Profile | None = Field(
+        default=None, exclude_if=_unless, description="Bandwidth per slot; replaces bandwidth_gbps."
+    )
+
+
+class DemandKind(StrEnum):
+    """A batch job runs once, uninterrupted; a service serves a load over every slot."""
+
+    BATCH = "batch"
+    SERVICE = "service"
 
 
 class Demand(_Frozen):
     """One workload request: what it needs, where its data is, and what leaving it unserved costs."""
 
     id: Id
+    kind: DemandKind = Field(default=DemandKind.BATCH, exclude_if=lambda v: v == DemandKind.BATCH)
     sector: Sector = Sector.OTHER
     origin: Id = Field(description="Region where the demand's data and users are.")
     work_pflop: Positive | None = Field(
@@ -155,6 +195,25 @@ class Demand(_Frozen):
     must_serve: bool = False
     unserved_penalty_cny: NonNegative = 0.0
     max_cost_cny: NonNegative | None = Field(default=None, description="Cap on the option's cost.")
+    release_slot: int | None = Field(
+        default=None, ge=0, lt=MAX_SLOTS, exclude_if=_unless,
+        description="Batch: first slot the job may start in (default 0).",
+    )
+    deadline_slot: int | None = Field(
+        default=None, ge=1, le=MAX_SLOTS, exclude_if=_unless,
+        description="Batch: the job must end by the start of this slot (default: the horizon's end).",
+    )
+    load_pflop_per_hour: Profile | None = Field(
+        default=None, exclude_if=_unless,
+        description="Service: work per hour to serve in each slot, at the demand's precision.",
+    )
+    traffic_gbps: NonNegative | None = Field(
+        default=None, exclude_if=_unless,
+        description="Service: traffic between the serving pools and the origin at full load.",
+    )
+    unserved_penalty_cny_per_pflop: NonNegative | None = Field(
+        default=None, exclude_if=_unless, description="Service: cost of each PFLOP of load not served."
+    )
 
 
 class Offer(_Frozen):
@@ -177,13 +236,23 @@ class ObjectiveWeights(_Frozen):
     carbon_price_cny_per_t_co2: NonNegative = 0.0
 
 
+def _window_optional(schema: dict) -> None:
+    """In the JSON Schema, `window_hours` may be left out (a horizon gives it)."""
+    schema["required"] = [name for name in schema.get("required", []) if name != "window_hours"]
+
+
 class Instance(_Frozen):
     """Everything the optimizer needs for one planning window."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    model_config = ConfigDict(json_schema_extra=_window_optional)
+
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     name: Name = "instance"
     description: Annotated[str, StringConstraints(max_length=10_000)] = ""
-    window_hours: float = Field(gt=0, le=100_000)
+    window_hours: float = Field(gt=0, le=100_000, description="Given by the horizon when there is one.")
+    horizon: Horizon | None = Field(
+        default=None, exclude_if=_unless, description="Slots of the window (schema version 2)."
+    )
     gpu_hour_quantum: float = Field(
         default=0.01, ge=MIN_QUANTUM, le=1_000,
         description="Usage is counted in whole quanta of GPU-hours.",
@@ -193,10 +262,36 @@ class Instance(_Frozen):
     demands: tuple[Demand, ...]
     offers: tuple[Offer, ...] = ()
     weights: ObjectiveWeights = ObjectiveWeights()
+    carbon_cap_t_co2: NonNegative | None = Field(
+        default=None, exclude_if=_unless, description="Most tCO2 the plan may emit (needs a horizon)."
+    )
+    load_quantum_pflop_per_hour: float = Field(
+        default=0.01, ge=1e-9, le=1e6, exclude_if=lambda v: v == 0.01,
+        description="Served service load is counted in whole quanta of this size.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _window_from_horizon(cls, data):
+        if isinstance(data, dict) and data.get("window_hours") is None and isinstance(data.get("horizon"), dict):
+            horizon = data["horizon"]
+            try:
+                hours = int(horizon["slots"]) * float(horizon.get("slot_hours", 1.0))
+            except (KeyError, TypeError, ValueError):
+                return data  # the horizon's own validation names the field
+            data = {**data, "window_hours": hours}
+        return data
+
+    @property
+    def timed(self) -> bool:
+        """Whether the instance has a horizon in slots (the time-expanded model applies)."""
+        return self.horizon is not None
 
     @model_validator(mode="after")
     def _check_references(self) -> Instance:
         problems = _reference_problems(self)
+        if not problems:
+            problems = time_problems(self)
         if problems:
             shown = problems[:20]
             more = len(problems) - len(shown)

@@ -13,6 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.instance import SCHEMA_VERSION, Id, Precision
 
+
+def _unless(value) -> bool:
+    """Leave a time figure out of a plan while it is unset (plans without a horizon stay as they were)."""
+    return value is None or value == () or value == {}
+
 Number = float | int | str
 
 
@@ -46,9 +51,12 @@ class Reason(StrEnum):
     UNREACHABLE = "unreachable"  # no network path from the origin
     LATENCY = "latency"  # one-way latency to the origin above the bound
     DEADLINE = "deadline"  # run time (GPU-hours / gang) longer than the demand's deadline
+    WINDOW = "window"  # run time, in whole slots, longer than the release-to-deadline window
     PRICE_CAP = "price_cap"  # the option costs more than the demand's cap
     # Reasons for an unserved demand that had options:
     CAPACITY = "capacity"  # eligible pools exist, but their capacity went to other demands
+    BANDWIDTH = "bandwidth"  # eligible remote pools exist, but the links could not carry the data
+    CARBON_CAP = "carbon_cap"  # eligible pools exist, but serving the demand would pass the carbon cap
     UNECONOMIC = "uneconomic"  # every option costs at least the unserved penalty
     NOT_SOLVED = "not_solved"  # no plan was found (status infeasible or unknown)
 
@@ -63,6 +71,7 @@ RULES: tuple[Reason, ...] = (
     Reason.UNREACHABLE,
     Reason.LATENCY,
     Reason.DEADLINE,
+    Reason.WINDOW,
     Reason.PRICE_CAP,
 )
 """The eligibility rules, in the order they are checked."""
@@ -91,6 +100,56 @@ class Assignment(_Frozen):
     transfer_cny: Cny
     carbon_cny: Cny
     cost_cny: Cny = Field(description="Sum of the four terms above.")
+    start_slot: int | None = Field(default=None, ge=0, exclude_if=_unless, description="Horizon: first slot run.")
+    end_slot: int | None = Field(
+        default=None, ge=1, exclude_if=_unless, description="Horizon: the slot after the last one run."
+    )
+    route: tuple[Id, ...] | None = Field(
+        default=None, exclude_if=_unless,
+        description="Horizon: the regions the data crosses, origin first, when it moves.",
+    )
+
+
+class ServicePlacement(_Frozen):
+    """A service's replicas on one pool, slot by slot."""
+
+    region: Id
+    pool: Id
+    precision: Precision
+    latency_ms: float = Field(ge=0)
+    route: tuple[Id, ...] = Field(description="Regions from the origin to this pool's region.")
+    replicas: tuple[int, ...] = Field(description="Replicas (of gang_size GPUs) in each slot.")
+    served_pflop_per_hour: tuple[float, ...] = Field(description="Load served here in each slot.")
+    gpu_hours: float = Field(ge=0)
+    energy_kwh: float = Field(ge=0)
+    co2_kg: float = Field(ge=0)
+    compute_cny: Cny
+    energy_cny: Cny
+    transfer_cny: Cny
+    carbon_cny: Cny
+    cost_cny: Cny = Field(description="Sum of the four terms above.")
+
+
+class ServicePlan(_Frozen):
+    """How one service is served: its placements and the load left unserved."""
+
+    demand: Id
+    placements: tuple[ServicePlacement, ...] = ()
+    unserved_pflop_per_hour: tuple[float, ...] = Field(description="Load not served in each slot.")
+    unserved_pflop: float = Field(ge=0, description="Work left undone over the horizon.")
+    penalty_cny: Cny = Field(
+        description="weights.unserved x priority x unserved_penalty_cny_per_pflop x unserved_pflop"
+    )
+
+
+class LinkLoad(_Frozen):
+    """Traffic on one link in each slot (data of batch jobs and services' traffic)."""
+
+    source: Id
+    target: Id
+    load_gbps: tuple[float, ...]
+    bandwidth_gbps: tuple[float, ...]
+    peak_utilization: float = Field(ge=0)
 
 
 class Unserved(_Frozen):
@@ -111,6 +170,12 @@ class PoolUsage(_Frozen):
     used_gpu_hours: float = Field(ge=0)
     capacity_gpu_hours: float = Field(ge=0)
     utilization: float = Field(ge=0)
+    gpus_by_slot: tuple[int, ...] | None = Field(
+        default=None, exclude_if=_unless, description="Horizon: GPUs in use in each slot."
+    )
+    available_by_slot: tuple[int, ...] | None = Field(
+        default=None, exclude_if=_unless, description="Horizon: GPUs not out (outages) in each slot."
+    )
 
 
 class CostBreakdown(_Frozen):
@@ -123,6 +188,13 @@ class CostBreakdown(_Frozen):
     unserved_penalty_cny: Cny = 0.0
     energy_kwh: float = 0.0
     co2_t: float = 0.0
+    energy_by_period_kwh: dict[str, float] = Field(
+        default_factory=dict, exclude_if=_unless,
+        description="Horizon: energy by tariff period (critical, peak, flat, valley, deep_valley).",
+    )
+    energy_by_period_cny: dict[str, float] = Field(
+        default_factory=dict, exclude_if=_unless, description="Horizon: energy cost by tariff period."
+    )
 
 
 class SolveStats(_Frozen):
@@ -150,7 +222,7 @@ class SolveStats(_Frozen):
 class Plan(_Frozen):
     """The optimizer's answer: who runs where, what it costs, and how far from optimal it may be."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     instance: str = Field(description="Name of the instance this plan answers.")
     status: Status
     objective: float | None = Field(description="Total cost including unserved penalties.")
@@ -160,6 +232,8 @@ class Plan(_Frozen):
     assignments: tuple[Assignment, ...] = ()
     unserved: tuple[Unserved, ...] = ()
     pools: tuple[PoolUsage, ...] = ()
+    services: tuple[ServicePlan, ...] = Field(default=(), exclude_if=_unless)
+    links: tuple[LinkLoad, ...] = Field(default=(), exclude_if=_unless)
     stats: SolveStats
 
 

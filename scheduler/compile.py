@@ -347,6 +347,7 @@ class Compiler:
             Reason.UNREACHABLE: np.isinf(latency),
             Reason.LATENCY: latency > D.max_latency,
             Reason.DEADLINE: runtime > D.deadline,
+            Reason.WINDOW: np.zeros(n, dtype=bool),  # one window: checked by the timed compiler
             Reason.PRICE_CAP: price > D.max_cost,
         }
         rule = np.full(n, ELIGIBLE, dtype=np.int8)

@@ -74,7 +74,7 @@ from models import (
 
 # Rule numbers, as indices into models.RULES.
 _NO_OFFER, _GANG, _ACCELERATOR, _MEMORY, _PRECISION = 0, 1, 2, 3, 4
-_JURISDICTION, _UNREACHABLE, _LATENCY, _DEADLINE, _PRICE_CAP = 5, 6, 7, 8, 9
+_JURISDICTION, _UNREACHABLE, _LATENCY, _DEADLINE, _WINDOW, _PRICE_CAP = 5, 6, 7, 8, 9, 10
 _PASS = -1
 _TERMS = ("compute", "energy", "transfer", "carbon", "energy_kwh", "co2_kg", "cost")
 _CACHE_LIMIT = 20_000
