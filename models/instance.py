@@ -373,7 +373,7 @@ def _reference_problems(inst: Instance) -> list[str]:
         for jur in d.jurisdictions or ():
             if jur not in jurisdictions:
                 out.append(f"{name}: field 'jurisdictions' names '{jur}', which no region has")
-        if d.work_pflop is None and d.id not in offered:
+        if d.work_pflop is None and d.id not in offered and d.kind == DemandKind.BATCH:
             out.append(f"{name}: field 'work_pflop' is missing and the demand has no offers")
         if len(out) > 1000:
             break
