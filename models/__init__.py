@@ -1,6 +1,6 @@
 """eastwest's data model: facts in (`Instance`), decisions out (`Plan`). No solver code lives here."""
 
-from models.horizon import BEIJING, MAX_SLOTS, PERIOD_NAMES, TARIFF_PERIODS, Horizon, Outage
+from models.horizon import BANDWIDTH_QUANTUM_GBPS, BEIJING, MAX_SLOTS, PERIOD_NAMES, TARIFF_PERIODS, Horizon, Outage
 from models.instance import (
     AMOUNT_LIMIT,
     INTRA_REGION_LATENCY_MS,
@@ -40,6 +40,7 @@ from models.plan import (
 
 __all__ = [
     "AMOUNT_LIMIT",
+    "BANDWIDTH_QUANTUM_GBPS",
     "BEIJING",
     "INTRA_REGION_LATENCY_MS",
     "MAX_SLOTS",

@@ -18,6 +18,9 @@ BEIJING = timezone(timedelta(hours=8), "CST")
 MAX_SLOTS = 8784
 """The most slots a horizon may have: a leap year of hours."""
 
+BANDWIDTH_QUANTUM_GBPS = 1e-6
+"""Link load is counted in whole quanta of this many Gbps (1 kbit/s), each flow rounded up."""
+
 TARIFF_PERIODS = "CPFVD"
 """Tariff period codes: C critical peak, P peak, F flat, V valley, D deep valley."""
 
