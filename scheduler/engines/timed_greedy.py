@@ -32,32 +32,12 @@ UNSERVED = -1
 STOP_CHECK_EVERY = 256  # demands between two looks at the stop request
 
 
-def cheapest_per_demand(problem: TimedProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each batch demand's cheapest (option, start) with no coupling row: (cost, option, start);
-    cost inf and -1 where a demand has no option."""
-    b = problem.batch
-    cost_k, start_k = problem.best_starts()
-    cost = np.full(b.n_demands, np.inf)
-    option = np.full(b.n_demands, UNSERVED, dtype=np.int64)
-    start = np.full(b.n_demands, UNSERVED, dtype=np.int64)
-    has = np.diff(b.start) > 0
-    if b.n_options:
-        seg = b.start[:-1][has]
-        cost[has] = np.minimum.reduceat(cost_k, seg)
-        # The first option reaching its demand's minimum.
-        hit = cost_k == cost[b.demand]
-        first_hit = np.full(b.n_demands, b.n_options, dtype=np.int64)
-        np.minimum.at(first_hit, b.demand[hit], np.flatnonzero(hit))
-        option[has] = first_hit[has]
-        start[has] = start_k[option[has]]
-    return cost, option, start
-
-
 def timed_lower_bound(problem: TimedProblem, cheapest: np.ndarray | None = None) -> float | None:
     """Σ over demands of the cheapest alternative with every coupling row dropped (§8.5 at zero
-    multipliers); None when a must-serve job has no option (no plan exists)."""
+    multipliers), a job's starts limited to those that fit alone (no plan uses another); None
+    when a must-serve job has none (no plan exists). ``cheapest``: `Candidates` column 0."""
     b, sv = problem.batch, problem.services
-    cheapest = cheapest_per_demand(problem)[0] if cheapest is None else cheapest
+    cheapest = Candidates(problem, keep=1).cost[:, 0] if cheapest is None else cheapest
     batch = np.where(b.must_serve, cheapest, np.minimum(cheapest, b.penalty))
     if not np.all(np.isfinite(batch)):
         return None
@@ -69,6 +49,84 @@ def timed_lower_bound(problem: TimedProblem, cheapest: np.ndarray | None = None)
             per_quantum = np.minimum(per_quantum, problem.service_quantum_cost(js).min(axis=0))
         parts.append(math.fsum((sv.load[d] * per_quantum).tolist()))
     return math.fsum(parts)
+
+
+CANDIDATES = 8
+"""Cheapest starts kept per batch job before the greedy runs; a job tries them in order and prices
+all its starts again only if none of them fits what is left."""
+
+
+class Candidates:
+    """Each batch job's `CANDIDATES` cheapest (option, start) pairs that fit alone: within the
+    GPUs its pool has in every slot of the run and the bandwidth its route has while the data
+    moves, and (optional jobs) below the penalty. Rows sorted by cost, inf-padded.
+
+    Priced in chunks of consecutive jobs (at most `CHUNK_ELEMENTS` pairs at a time). Column 0 is
+    also a lower bound per job: a plan can only use starts that fit alone.
+    """
+
+    def __init__(self, problem: TimedProblem, keep: int = CANDIDATES):
+        from scheduler.timed import CHUNK_ELEMENTS
+
+        b = problem.batch
+        nb = b.n_demands
+        self.cost = np.full((nb, keep), np.inf)
+        self.option = np.full((nb, keep), UNSERVED, dtype=np.int64)
+        self.start = np.full((nb, keep), UNSERVED, dtype=np.int64)
+        self.rate = np.zeros((nb, keep), dtype=np.int64)
+        self.co2 = np.zeros((nb, keep))
+        empty = TimedLoad(problem)
+        free, free_bw = empty.free_gpus(), empty.free_bandwidth()
+        counts = np.diff(b.start)
+        width = np.zeros(nb, dtype=np.int64)
+        has = counts > 0
+        if b.n_options:
+            width[has] = np.maximum.reduceat((b.last - b.first + 1).astype(np.int64), b.start[:-1][has])
+        lo = 0
+        while lo < nb:
+            hi, size = lo, 0
+            while hi < nb and (hi == lo or size + counts[hi] * width[hi] <= CHUNK_ELEMENTS):
+                size += counts[hi] * width[hi]
+                hi += 1
+            self._price(problem, empty, free, free_bw, lo, hi, keep)
+            lo = hi
+
+    def _price(self, problem, empty, free, free_bw, lo, hi, keep) -> None:
+        b = problem.batch
+        ks = np.arange(b.start[lo], b.start[hi], dtype=np.int64)
+        if not len(ks):
+            return
+        w = int((b.last[ks] - b.first[ks]).max()) + 1
+        ss = b.first[ks].astype(np.int64)[:, None] + np.arange(w, dtype=np.int64)[None, :]
+        kk = np.broadcast_to(ks[:, None], ss.shape)
+        cost, co2, rate, ok = problem.evaluate(kk, ss)
+        demand = b.demand[ks]
+        ok &= b.must_serve[demand][:, None] | (cost < b.penalty[demand][:, None])
+        cap_ok, bw_ok, co2_ok = empty.feasible(kk, ss, co2, rate, free, free_bw)
+        ok &= cap_ok & bw_ok & co2_ok
+        cost = np.where(ok, cost, np.inf)
+        # Lay each job's options side by side: [jobs, most options x w].
+        local = ks - b.start[demand]
+        most = int(np.diff(b.start[lo:hi + 1]).max())
+        grid = np.full((hi - lo, most * w), np.inf)
+        cols = local[:, None] * w + np.arange(w)[None, :]
+        grid[(demand - lo)[:, None], cols] = cost
+        m = min(keep, grid.shape[1])
+        part = np.argpartition(grid, m - 1, axis=1)[:, :m] if grid.shape[1] > m else \
+            np.broadcast_to(np.arange(grid.shape[1]), (hi - lo, grid.shape[1]))
+        rows = np.arange(hi - lo)[:, None]
+        order = np.argsort(grid[rows, part], axis=1, kind="stable")
+        pick = part[rows, order]  # [jobs, m] columns, cheapest first
+        best = grid[rows, pick]
+        opt_local, off = np.divmod(pick, w)
+        valid = np.isfinite(best)
+        k_of = np.where(valid, b.start[lo:hi, None] + opt_local, 0)
+        row_of = np.searchsorted(ks, k_of)  # the row of that option in this chunk
+        self.cost[lo:hi, :m] = best
+        self.option[lo:hi, :m] = np.where(valid, k_of, UNSERVED)
+        self.start[lo:hi, :m] = np.where(valid, ss[row_of, off], UNSERVED)
+        self.rate[lo:hi, :m] = np.where(valid, rate[row_of, off], 0)
+        self.co2[lo:hi, :m] = np.where(valid, co2[row_of, off], 0.0)
 
 
 class TimedGreedy:
@@ -83,13 +141,8 @@ class TimedGreedy:
         self.start = np.full(b.n_demands, UNSERVED, dtype=np.int64)
         self.replicas = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
         self.served = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
-        self.cheapest, self.best_option, self.best_start = cheapest_per_demand(problem)
-        self.best_co2 = np.zeros(b.n_demands)
-        self.best_rate = np.zeros(b.n_demands, dtype=np.int64)
-        has = self.best_option >= 0
-        if has.any():
-            _, co2, rate, _ = problem.evaluate(self.best_option[has], self.best_start[has])
-            self.best_co2[has], self.best_rate[has] = co2, rate
+        self.candidates = Candidates(problem)
+        self.cheapest = self.candidates.cost[:, 0]
         self._checked = 0
 
     def _check_stop(self) -> None:
@@ -121,16 +174,16 @@ class TimedGreedy:
 
     def place(self, i: int) -> bool:
         """Place batch demand ``i`` on its cheapest fitting (option, start); whether it was."""
-        b = self.problem.batch
-        k = int(self.best_option[i])
-        if k < 0:
-            return False
-        must = bool(b.must_serve[i])
-        if not must and self.cheapest[i] >= b.penalty[i]:
-            return False
-        s = int(self.best_start[i])
-        rate, co2 = int(self.best_rate[i]), float(self.best_co2[i])
-        if not self.load.fits(k, s, rate, co2):
+        b, c = self.problem.batch, self.candidates
+        if not np.isfinite(c.cost[i, 0]):
+            return False  # no start fits even alone (or, optional, none below the penalty)
+        for m in range(c.cost.shape[1]):
+            if not np.isfinite(c.cost[i, m]):
+                return False  # every start that fits alone was tried
+            k, s, rate, co2 = int(c.option[i, m]), int(c.start[i, m]), int(c.rate[i, m]), float(c.co2[i, m])
+            if self.load.fits(k, s, rate, co2):
+                break
+        else:
             found = self._cheapest_fitting(i)
             if found is None:
                 return False
@@ -226,7 +279,7 @@ def timed_greedy(problem: TimedProblem, *, stop: Callable[[], bool] | None = Non
 
 
 def solve_timed_greedy(problem: TimedProblem, hint: TimedChoice | None = None,
-                       complete: bool | None = None) -> EngineResult:
+                       complete: bool | None = None, bound: float | None = None) -> EngineResult:
     """The greedy plan as an engine result, with the lower bound of `timed_lower_bound`.
 
     Status: optimal when the gap to that bound is within OPTIMAL_GAP, feasible otherwise;
@@ -236,8 +289,11 @@ def solve_timed_greedy(problem: TimedProblem, hint: TimedChoice | None = None,
     from scheduler.timed_decode import choice_objective
 
     if hint is None or complete is None:
-        hint, complete = timed_greedy(problem)
-    bound = timed_lower_bound(problem)
+        greedy = TimedGreedy(problem)
+        hint, complete = greedy.run()
+        bound = timed_lower_bound(problem, greedy.cheapest)
+    elif bound is None:
+        bound = timed_lower_bound(problem)
     b = problem.batch
     if np.any(b.must_serve & (np.diff(b.start) == 0)):
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve job has no option",
