@@ -26,7 +26,7 @@ import numpy as np
 from models import OPTIMAL_GAP, Status, relative_gap
 from scheduler.engines import EngineResult
 from scheduler.params import Stopped
-from scheduler.timed import TimedChoice, TimedLoad, TimedProblem
+from scheduler.timed import TimedChoice, TimedLoad, TimedProblem, grams
 
 UNSERVED = -1
 STOP_CHECK_EVERY = 256  # demands between two looks at the stop request
@@ -76,7 +76,7 @@ class Candidates:
         self.rate = np.zeros((nb, keep), dtype=np.int64)
         self.co2 = np.zeros((nb, keep))
         empty = TimedLoad(problem)
-        free, free_bw = empty.free_gpus(), empty.free_bandwidth()
+        free, route_free = empty.free_gpus(), empty.all_route_free()
         counts = np.diff(b.start)
         width = np.zeros(nb, dtype=np.int64)
         has = counts > 0
@@ -88,10 +88,10 @@ class Candidates:
             while hi < nb and (hi == lo or size + counts[hi] * width[hi] <= CHUNK_ELEMENTS):
                 size += counts[hi] * width[hi]
                 hi += 1
-            self._price(problem, empty, free, free_bw, lo, hi, keep)
+            self._price(problem, empty, free, route_free, lo, hi, keep)
             lo = hi
 
-    def _price(self, problem, empty, free, free_bw, lo, hi, keep) -> None:
+    def _price(self, problem, empty, free, route_free, lo, hi, keep) -> None:
         b = problem.batch
         ks = np.arange(b.start[lo], b.start[hi], dtype=np.int64)
         if not len(ks):
@@ -99,10 +99,17 @@ class Candidates:
         w = int((b.last[ks] - b.first[ks]).max()) + 1
         ss = b.first[ks].astype(np.int64)[:, None] + np.arange(w, dtype=np.int64)[None, :]
         kk = np.broadcast_to(ks[:, None], ss.shape)
-        cost, co2, rate, ok = problem.evaluate(kk, ss)
+        # Priced only inside each option's own range (the grid is as wide as the widest).
+        inside = ss <= b.last[ks][:, None]
+        cost = np.full(ss.shape, np.inf)
+        co2 = np.zeros(ss.shape)
+        rate = np.zeros(ss.shape, dtype=np.int64)
+        ok = np.zeros(ss.shape, dtype=bool)
+        cost[inside], co2[inside], rate[inside], ok[inside] = problem.evaluate(
+            kk[inside], ss[inside], co2=problem.carbon_cap_g is not None)
         demand = b.demand[ks]
         ok &= b.must_serve[demand][:, None] | (cost < b.penalty[demand][:, None])
-        cap_ok, bw_ok, co2_ok = empty.feasible(kk, ss, co2, rate, free, free_bw)
+        cap_ok, bw_ok, co2_ok = empty.feasible(kk, ss, co2, rate, free, route_free)
         ok &= cap_ok & bw_ok & co2_ok
         cost = np.where(ok, cost, np.inf)
         # Lay each job's options side by side: [jobs, most options x w].
@@ -194,24 +201,30 @@ class TimedGreedy:
 
     def _cheapest_fitting(self, i: int) -> tuple[int, int, int, float] | None:
         """Every allowed start of every option of ``i`` against the load left: the cheapest that
-        fits (below the penalty unless must-serve), or None."""
-        b, pr = self.problem.batch, self.problem
+        fits (below the penalty unless must-serve), or None. GPUs are checked first, and only
+        the starts that find them are priced."""
+        b, pr, load = self.problem.batch, self.problem, self.load
         ks = np.arange(b.start[i], b.start[i + 1], dtype=np.int64)
         width = int((b.last[ks] - b.first[ks]).max()) + 1
         ss = b.first[ks].astype(np.int64)[:, None] + np.arange(width, dtype=np.int64)[None, :]
         kk = np.broadcast_to(ks[:, None], ss.shape)
-        cost, co2, rate, ok = pr.evaluate(kk, ss)
+        room = (ss <= b.last[ks][:, None]) & load.capacity_fit(kk, ss)
+        if not room.any():
+            return None
+        rows, cols = np.nonzero(room)
+        k1, s1 = ks[rows], ss[rows, cols]
+        cost, co2, rate, ok = pr.evaluate(k1, s1, co2=pr.carbon_cap_g is not None)
         if not b.must_serve[i]:
-            ok = ok & (cost < b.penalty[i])
+            ok &= cost < b.penalty[i]
         if not ok.any():
             return None
-        cap_ok, bw_ok, co2_ok = self.load.feasible(kk, ss, co2, rate)
-        ok &= cap_ok & bw_ok & co2_ok
+        ok[ok] = load.bandwidth_fit(k1[ok][:, None], s1[ok][:, None], rate[ok][:, None])[:, 0]
+        if pr.carbon_cap_g is not None:
+            ok &= grams(co2) <= load.grams_left()
         if not ok.any():
             return None
-        flat = int(np.argmin(np.where(ok, cost, np.inf)))
-        r, c = divmod(flat, width)
-        return int(ks[r]), int(ss[r, c]), int(rate[r, c]), float(co2[r, c])
+        m = int(np.argmin(np.where(ok, cost, np.inf)))
+        return int(k1[m]), int(s1[m]), int(rate[m]), float(co2[m])
 
     # -- services ---------------------------------------------------------------------------
 
