@@ -186,3 +186,18 @@ def test_load_beyond_the_representable_quanta_is_refused():
     data["demands"][0]["load_pflop_per_hour"] = [1e15, 1.0]
     with pytest.raises(RangeError, match=r"demand 'chat': field 'load_pflop_per_hour'"):
         compile_timed(Instance.model_validate(data))
+
+
+def test_validate_counts_timed_options_and_exits_2_on_a_window_no_plan_can_meet(tmp_path, capsys):
+    """`eastwest validate` compiles the horizon model: the valley job has 4 allowed starts; the
+    must-serve job of 2 slots released at slot 3 of 4 is refused with exit 2, naming the field."""
+    from scheduler.cli import main
+
+    assert main(["validate", str(TINY / "timed_valley.json")]) == 0
+    assert "1 eligible (job, pool) options with 4 allowed starts" in capsys.readouterr().out
+    data = tiny_dict("valley")
+    data["demands"][0].update(release_slot=3, work_pflop=32400.0)
+    path = tmp_path / "late.json"
+    path.write_text(json.dumps(data))
+    assert main(["validate", str(path)]) == 2
+    assert "field 'deadline_slot'" in capsys.readouterr().err
