@@ -131,6 +131,27 @@ def test_a_partial_replica_only_where_it_pays():
     assert plan.objective == pytest.approx(10.0)
 
 
+def test_a_remote_service_is_held_to_its_link():
+    """A service of 10 PFLOP/h in the east served from the west only: at 1 Gbps at peak load each
+    served quantum puts 1 / 10 Gbps = 100,000 quanta on the 0.5 Gbps (500,000-quanta) link, so 5
+    quanta a slot: 2 replicas (3 + 2, each 1 CNY), 5 quanta unserved at 5 each: 27 per slot,
+    108 over 4 slots; the link is full."""
+    data = json.loads((TINY / "timed_remote_data.json").read_text())
+    data["regions"][0]["pools"] = []
+    data["regions"][1]["pools"][0]["tflops_by_precision"] = {"bf16": 1.0}
+    data["links"][0]["transfer_cost_cny_per_gb"] = 0.0
+    data["load_quantum_pflop_per_hour"] = 1.0
+    data["demands"] = [{"id": "chat", "kind": "service", "origin": "east",
+                        "load_pflop_per_hour": [10.0] * 4, "traffic_gbps": 1.0,
+                        "unserved_penalty_cny_per_pflop": 5.0}]
+    plan = plan_of(Instance.model_validate(data))
+    (placement,) = plan.services[0].placements
+    assert placement.replicas == (2,) * 4 and placement.served_pflop_per_hour == (5.0,) * 4
+    assert placement.route == ("east", "west")
+    assert plan.links[0].load_gbps == pytest.approx((0.5,) * 4)
+    assert plan.objective == pytest.approx(108.0)
+
+
 def test_an_outage_forces_a_later_start():
     """Slots 0-1 are cheaper (0.1 CNY/kWh) but the pool is out: start 2, 2 + 2 x 1.0 = 4 CNY.
     The bound uses only starts that fit the pool alone, so it is 4 too."""

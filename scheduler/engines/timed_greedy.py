@@ -65,7 +65,8 @@ class Candidates:
     also a lower bound per job: a plan can only use starts that fit alone.
     """
 
-    def __init__(self, problem: TimedProblem, keep: int = CANDIDATES):
+    def __init__(self, problem: TimedProblem, keep: int = CANDIDATES,
+                 stop: Callable[[], bool] | None = None):
         from scheduler.timed import CHUNK_ELEMENTS
 
         b = problem.batch
@@ -88,6 +89,8 @@ class Candidates:
             while hi < nb and (hi == lo or size + counts[hi] * width[hi] <= CHUNK_ELEMENTS):
                 size += counts[hi] * width[hi]
                 hi += 1
+            if stop is not None and stop():
+                raise Stopped("stopped while building the first plan")
             self._price(problem, empty, free, route_free, lo, hi, keep)
             lo = hi
 
@@ -148,7 +151,7 @@ class TimedGreedy:
         self.start = np.full(b.n_demands, UNSERVED, dtype=np.int64)
         self.replicas = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
         self.served = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
-        self.candidates = Candidates(problem)
+        self.candidates = Candidates(problem, stop=stop)
         self.cheapest = self.candidates.cost[:, 0]
         self._checked = 0
 
