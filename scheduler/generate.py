@@ -624,8 +624,15 @@ class _Context:
 def _eligible_pool_counts(d: _DemandDraws, ctx: _Context, deadline: np.ndarray,
                           max_cost: np.ndarray) -> np.ndarray:
     """How many pools pass every rule of docs/formulation.md §2 for each demand (capacity aside)."""
+    count = np.zeros(len(d.gang), dtype=np.int32)
+    for _, ok in _eligible_masks(d, ctx, deadline, max_cost):
+        count += ok
+    return count
+
+
+def _eligible_masks(d: _DemandDraws, ctx: _Context, deadline: np.ndarray, max_cost: np.ndarray):
+    """(pool plan, mask of the demands it is eligible for), pool by pool."""
     work = d.work_pflop
-    count = np.zeros(len(work), dtype=np.int32)
     allowed_by_region = ctx.residency_sets[d.origin, d.residency]  # [demands, jurisdictions]
     for plan in ctx.plans:
         acc, r = plan.accelerator, plan.region
@@ -645,8 +652,20 @@ def _eligible_pool_counts(d: _DemandDraws, ctx: _Context, deadline: np.ndarray,
         electricity = site.electricity if ctx.cap_price is None else ctx.cap_price[r]
         price = usage * plan.price + energy_kwh * electricity + d.data_gb * ctx.transfer[d.origin, r]
         ok &= price <= max_cost
-        count += ok
-    return count
+        yield plan, ok
+
+
+def _bound_relaxed_services(d: _DemandDraws, ctx: _Context) -> None:
+    """Give a service whose latency bound was relaxed away the bound of its nearest eligible pool
+    (+ 0.5 ms, rounded up to 0.1 ms): a service always stays near its users."""
+    rows = np.flatnonzero(d.service & np.isinf(d.latency_bound))
+    if len(rows) == 0:
+        return
+    trial = d.take(rows)
+    nearest = np.full(len(rows), np.inf)
+    for plan, ok in _eligible_masks(trial, ctx, _run_limits(trial, ctx), _price_caps(trial)):
+        nearest = np.where(ok, np.minimum(nearest, ctx.latency[trial.origin, plan.region]), nearest)
+    d.latency_bound[rows] = np.ceil((nearest + 0.5) * 10) / 10
 
 
 def _deadlines(d: _DemandDraws, window_hours: float) -> np.ndarray:
@@ -825,6 +844,7 @@ def china_instance(*, demands: int, seed: int = 0, window_hours: float | None = 
                        window_hours, gpu_hour_quantum, slots=hours,
                        cap_price=np.array([max(day.price) for day in days]))
         relaxed = _make_servable(d, ctx)
+        _bound_relaxed_services(d, ctx)
         regions = _regions(sites, plans, days, _draw_outages(rng, plans, sites, hours))
         demand_objects = _timed_demand_objects(d, services, sites, residency_tuples, hours)
     relaxed_text = ", ".join(f"{k}: {v}" for k, v in relaxed.items() if v) or "none"
