@@ -6,7 +6,10 @@ calibrated model carried there, accelerator pools concentrated in the clusters, 
 from nine sector profiles. Every draw comes from one seeded numpy Generator, so a seed fixes the
 instance. Pool sizes follow the drawn demand, so instances of any size are equally tight: the
 demand that can reach the west, run at each pool's speed, needs `tightness` times the GPU-hours of
-the western clusters. instances/README.md documents every assumption and number.
+the western clusters. With `hours`, the instance gets a horizon of one-hour slots: time-of-use
+prices and hourly carbon per region, pool outages, batch windows and services with day loads
+(facts from `scheduler/data/china-time.json`). instances/README.md documents every assumption and
+number.
 """
 
 from __future__ import annotations
@@ -429,7 +432,8 @@ def _run_tflops(accelerator: dict, precision: Precision, strict: bool) -> float:
 
 
 def _group_demands(d: _DemandDraws, precision: np.ndarray, west_ok: np.ndarray, tightness: float,
-                   work: np.ndarray, east_scale: float = 1.0) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+                   work: np.ndarray,
+                   east_scale: float = 1.0) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """For each pool group, (work_pflop, precision index, share of that demand it must hold);
     `east_scale` multiplies the eastern groups' shares (EAST_SHARES)."""
     groups = {"west": (work[west_ok], precision[west_ok], 1.0 / tightness)}
@@ -1074,7 +1078,8 @@ def _draw_time(rng: np.random.Generator, d: _DemandDraws, nearest_capacity_ms: n
         shape[rows] = _choice(rng, {LOAD_SHAPES.index(key): w for key, w in timed.load_shapes}, m)
         peak[rows] = rng.uniform(*timed.peak_replicas, size=m)
         traffic[rows] = rng.uniform(*timed.traffic_gbps, size=m)
-        bound = np.maximum(rng.uniform(*timed.service_latency_ms, size=m), nearest_capacity_ms[d.origin[rows]] + 0.5)
+        bound = np.maximum(rng.uniform(*timed.service_latency_ms, size=m),
+                           nearest_capacity_ms[d.origin[rows]] + 0.5)
         d.latency_bound[rows] = np.ceil(bound * 10) / 10
     d.extra_h = np.round(d.extra_h, 1)
     d.must_serve[d.service] = False
@@ -1123,7 +1128,8 @@ def _time_profiles(sites: list[_Site], month: int) -> list[_Day]:
     carbon intensity shaped by its solar and wind day (china-time.json `carbon_model`)."""
     facts = china_time_data()
     tariff_of = {rid: t for t in facts["tariffs"] for rid in t["regions"]}
-    group_of = {rid: g for g in facts["carbon_groups"] if isinstance(g["regions"], list) for rid in g["regions"]}
+    group_of = {rid: g for g in facts["carbon_groups"] if isinstance(g["regions"], list)
+                for rid in g["regions"]}
     other = next(g for g in facts["carbon_groups"] if g["id"] == "other")
     out = []
     for site in sites:
