@@ -30,6 +30,7 @@ from models import (
     MAX_SLOTS,
     PRECISION_FALLBACKS,
     QUANTUM_SLACK,
+    TIMED_SCHEMA_VERSION,
     AcceleratorPool,
     Demand,
     DemandKind,
@@ -38,7 +39,6 @@ from models import (
     Link,
     Outage,
     Precision,
-    TIMED_SCHEMA_VERSION,
     Region,
     Sector,
 )
