@@ -376,7 +376,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from scheduler.generate import china_instance
     from scheduler.io import write_instance
 
-    instance = china_instance(demands=args.demands, seed=args.seed)
+    if args.hours is None and args.carbon_cap is not None:
+        warn("error: generate: --carbon-cap needs --hours (a carbon cap needs a horizon)")
+        return EXIT_INPUT
+    if args.hours is None:
+        instance = china_instance(demands=args.demands, seed=args.seed)
+    else:
+        instance = china_instance(demands=args.demands, seed=args.seed, hours=args.hours,
+                                  carbon_cap_t_co2=args.carbon_cap)
     write_instance(instance, args.output)
     say(f"wrote {args.output}: {len(instance.regions)} regions, {len(instance.pools())} pools, "
           f"{len(instance.demands):,} demands")
@@ -414,6 +421,22 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _slot_count(text: str) -> int:
+    from models import MAX_SLOTS
+
+    value = int(text)
+    if not 1 <= value <= MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SLOTS}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (0 <= value <= 1e15):
+        raise argparse.ArgumentTypeError("must be a number between 0 and 1e15")
     return value
 
 
@@ -459,6 +482,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("family", choices=["china"])
     p.add_argument("--demands", type=_positive_int, default=3000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hours", type=_slot_count, default=None,
+                   help="a horizon of this many one-hour slots from Monday 2025-06-02 00:00 Beijing time "
+                   "(time-of-use prices, hourly carbon, outages, batch windows, services)")
+    p.add_argument("--carbon-cap", type=_non_negative_float, default=None, metavar="T_CO2",
+                   help="with --hours: the most tCO2 the plan may emit (default: no cap)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(run=cmd_generate)
 

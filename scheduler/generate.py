@@ -6,7 +6,10 @@ calibrated model carried there, accelerator pools concentrated in the clusters, 
 from nine sector profiles. Every draw comes from one seeded numpy Generator, so a seed fixes the
 instance. Pool sizes follow the drawn demand, so instances of any size are equally tight: the
 demand that can reach the west, run at each pool's speed, needs `tightness` times the GPU-hours of
-the western clusters. instances/README.md documents every assumption and number.
+the western clusters. With `hours`, the instance gets a horizon of one-hour slots: time-of-use
+prices and hourly carbon per region, pool outages, batch windows and services with day loads
+(facts from `scheduler/data/china-time.json`). instances/README.md documents every assumption and
+number.
 """
 
 from __future__ import annotations
@@ -15,19 +18,26 @@ import heapq
 import json
 import math
 from dataclasses import dataclass, fields
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
 
 from models import (
+    BEIJING,
     INTRA_REGION_LATENCY_MS,
+    MAX_SLOTS,
     PRECISION_FALLBACKS,
     QUANTUM_SLACK,
+    TIMED_SCHEMA_VERSION,
     AcceleratorPool,
     Demand,
+    DemandKind,
+    Horizon,
     Instance,
     Link,
+    Outage,
     Precision,
     Region,
     Sector,
@@ -421,14 +431,15 @@ def _run_tflops(accelerator: dict, precision: Precision, strict: bool) -> float:
     return 0.0
 
 
-def _group_demands(d: _DemandDraws, precision: np.ndarray, west_ok: np.ndarray,
-                   tightness: float) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """For each pool group, (work_pflop, precision index, share of that demand it must hold)."""
-    work = d.work_pflop
+def _group_demands(d: _DemandDraws, precision: np.ndarray, west_ok: np.ndarray, tightness: float,
+                   work: np.ndarray,
+                   east_scale: float = 1.0) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """For each pool group, (work_pflop, precision index, share of that demand it must hold);
+    `east_scale` multiplies the eastern groups' shares (EAST_SHARES)."""
     groups = {"west": (work[west_ok], precision[west_ok], 1.0 / tightness)}
     for group, (east_bound, west_bound) in EAST_SHARES.items():
         # H_a below is linear in the work, so a weighted demand with share 1 sizes the group.
-        groups[group] = (np.where(west_ok, west_bound, east_bound) * work, precision, 1.0)
+        groups[group] = (np.where(west_ok, west_bound, east_bound) * work, precision, east_scale)
     return groups
 
 
@@ -504,6 +515,10 @@ class _DemandDraws:
     penalty_multiple: np.ndarray
     price_cap_multiple: np.ndarray  # inf: no cap
     deadline_slack: np.ndarray
+    # Timed instances only (None otherwise): see _draw_time.
+    service: np.ndarray | None = None  # the demand is a service
+    extra_h: np.ndarray | None = None  # batch: hours of slack added to the window
+    release_u: np.ndarray | None = None  # batch: where the window sits in the horizon, in [0, 1)
 
     @property
     def work_pflop(self) -> np.ndarray:
@@ -517,7 +532,8 @@ class _DemandDraws:
 
     def take(self, rows: np.ndarray) -> _DemandDraws:
         """The draws of the demands at `rows` (copies)."""
-        return _DemandDraws(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        return _DemandDraws(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                               for f in fields(self)})
 
 
 def _choice(rng: np.random.Generator, table: dict, size: int) -> np.ndarray:
@@ -605,13 +621,22 @@ class _Context:
     residency_sets: np.ndarray  # [origin site, residency code, jurisdiction] -> allowed
     window_hours: float
     quantum: float
+    slots: int | None = None  # timed instances: the horizon's slots of one hour
+    cap_price: np.ndarray | None = None  # per site: the energy price price caps are checked at
 
 
 def _eligible_pool_counts(d: _DemandDraws, ctx: _Context, deadline: np.ndarray,
                           max_cost: np.ndarray) -> np.ndarray:
     """How many pools pass every rule of docs/formulation.md §2 for each demand (capacity aside)."""
+    count = np.zeros(len(d.gang), dtype=np.int32)
+    for _, ok in _eligible_masks(d, ctx, deadline, max_cost):
+        count += ok
+    return count
+
+
+def _eligible_masks(d: _DemandDraws, ctx: _Context, deadline: np.ndarray, max_cost: np.ndarray):
+    """(pool plan, mask of the demands it is eligible for), pool by pool."""
     work = d.work_pflop
-    count = np.zeros(len(work), dtype=np.int32)
     allowed_by_region = ctx.residency_sets[d.origin, d.residency]  # [demands, jurisdictions]
     for plan in ctx.plans:
         acc, r = plan.accelerator, plan.region
@@ -628,14 +653,36 @@ def _eligible_pool_counts(d: _DemandDraws, ctx: _Context, deadline: np.ndarray,
         usage = units * ctx.quantum
         ok &= usage / d.gang <= deadline
         energy_kwh = usage * acc["power_kw"] * site.pue
-        price = usage * plan.price + energy_kwh * site.electricity + d.data_gb * ctx.transfer[d.origin, r]
+        electricity = site.electricity if ctx.cap_price is None else ctx.cap_price[r]
+        price = usage * plan.price + energy_kwh * electricity + d.data_gb * ctx.transfer[d.origin, r]
         ok &= price <= max_cost
-        count += ok
-    return count
+        yield plan, ok
+
+
+def _bound_relaxed_services(d: _DemandDraws, ctx: _Context) -> None:
+    """Give a service whose latency bound was relaxed away the bound of its nearest eligible pool
+    (+ 0.5 ms, rounded up to 0.1 ms): a service always stays near its users."""
+    rows = np.flatnonzero(d.service & np.isinf(d.latency_bound))
+    if len(rows) == 0:
+        return
+    trial = d.take(rows)
+    nearest = np.full(len(rows), np.inf)
+    for plan, ok in _eligible_masks(trial, ctx, _run_limits(trial, ctx), _price_caps(trial)):
+        nearest = np.where(ok, np.minimum(nearest, ctx.latency[trial.origin, plan.region]), nearest)
+    d.latency_bound[rows] = np.ceil((nearest + 0.5) * 10) / 10
 
 
 def _deadlines(d: _DemandDraws, window_hours: float) -> np.ndarray:
     return np.minimum(window_hours, np.round(d.runtime_h * d.deadline_slack, 2))
+
+
+def _run_limits(d: _DemandDraws, ctx: _Context) -> np.ndarray:
+    """The longest run each demand may have on a pool, in hours: its deadline, or in a timed
+    instance its window less the slot its data may need to arrive (services: none)."""
+    if ctx.slots is None:
+        return _deadlines(d, ctx.window_hours)
+    release, deadline = _windows(d, ctx.slots)
+    return np.where(d.service, np.inf, (deadline - release - 1).astype(float))
 
 
 def _price_caps(d: _DemandDraws) -> np.ndarray:
@@ -652,7 +699,7 @@ def _make_servable(d: _DemandDraws, ctx: _Context) -> dict[str, int]:
     needed = np.where(d.must_serve, MUST_SERVE_MIN_POOLS, 1)
 
     def short_rows(rows: np.ndarray, draws: _DemandDraws) -> np.ndarray:
-        counts = _eligible_pool_counts(draws, ctx, _deadlines(draws, ctx.window_hours), _price_caps(draws))
+        counts = _eligible_pool_counts(draws, ctx, _run_limits(draws, ctx), _price_caps(draws))
         return counts < needed[rows]
 
     relaxed: dict[str, int] = {}
@@ -707,24 +754,42 @@ RELAXATION_STEPS = ("price cap", "strict precision", "memory", "deadline", "late
 # The instance
 
 
-def china_instance(*, demands: int, seed: int = 0, window_hours: float = 168.0,
-                   tightness: float = 1.15, gpu_hour_quantum: float = 0.01,
-                   name: str | None = None) -> Instance:
+def china_instance(*, demands: int, seed: int = 0, window_hours: float | None = None,
+                   tightness: float | None = None, gpu_hour_quantum: float = 0.01,
+                   name: str | None = None, hours: int | None = None, start: datetime | None = None,
+                   carbon_cap_t_co2: float | None = None) -> Instance:
     """A China national-network instance with `demands` demands, fixed by `seed`.
 
     `tightness` is the demand a western cluster can take (latency bound and residency allowing)
     over the capacity of the four western clusters, each demand run at the pool's speed for its
-    precision; the eastern clusters and provincial pools are sized by EAST_SHARES. Deadlines never
-    exceed `window_hours`.
+    precision (default 1.15; TIMED_TIGHTNESS with `hours`); the eastern clusters and provincial
+    pools are sized by EAST_SHARES. Deadlines never exceed `window_hours` (default 168).
+
+    With `hours`, the instance has a horizon of that many one-hour slots from `start` (default
+    Monday 2025-06-02 00:00 Beijing time): time-of-use prices and hourly carbon per region, pool
+    outages, batch windows and services (facts in scheduler/data/china-time.json; see _draw_time).
+    Without it the instance is the single-window one, unchanged.
     """
     if isinstance(demands, bool) or not isinstance(demands, int) or demands < 1:
         raise ValueError(f"demands must be a positive integer, got {demands!r}")
+    if hours is not None:
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_SLOTS:
+            raise ValueError(f"hours must be an integer in [1, {MAX_SLOTS}], got {hours!r}")
+        if window_hours is not None and window_hours != hours:
+            raise ValueError(f"window_hours ({window_hours!r}) must equal hours ({hours}) or be left out")
+        window_hours = float(hours)
+    elif start is not None or carbon_cap_t_co2 is not None:
+        raise ValueError("start and carbon_cap_t_co2 need hours (a horizon)")
+    window_hours = 168.0 if window_hours is None else window_hours
+    tightness = (1.15 if hours is None else TIMED_TIGHTNESS) if tightness is None else tightness
     if not (0 < window_hours <= 100_000):
         raise ValueError(f"window_hours must be in (0, 100000], got {window_hours!r}")
     if not (tightness > 0 and math.isfinite(tightness)):
         raise ValueError(f"tightness must be positive, got {tightness!r}")
     if not (0 < gpu_hour_quantum <= 1_000):
         raise ValueError(f"gpu_hour_quantum must be in (0, 1000], got {gpu_hour_quantum!r}")
+    if carbon_cap_t_co2 is not None and not (0 <= carbon_cap_t_co2 <= 1e15):
+        raise ValueError(f"carbon_cap_t_co2 must be in [0, 1e15], got {carbon_cap_t_co2!r}")
 
     data = china_data()
     rng = np.random.default_rng(seed)
@@ -746,6 +811,13 @@ def china_instance(*, demands: int, seed: int = 0, window_hours: float = 168.0,
 
     d = _draw_demands(rng, demands, data, window_hours, nearest_capacity_ms)
     d.residency[(d.residency == 1) & ~has_capacity[jurisdiction_of_site[d.origin]]] = 2
+    services = None if hours is None else _draw_time(rng, d, nearest_capacity_ms)
+
+    def work() -> np.ndarray:
+        """Work per demand that sizes the pools: a service's mean load over the horizon."""
+        if services is None:
+            return d.work_pflop
+        return np.where(d.service, _service_sizing_work(d, services, window_hours), d.work_pflop)
 
     precision = d.precision.astype(np.int64)
     west_ok = _reaches_west(d, sites, latency, residency_sets, jurisdiction_of_site)
@@ -753,32 +825,59 @@ def china_instance(*, demands: int, seed: int = 0, window_hours: float = 168.0,
     # narrowed (the job keeps its work and runs longer, up to the longest runtime, so the work of
     # the widest jobs can shrink) and the pools sized again, until the two agree.
     while True:
-        held = _size_pools(plans, _group_demands(d, precision, west_ok, tightness), window_hours)
+        groups = (_group_demands(d, precision, west_ok, tightness, work()) if hours is None else
+                  _group_demands(d, precision, west_ok, tightness, work(), TIMED_EAST_SCALE))
+        held = _size_pools(plans, groups, window_hours)
         smallest_west_pool = min(p.gpu_count for p in plans if p.group == "west")
         widest = 2 ** int(math.log2(smallest_west_pool))
         if d.gang.max() <= widest:
             break
         _narrow_gangs(d, widest, window_hours)
 
-    west_share = float(d.work_pflop[west_ok].sum() / d.work_pflop.sum())
-    ctx = _Context(sites, plans, latency, transfer, jurisdiction_of_site, residency_sets,
-                   window_hours, gpu_hour_quantum)
-    relaxed = _make_servable(d, ctx)
-
-    regions = _regions(sites, plans)
-    demand_objects = _demand_objects(d, sites, residency_tuples, window_hours)
+    west_share = float(work()[west_ok].sum() / work().sum())
+    if hours is None:
+        ctx = _Context(sites, plans, latency, transfer, jurisdiction_of_site, residency_sets,
+                       window_hours, gpu_hour_quantum)
+        relaxed = _make_servable(d, ctx)
+        regions = _regions(sites, plans)
+        demand_objects = _demand_objects(d, sites, residency_tuples, window_hours)
+    else:
+        start = DEFAULT_START if start is None else start
+        days = _time_profiles(sites, start.astimezone(BEIJING).month)
+        ctx = _Context(sites, plans, latency, transfer, jurisdiction_of_site, residency_sets,
+                       window_hours, gpu_hour_quantum, slots=hours,
+                       cap_price=np.array([max(day.price) for day in days]))
+        relaxed = _make_servable(d, ctx)
+        _bound_relaxed_services(d, ctx)
+        regions = _regions(sites, plans, days, _draw_outages(rng, plans, sites, hours))
+        demand_objects = _timed_demand_objects(d, services, sites, residency_tuples, hours)
     relaxed_text = ", ".join(f"{k}: {v}" for k, v in relaxed.items() if v) or "none"
+    timed_args = "" if hours is None else f", hours={hours}"
+    if carbon_cap_t_co2 is not None:
+        timed_args += f", carbon_cap_t_co2={carbon_cap_t_co2}"
+    timed_text = "" if hours is None else (
+        f" {int(d.service.sum())} of the demands are services. Time-of-use prices, hourly carbon, "
+        f"outages, windows and services: scheduler/data/china-time.json."
+    )
     description = (
         f"China national computing-power network (31 provinces, 10 national clusters), generated by "
         f"scheduler.generate.china_instance(demands={demands}, seed={seed}, window_hours={window_hours}, "
-        f"tightness={tightness}). {west_share:.1%} of the work can reach a western cluster; the "
+        f"tightness={tightness}{timed_args}). {west_share:.1%} of the work can reach a western cluster; the "
         f"western clusters hold {held['west']:.3f} of that work. Demands relaxed to "
-        f"stay servable ({relaxed_text}). Sources and assumptions: instances/README.md."
+        f"stay servable ({relaxed_text}).{timed_text} Sources and assumptions: instances/README.md."
     )
+    if hours is None:
+        return Instance(
+            name=name or f"china-{demands}-s{seed}", description=description, window_hours=window_hours,
+            gpu_hour_quantum=gpu_hour_quantum, regions=regions, links=tuple(links),
+            demands=demand_objects,
+        )
     return Instance(
-        name=name or f"china-{demands}-s{seed}", description=description, window_hours=window_hours,
+        schema_version=TIMED_SCHEMA_VERSION, name=name or f"china-{demands}-s{seed}-h{hours}",
+        description=description, window_hours=window_hours,
+        horizon=Horizon(slots=hours, slot_hours=1.0, start=start),
         gpu_hour_quantum=gpu_hour_quantum, regions=regions, links=tuple(links),
-        demands=demand_objects,
+        demands=demand_objects, carbon_cap_t_co2=carbon_cap_t_co2,
     )
 
 
@@ -817,20 +916,31 @@ def _residency_sets(sites, latency, jurisdictions, jurisdiction_of_site, has_cap
     return allowed, tuples
 
 
-def _regions(sites: list[_Site], plans: list[_PoolPlan]) -> tuple[Region, ...]:
+def _regions(sites: list[_Site], plans: list[_PoolPlan], days: list[_Day] | None = None,
+             outages: list[tuple[Outage, ...]] | None = None) -> tuple[Region, ...]:
+    """The regions with their pools; with `days` and `outages`, their profiles and outages too."""
     pools_by_site: dict[int, list[AcceleratorPool]] = {}
-    for plan in plans:
+    for k, plan in enumerate(plans):
         acc = plan.accelerator
         pools_by_site.setdefault(plan.region, []).append(AcceleratorPool(
             id=f"{sites[plan.region].id}/{acc['id'].lower()}", accelerator=acc["id"],
             gpu_count=plan.gpu_count, memory_gb_per_gpu=acc["memory_gb"],
             tflops_by_precision={Precision(k): v for k, v in acc["tflops"].items()},
             power_kw_per_gpu=acc["power_kw"], price_cny_per_gpu_hour=plan.price,
+            outages=() if outages is None else outages[k],
         ))
+
+    def profiles(k: int) -> dict:
+        if days is None:
+            return {}
+        day = days[k]
+        return {"electricity_price_by_slot_cny_per_kwh": day.price, "tariff_periods": day.periods,
+                "carbon_by_slot_g_co2_per_kwh": day.carbon}
+
     return tuple(
         Region(id=s.id, name=s.name, jurisdiction=s.jurisdiction, lat=s.lat, lon=s.lon,
                electricity_price_cny_per_kwh=s.electricity, pue=s.pue, carbon_g_co2_per_kwh=s.carbon,
-               pools=tuple(pools_by_site.get(k, ())), tags=s.tags)
+               pools=tuple(pools_by_site.get(k, ())), tags=s.tags, **profiles(k))
         for k, s in enumerate(sites)
     )
 
@@ -863,4 +973,261 @@ def _demand_objects(d: _DemandDraws, sites: list[_Site], residency_tuples,
             jurisdictions=residency_tuples[org][res], deadline_hours=deadline, priority=prio,
             must_serve=must, unserved_penalty_cny=pen, max_cost_cny=cap,
         ))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Time (instances with a horizon): scheduler/data/china-time.json
+
+DEFAULT_START = datetime(2025, 6, 2, tzinfo=BEIJING)
+"""Slot 0 of a timed instance: Monday 2 June 2025, 00:00 Beijing time."""
+
+TIMED_TIGHTNESS = 0.8
+"""Default tightness of a timed instance: the western clusters hold 1.25 times the work that can
+reach them, averaged over the horizon, because windows and services crowd the busy hours."""
+
+TIMED_EAST_SCALE = 1.3
+"""A timed instance's eastern clusters and provincial pools hold this many times their shares of
+EAST_SHARES: services and urgent jobs with tight latency bounds crowd them in the busy hours."""
+
+MAINTENANCE_SHARE = 0.3
+"""Share of pools with one maintenance window (night start 0-4 h, 2-6 h, 10-50% of the GPUs)."""
+
+RESERVED_BLOCKS = 2
+"""Cluster pools with a reserved block (24-48 h, 10-20% of the GPUs)."""
+
+
+@dataclass(frozen=True)
+class TimedSectorProfile:
+    """How a sector's demands are timed: batch windows, and the share that are services."""
+
+    window_extra_h: tuple[float, float]  # batch: hours added to runtime x slack (uniform)
+    service_share: float = 0.0
+    load_shapes: tuple[tuple[str, float], ...] = ()  # (china-time.json inference_load_shapes key, weight)
+    service_gangs: tuple[tuple[int, float], ...] = ((1, 0.6), (2, 0.3), (4, 0.1))  # GPUs of a replica
+    peak_replicas: tuple[float, float] = (1.0, 3.0)  # replicas of reference GPUs at the peak hour
+    service_latency_ms: tuple[float, float] = (0.0, 0.0)
+    traffic_gbps: tuple[float, float] = (0.0, 0.0)  # at full load
+
+
+TIMED_PROFILES: dict[Sector, TimedSectorProfile] = {
+    Sector.AUTONOMOUS_DRIVING: TimedSectorProfile(window_extra_h=(6.0, 48.0)),
+    Sector.MEDICAL_IMAGING: TimedSectorProfile(window_extra_h=(0.0, 4.0)),
+    Sector.LLM_TRAINING: TimedSectorProfile(window_extra_h=(24.0, 96.0)),
+    Sector.LLM_INFERENCE: TimedSectorProfile(
+        window_extra_h=(12.0, 24.0), service_share=0.15,
+        load_shapes=(("consumer_chat", 0.5), ("api_enterprise", 0.5)),
+        service_latency_ms=(8.0, 15.0), traffic_gbps=(0.5, 5.0)),
+    Sector.FINANCE: TimedSectorProfile(
+        window_extra_h=(0.0, 3.0), service_share=0.06, load_shapes=(("api_enterprise", 1.0),),
+        service_latency_ms=(3.0, 8.0), traffic_gbps=(0.5, 5.0)),
+    Sector.SMART_CITY: TimedSectorProfile(
+        window_extra_h=(4.0, 24.0), service_share=0.08, load_shapes=(("consumer_chat", 1.0),),
+        service_latency_ms=(5.0, 10.0), traffic_gbps=(5.0, 40.0)),
+    Sector.INDUSTRIAL_MANUFACTURING: TimedSectorProfile(window_extra_h=(4.0, 36.0)),
+    Sector.EDUCATION: TimedSectorProfile(window_extra_h=(24.0, 96.0)),
+    Sector.AGRICULTURE: TimedSectorProfile(window_extra_h=(24.0, 96.0)),
+}
+"""All estimates (instances/README.md, "The week"): training, education and agriculture batch work
+is flexible over days, medical imaging and finance urgent; offline inference gets about the 24 h
+completion window of batch inference APIs; services are interactive inference, smart-city video
+analytics and finance."""
+
+LOAD_SHAPES = ("consumer_chat", "api_enterprise")
+
+
+@lru_cache(maxsize=1)
+def china_time_data() -> dict:
+    """The time-varying facts in scheduler/data/china-time.json (sources included)."""
+    text = resources.files("scheduler").joinpath("data/china-time.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@dataclass(frozen=True)
+class _ServiceDraws:
+    """Per demand (meaningful where it is a service): load shape, peak size and traffic."""
+
+    shape: np.ndarray  # index into LOAD_SHAPES
+    peak_replicas: np.ndarray
+    traffic_gbps: np.ndarray
+
+
+def _draw_time(rng: np.random.Generator, d: _DemandDraws, nearest_capacity_ms: np.ndarray) -> _ServiceDraws:
+    """Draw the batch windows and turn a share of each service sector's demands into services.
+
+    Services get a latency bound of their sector's (loosened to the nearest region with capacity,
+    as batch bounds are), are never must-serve and have no price cap.
+    """
+    n = len(d.sector)
+    d.service = np.zeros(n, dtype=bool)
+    d.extra_h = np.zeros(n)
+    d.release_u = rng.random(n)
+    shape = np.zeros(n, dtype=np.int8)
+    peak = np.zeros(n)
+    traffic = np.zeros(n)
+    for k, prof in enumerate(SECTOR_PROFILES):
+        timed = TIMED_PROFILES[prof.sector]
+        rows = np.flatnonzero(d.sector == k)
+        d.extra_h[rows] = rng.uniform(*timed.window_extra_h, size=len(rows))
+        if timed.service_share == 0:
+            continue
+        rows = rows[rng.random(len(rows)) < timed.service_share]
+        m = len(rows)
+        d.service[rows] = True
+        d.gang[rows] = _choice(rng, dict(timed.service_gangs), m)
+        shape[rows] = _choice(rng, {LOAD_SHAPES.index(key): w for key, w in timed.load_shapes}, m)
+        peak[rows] = rng.uniform(*timed.peak_replicas, size=m)
+        traffic[rows] = rng.uniform(*timed.traffic_gbps, size=m)
+        bound = np.maximum(rng.uniform(*timed.service_latency_ms, size=m),
+                           nearest_capacity_ms[d.origin[rows]] + 0.5)
+        d.latency_bound[rows] = np.ceil(bound * 10) / 10
+    d.extra_h = np.round(d.extra_h, 1)
+    d.must_serve[d.service] = False
+    d.price_cap_multiple[d.service] = np.inf
+    return _ServiceDraws(shape, np.round(peak, 2), np.round(traffic, 2))
+
+
+def _service_loads(d: _DemandDraws, s: _ServiceDraws) -> np.ndarray:
+    """[demand, 24] load in PFLOP/h: the day shape scaled so its peak hour needs `peak_replicas`
+    gangs of reference GPUs (rounded to the default load quantum, 0.01 PFLOP/h)."""
+    shapes = china_time_data()["inference_load_shapes"]
+    table = np.array([shapes[key]["value"] for key in LOAD_SHAPES])
+    relative = table[s.shape] / table[s.shape].max(axis=1, keepdims=True)
+    peak = s.peak_replicas * d.gang * PFLOP_PER_REFERENCE_GPU_HOUR
+    return np.round(peak[:, None] * relative, 2)
+
+
+def _service_sizing_work(d: _DemandDraws, s: _ServiceDraws, hours: float) -> np.ndarray:
+    """The work that sizes the pools for a service: its load rounded up, hour by hour, to whole
+    replicas of reference GPUs (replicas are rented whole), over the horizon."""
+    replica = d.gang * PFLOP_PER_REFERENCE_GPU_HOUR
+    replicas = np.ceil(_service_loads(d, s) / replica[:, None] - QUANTUM_SLACK)
+    return replicas.mean(axis=1) * replica * hours
+
+
+def _windows(d: _DemandDraws, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch (release_slot, deadline_slot): ceil(runtime x slack + extra) slots plus one for the
+    data to arrive, at most the horizon, placed at `release_u` of the room the horizon leaves."""
+    need = np.minimum(d.runtime_h * d.deadline_slack + d.extra_h, slots)  # inf (relaxed) -> slots
+    length = np.minimum(np.ceil(need - QUANTUM_SLACK) + 1, slots).astype(np.int64)
+    release = np.floor(d.release_u * (slots - length + 1)).astype(np.int64)
+    return release, release + length
+
+
+@dataclass(frozen=True)
+class _Day:
+    """A region's 24 hourly values: tariff periods, price (CNY/kWh) and carbon (g/kWh)."""
+
+    periods: str
+    price: tuple[float, ...]
+    carbon: tuple[float, ...]
+
+
+def _time_profiles(sites: list[_Site], month: int) -> list[_Day]:
+    """Each site's day in `month`: the season's TOU pattern times its base price, and the annual
+    carbon intensity shaped by its solar and wind day (china-time.json `carbon_model`)."""
+    facts = china_time_data()
+    tariff_of = {rid: t for t in facts["tariffs"] for rid in t["regions"]}
+    group_of = {rid: g for g in facts["carbon_groups"] if isinstance(g["regions"], list)
+                for rid in g["regions"]}
+    other = next(g for g in facts["carbon_groups"] if g["id"] == "other")
+    out = []
+    for site in sites:
+        tariff = tariff_of.get(site.id)
+        season = next((s for s in tariff["seasons"] if month in s["months"]), None) if tariff else None
+        periods = "F" * 24 if season is None else season["pattern"]
+        ratios = {"F": 1.0} if season is None else season["ratios"]
+        price = tuple(round(site.electricity * ratios[c], 4) for c in periods)
+        carbon = _carbon_day(site.carbon, site.lon, month, group_of.get(site.id, other), facts)
+        out.append(_Day(periods, price, carbon))
+    return out
+
+
+def _carbon_day(annual: float, lon: float, month: int, group: dict, facts: dict) -> tuple[float, ...]:
+    """24 intensities whose mean is exactly `annual` (in tenths of a gram): lowest in the
+    renewable hours, `swing` below the highest."""
+    pv = np.array(facts["solar_shape"]["value"], dtype=float)
+    solar_noon_h = 12 + 4 * (120 - lon) / 60
+    pv = np.roll(pv, math.floor(solar_noon_h - facts["solar_shape"]["centre_hour"] + 0.5))
+    wind = np.array(facts["wind_shape"]["value"], dtype=float)
+    wind_month = facts["wind_season_multiplier"]["value"][str(month)]
+    share = group["solar_energy_share"]["value"]
+    renewable = share * pv / pv.mean() + (1 - share) * wind_month * wind / wind.mean()
+    x = renewable / renewable.mean() - 1
+    swing = group["swing"]["value"]
+    beta = swing / (x.max() - x.min() + swing * x.min())
+    tenths = annual * 10 * (1 - beta * x)
+    whole = np.floor(tenths)
+    missing = int(round(round(annual * 10) * 24 - whole.sum()))
+    whole[np.argsort(-(tenths - whole), kind="stable")[:missing]] += 1
+    return tuple(round(v / 10, 1) for v in whole.tolist())
+
+
+def _draw_outages(rng: np.random.Generator, plans: list[_PoolPlan], sites: list[_Site],
+                  slots: int) -> list[tuple[Outage, ...]]:
+    """Maintenance windows on MAINTENANCE_SHARE of the pools and RESERVED_BLOCKS reserved blocks."""
+    n = len(plans)
+    has = rng.random(n) < MAINTENANCE_SHARE
+    day = rng.integers(0, max(1, slots // 24), size=n)
+    hour = rng.integers(0, 5, size=n)
+    length = rng.integers(2, 7, size=n)
+    share = rng.uniform(0.1, 0.5, size=n)
+    clusters = [k for k, p in enumerate(plans) if sites[p.region].kind == "cluster"]
+    reserved = rng.choice(clusters, size=RESERVED_BLOCKS, replace=False)
+    reserved_start = rng.integers(0, slots, size=RESERVED_BLOCKS)
+    reserved_length = rng.integers(24, 49, size=RESERVED_BLOCKS)
+    reserved_share = rng.uniform(0.1, 0.2, size=RESERVED_BLOCKS)
+    out: list[list[Outage]] = [[] for _ in plans]
+    down = [0] * n
+    for k in np.flatnonzero(has).tolist():
+        begin = min(int(day[k] * 24 + hour[k]), slots - 1)
+        down[k] = min(plans[k].gpu_count, max(1, round(share[k] * plans[k].gpu_count)))
+        out[k].append(Outage(start_slot=begin, end_slot=min(begin + int(length[k]), slots), gpus=down[k]))
+    for j, k in enumerate(reserved.tolist()):
+        begin = int(reserved_start[j])
+        gpus = min(plans[k].gpu_count - down[k], max(1, round(reserved_share[j] * plans[k].gpu_count)))
+        if gpus > 0:
+            out[k].append(Outage(start_slot=begin, end_slot=min(begin + int(reserved_length[j]), slots),
+                                 gpus=gpus, kind="reserved"))
+    return [tuple(sorted(o, key=lambda x: (x.start_slot, x.end_slot))) for o in out]
+
+
+def _timed_demand_objects(d: _DemandDraws, s: _ServiceDraws, sites: list[_Site], residency_tuples,
+                          slots: int) -> tuple[Demand, ...]:
+    """Build the Demand objects of a timed instance: batch demands with windows (no deadline in
+    hours: the window is the deadline), services with loads, traffic and a penalty per PFLOP."""
+    n = len(d.sector)
+    width = len(str(max(n - 1, 0)))
+    sectors = [p.sector for p in SECTOR_PROFILES]
+    origin_ids = [s_.id for s_ in sites]
+    penalty = np.round(d.typical_cost * d.penalty_multiple, 2)
+    penalty_per_pflop = np.round(
+        d.penalty_multiple * TYPICAL_CNY_PER_REFERENCE_GPU_HOUR / PFLOP_PER_REFERENCE_GPU_HOUR, 6)
+    release, deadline = _windows(d, slots)
+    loads = _service_loads(d, s)
+    columns = zip(
+        d.sector.tolist(), d.origin.tolist(), d.work_pflop.tolist(), d.gang.tolist(),
+        d.precision.tolist(), d.strict.tolist(), d.min_memory.tolist(), _optional(d.latency_bound),
+        d.data_gb.tolist(), d.residency.tolist(), d.priority.tolist(), d.must_serve.tolist(),
+        penalty.tolist(), _optional(_price_caps(d)), d.service.tolist(), release.tolist(),
+        deadline.tolist(), s.traffic_gbps.tolist(), penalty_per_pflop.tolist(),
+    )
+    out = []
+    for i, (sec, org, work, gang, prec, strict, mem, lat, data_gb, res, prio, must, pen, cap,
+            service, rel, dl, traffic, pen_pflop) in enumerate(columns):
+        common = dict(
+            id=f"d{i:0{width}d}", sector=sectors[sec], origin=origin_ids[org], gang_size=gang,
+            precision=PRECISIONS[prec], strict_precision=strict, min_memory_gb_per_gpu=mem,
+            max_latency_ms=lat, jurisdictions=residency_tuples[org][res], priority=prio,
+        )
+        if service:
+            out.append(Demand(
+                kind=DemandKind.SERVICE, **common, load_pflop_per_hour=tuple(loads[i].tolist()),
+                traffic_gbps=traffic, unserved_penalty_cny_per_pflop=pen_pflop,
+            ))
+        else:
+            out.append(Demand(
+                **common, work_pflop=work, data_gb=data_gb, must_serve=must, unserved_penalty_cny=pen,
+                max_cost_cny=cap, release_slot=rel, deadline_slot=dl,
+            ))
     return tuple(out)
