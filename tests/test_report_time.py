@@ -196,10 +196,11 @@ def test_gpu_chart_by_region_and_accelerator():
 
 def test_ramp_levels():
     """Idle 0, any use at least 1, k/8 up to level k, over capacity 9, nothing available -1."""
-    used = np.array([0, 1, 4, 5, 8, 9, 0, 1])
-    available = np.array([8, 8, 8, 8, 8, 8, 0, 0])
-    # 1/8 -> 1, 4/8 -> 4, 5/8 -> 5, 8/8 -> 8, 9/8 over -> 9; 0 of 0 -> -1, 1 of 0 over -> 9.
-    assert ramp_level(used, available).tolist() == [0, 1, 4, 5, 8, 9, -1, 9]
+    used = np.array([0, 1, 4, 5, 8, 9, 0, 1, 1, 1])
+    available = np.array([8, 8, 8, 8, 8, 8, 0, 0, 6, 100])
+    # 1/8 -> 1, 4/8 -> 4, 5/8 -> 5, 8/8 -> 8, 9/8 over -> 9; 0 of 0 -> -1, 1 of 0 over -> 9;
+    # 1/6 is above 1/8 -> 2 (rounded up, not to the nearest); 1/100 is still in use -> 1.
+    assert ramp_level(used, available).tolist() == [0, 1, 4, 5, 8, 9, -1, 9, 2, 1]
 
 
 def test_energy_by_tariff_period_shares():
@@ -386,3 +387,29 @@ def test_ascii_on_a_terminal_without_utf8(week_files):
     assert done.returncode == 0, done.stderr
     out = done.stdout.decode("ascii")
     assert "Mon 06-02 |" + ":" * 12 + "=" * 6 + ":" * 4 + "**" + "|  35%" in out
+
+
+def test_show_a_job_whose_data_moves():
+    """job2's data moves east -> west over slots 0-2 before it runs at 3-4 (» then █)."""
+    from scheduler.report import demand_view
+
+    text = demand_view(week_instance(), week_plan(), "job2")
+    assert "route east → west" in text
+    assert lines_of(text, "           0     6     12    18", 1) == ["Mon 06-02 |»»»██" + "·" * 19 + "|"]
+
+
+def test_long_horizon_one_character_per_day():
+    """Beyond 14 days a chart row is 28 days, one character per day (its fullest hour)."""
+    data = week_instance().model_dump(mode="json")
+    data["horizon"]["slots"], data["window_hours"] = 720, 720  # 30 days
+    data["regions"][1]["carbon_by_slot_g_co2_per_kwh"] = [300.0] * 24
+    plan = week_plan()
+    service = plan.services[0]
+    placement = service.placements[0].model_copy(update={"replicas": (1,) * 720})
+    plan = plan.model_copy(update={"services": (service.model_copy(update={"placements": (placement,)}),),
+                                   "links": ()})
+    chart = gpu_chart(Instance.model_validate(data), plan)
+    # Days 1-2 peak at 3/4 (job1 with svc1: ▆), every later day at svc1's 1/4 (▂); 28 + 2 days.
+    assert chart.split("\n")[3] == "           " + "MTWTFSS" * 4
+    assert lines_of(chart, "hub yrd", 2) == ["Mon 06-02 |▆▆" + "▂" * 26 + "|  25%",
+                                             "Mon 06-30 |▂▂" + " " * 26 + "|  25%"]
