@@ -437,6 +437,8 @@ def energy_table(plan: Plan, *, width: int = 80, glyphs: Glyphs = UNICODE) -> st
     periods = sorted(set(kwh) | set(cny), key=lambda p: (PERIOD_ORDER.index(p) if p in PERIOD_ORDER
                                                          else len(PERIOD_ORDER), p))
     total_kwh, total_cny = sum(kwh.values()), sum(cny.values())
+    if not periods:
+        return f"energy by tariff period: none in the plan\nCO2 {c.co2_t:,.3f} t  energy {c.energy_kwh:,.0f} kWh"
     rows = []
     for period in periods:
         e, m = kwh.get(period, 0.0), cny.get(period, 0.0)
@@ -458,7 +460,8 @@ def link_table(instance: Instance, plan: Plan, *, width: int = 80, glyphs: Glyph
     h = instance.horizon
     loaded = [link for link in plan.links if any(link.load_gbps)]
     if not loaded:
-        return f"links: no traffic ({len(instance.links):,} links)"
+        count = len(instance.links)
+        return f"links: no traffic ({count:,} link{'' if count == 1 else 's'})"
     rows = []
     for link in sorted(loaded, key=lambda x: -x.peak_utilization)[:top]:
         load = np.asarray(link.load_gbps, dtype=float)
@@ -622,19 +625,20 @@ def shift_table(instance: Instance, plan: Plan, *, width: int = 80, glyphs: Glyp
     saved_cny = sum(s.saved_cny for s in shifts)
     saved_t = sum(s.saved_co2_kg for s in shifts) / 1000
     lines = [
-        "where shifting saved: each batch job at its start against the same job on the same pool",
-        "at its earliest allowed start (release, +1 slot when data moves), alone",
+        textwrap.fill("where shifting saved: each batch job at its start against the same job on the "
+                      "same pool at its earliest allowed start (its release, +1 slot when its data "
+                      "moves), each alone", width),
         f"jobs compared {len(shifts):,}  moved later {len(moved):,}  earliest start not allowed {without:,}",
         f"saved {money(saved_cny)} CNY energy and carbon  {saved_t:,.3f} tCO2",
     ]
-    best = sorted(moved, key=lambda s: -s.saved_cny)[:top]
+    best = sorted((s for s in moved if s.saved_cny or s.saved_co2_kg), key=lambda s: -s.saved_cny)[:top]
     if best:
-        rows = [[s.demand, s.pool, beijing(h.slot_start(s.earliest_slot), "%a %H:%M"),
-                 beijing(h.slot_start(s.start_slot), "%a %H:%M"), money(s.saved_cny),
+        rows = [[s.demand, s.pool, beijing(h.slot_start(s.earliest_slot), "%m-%d %H:%M"),
+                 beijing(h.slot_start(s.start_slot), "%m-%d %H:%M"), money(s.saved_cny),
                  f"{s.saved_co2_kg:,.1f}"] for s in best]
         lines.append(table(["demand", "pool", "earliest", "start", "saved CNY", "saved kgCO2"], rows,
                            max_width=width, ellipsis=glyphs.ellipsis, names=(0, 1)))
-    return "\n".join(wrap_fields(line, width) if "\n" not in line else line for line in lines)
+    return "\n".join(line if "\n" in line or len(line) <= width else wrap_fields(line, width) for line in lines)
 
 
 def timed_sections(instance: Instance, plan: Plan, *, width: int = 80, glyphs: Glyphs = UNICODE,
@@ -673,7 +677,7 @@ def demand_view(instance: Instance, plan: Plan, demand_id: str, *, width: int = 
         release = d.release_slot or 0
         deadline = h.slots if d.deadline_slot is None else d.deadline_slot
         lines.append(wrap_fields(f"window  release {beijing(h.slot_start(release))}  deadline "
-                                 f"{beijing(h.slot_start(deadline))}  (slots {release}-{deadline})", width))
+                                 f"{beijing(h.slot_start(deadline))}  ({_slot_range(release, deadline)})", width))
     if assignment is None:
         why = f"unserved: {unserved.reason.value}  penalty {money(unserved.penalty_cny)} CNY" if unserved else (
             "not in the plan")
@@ -691,8 +695,8 @@ def demand_view(instance: Instance, plan: Plan, demand_id: str, *, width: int = 
         return "\n".join(lines)
     end = a.end_slot if a.end_slot is not None else a.start_slot + 1
     lines.append(wrap_fields(f"runs  {beijing(h.slot_start(a.start_slot))} {g.arrow} "
-                             f"{beijing(h.slot_start(end))}  (slots {a.start_slot}-{end}, "
-                             f"{end - a.start_slot} of {h.slot_hours:g} h)", width))
+                             f"{beijing(h.slot_start(end))}  ({_slot_range(a.start_slot, end)} of "
+                             f"{h.slot_hours:g} h)", width))
     shift = next((s for s in shift_savings(instance, plan.model_copy(update={"assignments": (a,)}))[0]), None)
     if shift is None:
         lines.append("at its earliest start: not allowed (window or price cap)")
@@ -717,6 +721,11 @@ def demand_view(instance: Instance, plan: Plan, demand_id: str, *, width: int = 
         lines.append(f"{label:<{chart.label_width}}|" + "".join(marks[int(c)] for c in cells[0, first:last])
                      .ljust(chart.row_cells) + "|")
     return "\n".join(lines)
+
+
+def _slot_range(first: int, end: int) -> str:
+    """Slots ``first`` to ``end - 1``, named inclusively."""
+    return f"slot {first}" if end - first == 1 else f"slots {first}-{end - 1}"
 
 
 def _service_view(instance: Instance, plan: Plan, d, width: int, g: Glyphs) -> list[str]:

@@ -323,8 +323,10 @@ def test_show_one_batch_job(week_files, capsys, monkeypatch):
     instance, plan = week_files
     assert main(["show", str(plan), "--instance", str(instance), "--demand", "job1"]) == 0
     out = capsys.readouterr().out
-    assert "runs  Mon 2025-06-02 22:00 → Tue 2025-06-03 01:00  (slots 22-25, 3 of 1 h)" in out
+    assert "runs  Mon 2025-06-02 22:00 → Tue 2025-06-03 01:00  (slots 22-24 of 1 h)" in out
     assert "saved 4.20 CNY" in out
+    # Released at slot 8, due by the horizon's end: slots 8-47 (the field wraps at 80 columns).
+    assert "window  release Mon 2025-06-02 08:00  deadline Wed 2025-06-04 00:00\n(slots 8-47)" in out
     # Released at 08:00 Monday, running 22:00 to 01:00 Tuesday.
     assert lines_of(out, "           0     6     12    18", 2) == [
         "Mon 06-02 |        " + "·" * 14 + "██|", "Tue 06-03 |█" + "·" * 23 + "|"]
@@ -413,3 +415,9 @@ def test_long_horizon_one_character_per_day():
     assert chart.split("\n")[3] == "           " + "MTWTFSS" * 4
     assert lines_of(chart, "hub yrd", 2) == ["Mon 06-02 |▆▆" + "▂" * 26 + "|  25%",
                                              "Mon 06-30 |▂▂" + " " * 26 + "|  25%"]
+
+
+def test_plan_without_energy_by_period_says_so():
+    """A plan that splits no energy by tariff period says so in one line, with its totals."""
+    plan = week_plan(costs=CostBreakdown(energy_kwh=0, co2_t=0))
+    assert energy_table(plan) == "energy by tariff period: none in the plan\nCO2 0.000 t  energy 0 kWh"
