@@ -578,6 +578,7 @@ def shift_savings(instance: Instance, plan: Plan, timeline: Timeline | None = No
     for name, s in (("chosen", start), ("earliest", earliest)):
         energy[name] = _run_sum(t.price, region_k, s, n, kwh_full, kwh_last) * priced
         co2[name] = _run_sum(t.carbon, region_k, s, n, kwh_full, kwh_last) / 1000
+    fares = _Fares(instance)
     shifts = []
     without = sum(1 for a in plan.assignments if a.start_slot is not None) - len(jobs)
     for k, (a, d, region, pool, first, runs, moves) in enumerate(jobs):
@@ -586,7 +587,7 @@ def shift_savings(instance: Instance, plan: Plan, timeline: Timeline | None = No
         if allowed and d.max_cost_cny is not None:
             offer = offers.get((d.id, pool.id))
             compute = offer.price_cny if offer else a.gpu_hours * pool.price_cny_per_gpu_hour
-            transfer = d.data_gb * _transfer_per_gb(instance, d.origin, region.id, a.route) if moves else 0.0
+            transfer = d.data_gb * fares.per_gb(d.origin, region.id, a.route) if moves else 0.0
             allowed = compute + energy["earliest"][k] + transfer <= d.max_cost_cny
         if not allowed:
             without += 1
@@ -606,14 +607,24 @@ def _run_sum(per_slot: np.ndarray, region: np.ndarray, start: np.ndarray, n: np.
     return full * (prefix[region, end] - prefix[region, start]) + last * per_slot[region, end]
 
 
-def _transfer_per_gb(instance: Instance, origin: str, target: str, route) -> float:
-    """CNY per GB along the plan's route, or the cheapest lexicographic route (§1) if it names none."""
-    cost = {frozenset((x.source, x.target)): x.transfer_cost_cny_per_gb for x in instance.links}
-    if route and len(route) > 1 and all(frozenset(p) in cost for p in zip(route, route[1:], strict=False)):
-        return sum(cost[frozenset(p)] for p in zip(route, route[1:], strict=False))
-    from scheduler.network import build_graph, routes_from
+class _Fares:
+    """Transfer CNY per GB from an origin to a region: along the plan's route where it names one,
+    else along the route of §1 (found once per origin)."""
 
-    return routes_from(build_graph(instance), origin).get(target, (math.inf, math.inf))[1]
+    def __init__(self, instance: Instance):
+        self.instance = instance
+        self.link_cost = {frozenset((x.source, x.target)): x.transfer_cost_cny_per_gb for x in instance.links}
+        self.by_origin: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def per_gb(self, origin: str, target: str, route) -> float:
+        hops = list(zip(route, route[1:], strict=False)) if route else []
+        if hops and all(frozenset(hop) in self.link_cost for hop in hops):
+            return sum(self.link_cost[frozenset(hop)] for hop in hops)
+        if origin not in self.by_origin:
+            from scheduler.network import build_graph, routes_from
+
+            self.by_origin[origin] = routes_from(build_graph(self.instance), origin)
+        return self.by_origin[origin].get(target, (math.inf, math.inf))[1]
 
 
 def shift_table(instance: Instance, plan: Plan, *, width: int = 80, glyphs: Glyphs = UNICODE,
