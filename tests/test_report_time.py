@@ -421,3 +421,13 @@ def test_plan_without_energy_by_period_says_so():
     """A plan that splits no energy by tariff period says so in one line, with its totals."""
     plan = week_plan(costs=CostBreakdown(energy_kwh=0, co2_t=0))
     assert energy_table(plan) == "energy by tariff period: none in the plan\nCO2 0.000 t  energy 0 kWh"
+
+
+def test_show_a_plan_without_a_horizon(capsys):
+    """show works on a plan without a horizon: the usual summary, one demand's pool and costs."""
+    args = [str(TINY / "two_regions.plan.json"), "--instance", str(TINY / "two_regions.json")]
+    assert main(["show", *args]) == 0
+    assert "GPU use" not in capsys.readouterr().out
+    assert main(["show", *args, "--demand", "d1"]) == 0
+    out = capsys.readouterr().out
+    assert "pool west-a  region west  bf16  latency 20 ms" in out and "runs" not in out
