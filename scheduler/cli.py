@@ -259,7 +259,7 @@ def cmd_solve(args: argparse.Namespace, interrupts: Interrupts) -> int:
     if took > limit * LATE_FACTOR + LATE_SLACK_S:
         warn(f"note: the solve took {took:.1f} s in all, against the {limit:g} s limit")
     if not args.quiet:
-        say(summary(instance, plan, result.verification))
+        say(summary(instance, plan, result.verification, **_terminal()))
         say(f"\nplan written to {args.output}")
     if interrupts.stop.is_set():
         return EXIT_INTERRUPTED
@@ -295,10 +295,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if verification.ok:
         say(f"ok: the plan meets every rule; objective {money(verification.objective)} "
               f"(recomputed), status {plan.status.value}, gap {percent(plan.gap, 3)}")
+        if instance.horizon is not None:  # a plan over time: its summary too
+            from scheduler.report import summary
+
+            say("\n" + summary(instance, plan, verification, **_terminal()))
         return EXIT_OK
     _print_violations(verification.violations)
     say(f"\nfailed: {len(verification.violations)} violation(s)")
     return EXIT_FAILED
+
+
+def _terminal() -> dict:
+    """The summary's width (the terminal's, 80 when stdout is not one; COLUMNS overrides) and
+    glyphs (ASCII unless stdout's encoding is UTF-8)."""
+    import shutil
+
+    from scheduler.report import glyphs_for
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    return {"width": max(40, width), "glyphs": glyphs_for(getattr(sys.stdout, "encoding", None))}
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from scheduler.io import InputError, read_instance, read_plan
+    from scheduler.report import demand_view, summary
+
+    instance = read_instance(args.instance)
+    plan = read_plan(args.plan)
+    if plan.instance != instance.name:
+        warn(f"note: the plan names instance '{plan.instance}', the file holds '{instance.name}'")
+    demands = {d.id for d in instance.demands}
+    pools = {p.id for _, p in instance.pools()}
+    problems = [f"assignment '{a.demand}': field 'pool' names unknown pool '{a.pool}'"
+                for a in plan.assignments if a.pool not in pools]
+    problems += [f"field 'demand' names unknown demand '{x.demand}'"
+                 for x in (*plan.assignments, *plan.unserved, *plan.services) if x.demand not in demands]
+    problems += [f"service '{s.demand}': field 'pool' names unknown pool '{p.pool}'"
+                 for s in plan.services for p in s.placements if p.pool not in pools]
+    if instance.horizon is not None:
+        slots = instance.horizon.slots
+        problems += [f"assignment '{a.demand}': field 'start_slot' is {a.start_slot}, outside the "
+                     f"horizon ({slots} slots)" for a in plan.assignments
+                     if a.start_slot is not None and a.start_slot >= slots]
+        problems += [f"service '{s.demand}' on '{p.pool}': field 'replicas' has {len(p.replicas)} values; "
+                     f"the horizon has {slots} slots"
+                     for s in plan.services for p in s.placements if len(p.replicas) != slots]
+    if problems:
+        raise InputError(args.plan, problems[:20] + ([f"(and {len(problems) - 20} more)"]
+                                                      if len(problems) > 20 else []))
+    if args.demand is not None:
+        if args.demand not in demands:
+            raise InputError(args.instance, [f"demand '{args.demand}': no such demand"])
+        say(demand_view(instance, plan, args.demand, **_terminal()))
+        return EXIT_OK
+    say(summary(instance, plan, None, pool_group=args.pool_group, chart_groups=None, **_terminal()))
+    return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -468,6 +519,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("instance")
     p.add_argument("plan")
     p.set_defaults(run=cmd_verify)
+
+    p = sub.add_parser("show", help="print a plan's summary, or one demand over time")
+    p.add_argument("plan")
+    p.add_argument("--instance", required=True, help="the instance the plan answers")
+    p.add_argument("--pool-group", choices=["hub", "region", "accelerator"],
+                   help="group the GPU chart by hub (default where regions name hubs), region or "
+                   "accelerator")
+    p.add_argument("--demand", metavar="ID",
+                   help="one demand: a batch job's window, pool and run, a service's replicas per pool")
+    p.set_defaults(run=cmd_show)
 
     p = sub.add_parser("validate", help="check an instance file and count its options")
     p.add_argument("instance")
