@@ -7,6 +7,10 @@
                                    [--seed 1 | --seeds 1,2,3] [--workers 0] [--mem-limit-gb 20] [--grace S]
                                    [--engine auto] [--solvers eastwest,cp-sat,greedy] [--smoke]
                                    [--out DIR]
+    python benchmarks/run.py time  [--cases 1000x24,10000x168,100000x168] [--time-limits 60,120,600]
+                                   [--seeds 1,2,3] [--workers 0] [--mem-limit-gb 20] [--grace S]
+                                   [--engine auto] [--solvers eastwest,cp-sat,no-time-shift,no-space-shift]
+                                   [--smoke] [--out DIR]
     python benchmarks/run.py limits [--sizes 1000,10000,100000] [--time-limits 2,10] [--seed 1]
                                    [--workers 0] [--out DIR]
 
@@ -24,6 +28,11 @@ Protocol (docs/benchmarks.md has the full text):
   generates the instance itself, caps its address space (RLIMIT_AS) and is killed at the time
   limit + grace; peak RSS is the child's ru_maxrss from os.wait4. A child that runs out of memory
   or time is reported as such, never ends the suite.
+* time: china_instance(demands=N, seed, hours=H) at each case (N demands x H hourly slots);
+  eastwest, plain CP-SAT of the same time-expanded model, and two baselines solved by eastwest
+  under a restriction: no temporal shifting (every batch job at its earliest allowed start) and
+  no spatial shifting (every demand in its origin's hub). Children as in the scale suite; every
+  plan verified against the original instance; cost and tCO2 reported as ratios to eastwest.
 * limits: `eastwest solve --time-limit L` as a real process at each size and limit: its wall
   time from outside against the rule L x 1.05 + 1 s, and the time per phase (start, read,
   compile, search, plan, verify, write) from its progress lines and the plan's statistics.
@@ -45,7 +54,7 @@ from common import DEFAULT_OUT  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: `gap`, `scale`, `limits`, and the internal `_one` (one scale child)."""
+    """The command line: `gap`, `scale`, `time`, `limits`, and the internal `_one` (one scale child)."""
     top = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="suite", required=True)
 
@@ -87,6 +96,25 @@ def parser() -> argparse.ArgumentParser:
                        help="CI smoke run: 1,000 demands, 5 s, all three solvers")
     scale.add_argument("--out", default=str(DEFAULT_OUT))
 
+    timed = sub.add_parser("time", help="hourly horizons: eastwest, CP-SAT and the no-shifting "
+                           "baselines, cost and tCO2 as ratios")
+    timed.add_argument("--cases", default=None, help="comma-separated NxH: demands x hourly slots "
+                       "(default 1000x24,10000x168,100000x168; --smoke: 200x24)")
+    timed.add_argument("--time-limits", default=None, help="seconds, one or one per case "
+                       "(default 60,120,600; --smoke: 5)")
+    timed.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
+    timed.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
+    timed.add_argument("--engine", default="auto", choices=("auto", "exact", "large"),
+                       help="the engine of the eastwest solver and the baselines")
+    timed.add_argument("--solvers", default="eastwest,cp-sat,no-time-shift,no-space-shift")
+    timed.add_argument("--mem-limit-gb", type=float, default=20.0,
+                       help="address-space limit of each child (0: none)")
+    timed.add_argument("--grace", type=float, default=None,
+                       help="seconds past the limit before a child is killed "
+                            "(default max(120, limit) + size/2000; --smoke: 60)")
+    timed.add_argument("--smoke", action="store_true", help="CI smoke run: 200 demands x 24, 5 s")
+    timed.add_argument("--out", default=str(DEFAULT_OUT))
+
     limits = sub.add_parser("limits", help="the command's wall time against its time limit, "
                             "with the time per phase")
     limits.add_argument("--sizes", default="1000,10000,100000",
@@ -99,7 +127,9 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--out", default=str(DEFAULT_OUT))
 
     one = sub.add_parser("_one", help=argparse.SUPPRESS)
-    one.add_argument("--solver", required=True, choices=("eastwest", "cp-sat", "greedy"))
+    one.add_argument("--solver", required=True, choices=("eastwest", "cp-sat", "greedy",
+                     "timed-eastwest", "timed-cp-sat", "no-time-shift", "no-space-shift"))
+    one.add_argument("--hours", type=int, default=None)
     one.add_argument("--size", type=int, required=True)
     one.add_argument("--seed", type=int, required=True)
     one.add_argument("--time-limit", type=float, required=True)
@@ -122,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return limits_suite.run(args)
     import scale_suite
+    import time_suite  # registers the time suite's child solvers with scale_suite
 
+    if args.suite == "time":
+        return time_suite.run(args)
     if args.suite == "_one":
         return scale_suite.child_main(args)
     return scale_suite.run(args)

@@ -41,6 +41,8 @@ from common import (
 )
 
 SOLVERS = ("eastwest", "cp-sat", "greedy")
+EXTRA_SOLVERS: dict = {}
+"""Further child solvers by name (the time suite's baselines register theirs here)."""
 ENGINE_OF = {"eastwest": "auto", "cp-sat": "exact"}
 DEFAULT_SIZES = (1000, 10_000, 100_000, 1_000_000)
 DEFAULT_LIMITS = (10.0, 10.0, 60.0, 600.0)
@@ -196,12 +198,16 @@ def child_main(args) -> int:
         from scheduler.generate import china_instance
 
         started = time.perf_counter()
-        instance = china_instance(demands=args.size, seed=args.seed)
+        hours = getattr(args, "hours", None)
+        instance = (china_instance(demands=args.size, seed=args.seed) if hours is None
+                    else china_instance(demands=args.size, seed=args.seed, hours=hours))
         record["generation_s"] = time.perf_counter() - started
         record["rss_after_generation_bytes"] = _proc_status_bytes("VmRSS")
         write_atomic(out.with_name(out.name + ".generated"), f"{record['generation_s']}\n")
         reset = _reset_peak_rss()
-        if args.solver == "greedy":
+        if args.solver in EXTRA_SOLVERS:
+            record.update(EXTRA_SOLVERS[args.solver](instance, args))
+        elif args.solver == "greedy":
             record.update(_solve_greedy(instance, args))
         else:
             record.update(_solve_with_engine(instance, args.solver, args))
@@ -220,9 +226,10 @@ def child_main(args) -> int:
 # The parent: one child per (solver, size)
 
 
-def _spawn(solver: str, size: int, limit: float, seed: int, args, work: Path) -> dict:
+def _spawn(solver: str, size: int, limit: float, seed: int, args, work: Path,
+           hours: int | None = None) -> dict:
     """Run one child to completion or to its timeout; return its record with the outcome."""
-    result = work / f"{solver}-{size}-{seed}.json"
+    result = work / f"{solver}-{size}-{hours or 0}-{seed}.json"
     marker = result.with_name(result.name + ".generated")
     log = work / f"{solver}-{size}-{seed}.log"
     grace = args.grace if args.grace is not None else default_grace(size, limit)
@@ -230,7 +237,8 @@ def _spawn(solver: str, size: int, limit: float, seed: int, args, work: Path) ->
                "--solver", solver, "--size", str(size), "--seed", str(seed),
                "--time-limit", repr(limit), "--workers", str(args.workers),
                "--engine", args.engine,
-               "--mem-limit-gb", repr(args.mem_limit_gb), "--result", str(result)]
+               "--mem-limit-gb", repr(args.mem_limit_gb), "--result", str(result),
+               *(["--hours", str(hours)] if hours else [])]
     started = time.monotonic()
     deadline = started + generation_timeout(size)
     phase = "generation"

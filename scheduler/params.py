@@ -38,6 +38,11 @@ class SolveParams(BaseModel):
         "own seconds), on top of time_limit_s. With one worker the result then does not depend on "
         "the machine's speed (as long as time_limit_s is not reached first).",
     )
+    time_shifting: bool = Field(
+        default=True,
+        description="Horizon instances: False holds every batch job to its earliest allowed start "
+        "(its release, one slot later when its data moves), to measure what shifting saves.",
+    )
 
 
 class Stopped(Exception):

@@ -264,7 +264,7 @@ def solve_timed(
     from ``params.time_limit_s``.
     """
     from scheduler.engines.timed_greedy import TimedGreedy, solve_timed_greedy, timed_lower_bound
-    from scheduler.timed import compile_timed
+    from scheduler.timed import compile_timed, earliest_starts
     from scheduler.timed_decode import build_timed_plan, choice_objective
 
     started = time.perf_counter()
@@ -276,6 +276,8 @@ def solve_timed(
                                  message))
 
     problem = compile_timed(instance, stop=stopped)
+    if not params.time_shifting:
+        problem = earliest_starts(problem)
     compiled = time.perf_counter()
     tell("compiled")
     greedy = TimedGreedy(problem, stopped)

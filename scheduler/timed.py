@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -369,6 +369,13 @@ class _RouteBook:
             self.links.append(np.array([self.link_of[frozenset(pair)] for pair in zip(path, path[1:])],
                                        dtype=np.int32))
         return self.index[path]
+
+
+def earliest_starts(problem: TimedProblem) -> TimedProblem:
+    """The problem with every batch option held to its earliest allowed start: the plan a
+    first-come scheduler would make, to measure what shifting in time saves
+    (`SolveParams.time_shifting` False)."""
+    return replace(problem, batch=replace(problem.batch, last=problem.batch.first.copy()))
 
 
 def compile_timed(instance: Instance, *, stop: Callable[[], bool] | None = None) -> TimedProblem:

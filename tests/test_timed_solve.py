@@ -73,6 +73,16 @@ def test_a_job_moves_to_the_valley_tariff():
     assert (plan.pools[0].used_gpu_hours, plan.pools[0].capacity_gpu_hours) == (6.0, 96.0)
 
 
+def test_without_time_shifting_the_job_runs_at_its_release():
+    """time_shifting=False holds the valley job to slot 0 (release): 12 + 6 kWh x 1.0 = 18 CNY,
+    4.8 more than the valley start."""
+    instance = read_instance(TINY / "timed_valley.json")
+    plan = solve(instance, SolveParams(time_limit_s=30, time_shifting=False)).plan
+    (a,) = plan.assignments
+    assert (a.start_slot, a.end_slot) == (0, 1)
+    assert plan.objective == pytest.approx(18.0)
+
+
 def test_a_remote_job_waits_for_its_data():
     """The west costs 1 + 45 (transfer) = 46 against 100 at home; 3600 Gbit at 0.5 Gbps take two
     slots, so the job starts at slot 2 and the link is full in slots 0 and 1."""
