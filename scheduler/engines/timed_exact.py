@@ -1,0 +1,563 @@
+"""The exact engine for horizons: one CP-SAT model of docs/formulation.md §8.4, time-indexed.
+
+    x[d,p,s] in {0,1}   batch demand d runs on pool p from slot s       y[d] in {0,1}   d unserved
+    m[j,t] >= 0         replicas of service option j = (service, pool) in slot t
+    u[j,t] >= 0         load quanta it serves          v[e,t] >= 0   load quanta of service e unserved
+
+    sum_{p,s} x[d,p,s] + y[d] = 1                                   every batch demand (no y if must-serve)
+    sum_{running (d,s)} gang x + sum_j gang m[j,t] <= avail[p,t]    every pool p, slot t
+    sum_{flows before s} rate x + sum_j tau u[j,t] <= bw[l,t]       every link l, slot t
+    sum ceil(grams) x + sum ceil(grams per replica) m <= cap_g      if the instance has a carbon cap
+    u[j,t] <= kappa[j] m[j,t]       sum_{j of e} u[j,t] + v[e,t] = Lq[e,t]
+    minimize  sum round(s c) x + round(s pi) y + round(s rent) m + round(s transfer) u + round(s pen) v
+
+Costs are scaled by a power of ten ``s`` and rounded as in §4; the proven bound is ``bound / s - E``
+with E the largest total rounding error of a plan of kept alternatives. Left out (0 in some optimal
+plan): starts that cannot fit their pool, link or the carbon cap on their own, starts of optional
+demands that cost at least the penalty, replicas beyond what the slot's load needs, and pools where
+a served quantum costs at least the penalty in transfer alone.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Status, relative_gap
+from scheduler.compile import OBJECTIVE_SUM_LIMIT, OBJECTIVE_UNITS_LIMIT
+from scheduler.engines import EngineResult
+from scheduler.engines.exact import configure
+from scheduler.params import Progress, SolveParams
+from scheduler.timed import TimedChoice, TimedProblem
+
+__all__ = ["MAX_VARIABLES", "BatchColumns", "TimedScaling", "batch_columns", "choice_objective",
+           "model_size", "replica_bounds", "solve_timed_exact", "timed_scaling"]
+
+MAX_VARIABLES = 2_000_000
+"""The most variables (start booleans, unserved booleans, replica and load integers) the exact
+model may have; larger problems are refused so that ``engine="auto"`` picks the large engine."""
+
+
+def model_size(problem: TimedProblem) -> int:
+    """The number of variables the exact model would have at most, counted without building it."""
+    b = problem.batch
+    starts = int((b.last.astype(np.int64) - b.first + 1).sum()) if len(b.first) else 0
+    services = problem.services
+    return starts + len(b.rows) + problem.slots * (2 * len(services.pool) + len(services.rows))
+
+
+# -- the columns: one per allowed (batch demand, pool, start) -------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class BatchColumns:
+    """The (option, start) pairs that get a boolean, grouped by batch demand (``start_of``)."""
+
+    option: np.ndarray  # int64 [C]: index into BatchOptions
+    start: np.ndarray  # int64 [C]: start slot
+    cost: np.ndarray  # float64 [C]: c[d,p,s]
+    grams: np.ndarray  # int64 [C]: emissions in whole grams, rounded up
+    rate: np.ndarray  # int64 [C]: bandwidth quanta on every route link while the data moves
+    start_of: np.ndarray  # int64 [batch + 1]: the columns of batch demand b are start_of[b]:start_of[b+1]
+
+
+def grams_up(co2_kg: np.ndarray) -> np.ndarray:
+    """Emissions in whole grams, rounded up (§8.1), with the usual slack against float noise."""
+    return np.maximum(np.ceil(np.asarray(co2_kg, dtype=np.float64) * 1000.0 - QUANTUM_SLACK), 0).astype(np.int64)
+
+
+def start_costs(problem: TimedProblem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(starts, cost, co2_kg, rate) of option k over its allowed starts: `TimedProblem.start_costs`
+    where the problem has it, else §8.2 computed here from the arrays."""
+    own = getattr(problem, "start_costs", None)
+    if own is not None:
+        starts, cost, co2, rate = own(k)
+        return (np.asarray(starts, dtype=np.int64), np.asarray(cost, dtype=np.float64),
+                np.asarray(co2, dtype=np.float64), np.asarray(rate, dtype=np.int64))
+    b = problem.batch
+    p, n = int(b.pool[k]), int(b.slots[k])
+    starts = np.arange(int(b.first[k]), int(b.last[k]) + 1, dtype=np.int64)
+    draw = np.full(n, float(b.kwh_full[k]))
+    draw[-1] = float(b.kwh_last[k])
+    windows = np.lib.stride_tricks.sliding_window_view
+    kwh_price = windows(problem.price[p], n)[starts] @ draw
+    co2 = windows(problem.carbon[p], n)[starts] @ draw / 1000.0
+    energy = kwh_price if b.priced_energy[k] else np.zeros(len(starts))
+    cost = b.fixed_cost[k] + energy + co2 * problem.carbon_price
+    rate = np.zeros(len(starts), dtype=np.int64)
+    if b.route[k] >= 0 and b.data_gb[k] > 0:
+        d = int(np.searchsorted(b.start, k, side="right") - 1)
+        seconds = (starts - int(b.release[d])) * problem.slot_hours * 3600.0
+        rate = np.ceil(8.0 * b.data_gb[k] / seconds / BANDWIDTH_QUANTUM_GBPS - QUANTUM_SLACK).astype(np.int64)
+    return starts, cost, co2, rate
+
+
+def batch_columns(problem: TimedProblem) -> BatchColumns:
+    """Every allowed start that can be in an optimal plan: it fits its pool in every slot of its
+    run, its rate fits every route link while the data moves, its emissions fit the cap, and (for an
+    optional demand) it costs less than the penalty."""
+    b = problem.batch
+    n_batch = len(b.rows)
+    parts: list[tuple[np.ndarray, ...]] = []
+    counts = np.zeros(n_batch, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view
+    for d in range(n_batch):
+        for k in range(int(b.start[d]), int(b.start[d + 1])):
+            starts, cost, co2, rate = start_costs(problem, k)
+            if not len(starts):
+                continue
+            p, n = int(b.pool[k]), int(b.slots[k])
+            grams = grams_up(co2)
+            ok = windows(problem.avail[p], n).min(axis=1)[starts] >= b.gang[d]
+            if b.route[k] >= 0 and rate.any():
+                links = problem.routes[int(b.route[k])]
+                rel = int(b.release[d])
+                narrowest = np.minimum.accumulate(problem.bandwidth[links, rel:].min(axis=0))
+                moving = starts > rel
+                ok &= ~moving | (rate <= narrowest[np.maximum(starts - rel - 1, 0)])
+            if problem.carbon_cap_g is not None:
+                ok &= grams <= problem.carbon_cap_g
+            if not b.must_serve[d]:
+                ok &= cost < b.penalty[d]
+            keep = np.flatnonzero(ok)
+            counts[d] += len(keep)
+            parts.append((np.full(len(keep), k, dtype=np.int64), starts[keep], cost[keep], grams[keep],
+                          rate[keep]))
+    start_of = np.zeros(n_batch + 1, dtype=np.int64)
+    np.cumsum(counts, out=start_of[1:])
+    if not parts:
+        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
+        return BatchColumns(empty_i, empty_i, empty_f, empty_i, empty_i, start_of)
+    option, start, cost, grams, rate = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return BatchColumns(option, start, cost, grams, rate, start_of)
+
+
+def replica_bounds(problem: TimedProblem) -> tuple[np.ndarray, np.ndarray]:
+    """(m_max, u_max) [J, S]: the replicas and served quanta some optimal plan stays within.
+
+    Replicas beyond ceil(load / kappa) serve nothing more and rent costs never fall below zero; a
+    pool where transfer alone costs at least the penalty serves nothing in some optimal plan.
+    """
+    sv = problem.services
+    n_options = len(sv.pool)
+    if n_options == 0:
+        zero = np.zeros((0, problem.slots), dtype=np.int64)
+        return zero, zero
+    service = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+    load = sv.load[service]  # [J, S]
+    kappa = sv.kappa[:, None]
+    needed = np.where(kappa > 0, -(-load // np.maximum(kappa, 1)), 0)
+    room = problem.avail[sv.pool] // sv.gang[service][:, None]
+    m_max = np.minimum(needed, room)
+    u_max = np.minimum(load, kappa * m_max)
+    for j in range(n_options):
+        if sv.route[j] >= 0 and sv.tau[j] > 0:
+            narrowest = problem.bandwidth[problem.routes[int(sv.route[j])]].min(axis=0)
+            u_max[j] = np.minimum(u_max[j], narrowest // sv.tau[j])
+    useless = sv.transfer_per_quantum >= sv.penalty_per_quantum[service]
+    u_max[useless] = 0
+    m_max = np.where(kappa > 0, np.minimum(m_max, -(-u_max // np.maximum(kappa, 1))), 0)
+    return m_max.astype(np.int64), u_max.astype(np.int64)
+
+
+# -- integer scaling (§4, with the services' integer variables) -----------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TimedScaling:
+    """The objective coefficients in CP-SAT's integers, and the rounding bound E."""
+
+    scale: float
+    cost_int: np.ndarray  # int64 [C]
+    penalty_int: np.ndarray  # int64 [batch]
+    rent_int: np.ndarray  # int64 [J, S]
+    transfer_int: np.ndarray  # int64 [J]
+    load_penalty_int: np.ndarray  # int64 [services]
+    rounding_bound: float
+
+
+def _round(values: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    scaled = np.round(np.asarray(values, dtype=np.float64) * scale).astype(np.int64)
+    return scaled, np.abs(values - scaled / scale)
+
+
+def timed_scaling(problem: TimedProblem, columns: BatchColumns, m_max: np.ndarray,
+                  u_max: np.ndarray) -> TimedScaling:
+    """Pick the power of ten as §4 does over the kept coefficients (times the most each variable
+    takes in some optimal plan), round, and bound the rounding error of such a plan."""
+    b, sv = problem.batch, problem.services
+    optional = ~b.must_serve
+    service = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+    used = u_max > 0  # [J, S]
+    transfer_top = np.zeros(sv.load.shape)
+    if len(sv.pool):
+        np.maximum.at(transfer_top, service, np.where(used, sv.transfer_per_quantum[:, None], 0.0))
+    load_pen = sv.penalty_per_quantum[:, None] * sv.load
+    # The dearest plan of kept alternatives, and the sum of every coefficient times its range.
+    dearest = np.where(optional, b.penalty, 0.0)
+    has = np.diff(columns.start_of) > 0
+    if has.any():
+        dearest[has] = np.maximum(dearest[has], np.maximum.reduceat(columns.cost, columns.start_of[:-1][has]))
+    rent_part = math.fsum((sv.rent * m_max).ravel())
+    worst = (math.fsum(dearest) + rent_part
+             + math.fsum((np.maximum(transfer_top, sv.penalty_per_quantum[:, None]) * sv.load).ravel()))
+    total = (math.fsum(columns.cost) + math.fsum(b.penalty[optional]) + rent_part
+             + math.fsum((sv.transfer_per_quantum[:, None] * u_max).ravel()) + math.fsum(load_pen.ravel()))
+    coefficients = [columns.cost, b.penalty[optional], sv.rent[m_max > 0],
+                    sv.transfer_per_quantum[used.any(axis=1)], sv.penalty_per_quantum]
+    whole = all(bool(np.all(c == np.round(c))) for c in coefficients)
+    if whole and total <= OBJECTIVE_SUM_LIMIT:
+        scale = 1.0
+    else:
+        exponent = min(math.floor(math.log10(OBJECTIVE_UNITS_LIMIT) - math.log10(max(worst, 1e-300))),
+                       math.floor(math.log10(OBJECTIVE_SUM_LIMIT) - math.log10(max(total, 1e-300))), 9)
+        scale = 10.0**exponent
+    cost_int, cost_err = _round(columns.cost, scale)
+    penalty_int, penalty_err = _round(b.penalty, scale)
+    rent_int, rent_err = _round(sv.rent, scale)
+    transfer_int, transfer_err = _round(sv.transfer_per_quantum, scale)
+    load_penalty_int, load_penalty_err = _round(sv.penalty_per_quantum, scale)
+    # Batch: each demand takes one alternative, so its error is at most its worst kept one's.
+    worst_err = np.where(optional, penalty_err, 0.0)
+    if has.any():
+        worst_err[has] = np.maximum(worst_err[has], np.maximum.reduceat(cost_err, columns.start_of[:-1][has]))
+    # Services: every replica may be off by its rent's error; each load quantum is served
+    # somewhere or unserved, and is off by at most the larger of those errors.
+    quantum_err = np.zeros(sv.load.shape)
+    if len(sv.pool):
+        np.maximum.at(quantum_err, service, np.where(used, transfer_err[:, None], 0.0))
+    quantum_err = np.maximum(quantum_err, load_penalty_err[:, None])
+    error = math.fsum(worst_err) + math.fsum((rent_err * m_max).ravel()) + math.fsum((quantum_err * sv.load).ravel())
+    return TimedScaling(scale, cost_int, penalty_int, rent_int, transfer_int, load_penalty_int, error)
+
+
+# -- the objective of a choice, in floating point ------------------------------------------------
+
+
+def choice_objective(problem: TimedProblem, choice: TimedChoice) -> float:
+    """Σ start costs + penalties of unserved batch demands + replica rents, transfer and penalties of
+    unserved load: the true objective, never read back from the integer model."""
+    b, sv = problem.batch, problem.services
+    terms: list[float] = []
+    for d in range(len(b.rows)):
+        k, s = int(choice.option[d]), int(choice.start_slot[d])
+        if k < 0:
+            terms.append(float(b.penalty[d]))
+            continue
+        starts, cost, _, _ = start_costs(problem, k)
+        terms.append(float(cost[int(np.searchsorted(starts, s))]))
+    if len(sv.rows):
+        served = np.zeros(sv.load.shape, dtype=np.int64)
+        service = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        np.add.at(served, service, choice.served)
+        terms.extend((sv.rent * choice.replicas).ravel().tolist())
+        terms.extend((sv.transfer_per_quantum[:, None] * choice.served).ravel().tolist())
+        terms.extend((sv.penalty_per_quantum[:, None] * (sv.load - served)).ravel().tolist())
+    return math.fsum(terms)
+
+
+# -- the engine ----------------------------------------------------------------------------------
+
+
+class _Rows:
+    """Terms of the capacity rows, collected per (resource, slot) before the rows are written."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.shape = shape
+        self.row: list[np.ndarray] = []
+        self.var: list[np.ndarray] = []
+        self.coeff: list[np.ndarray] = []
+        self.top: list[np.ndarray] = []
+
+    def add(self, row: np.ndarray, var: np.ndarray, coeff: np.ndarray, top: np.ndarray) -> None:
+        """Terms coeff * var (var at most ``top``) on the rows with flat index ``row``."""
+        self.row.append(row.astype(np.int64))
+        self.var.append(var.astype(np.int64))
+        self.coeff.append(coeff.astype(np.int64))
+        self.top.append(top.astype(np.int64))
+
+    def write(self, model, variables: list, capacity: np.ndarray) -> int:
+        """One row per (resource, slot) whose terms could pass its capacity; returns rows written."""
+        from ortools.sat.python import cp_model
+
+        if not self.row:
+            return 0
+        row, var, coeff, top = (np.concatenate(a) for a in (self.row, self.var, self.coeff, self.top))
+        keep = coeff > 0
+        row, var, coeff, top = row[keep], var[keep], coeff[keep], top[keep]
+        order = np.argsort(row, kind="stable")
+        row, var, coeff, top = row[order], var[order], coeff[order], top[order]
+        most = np.bincount(row, weights=(coeff * top).astype(np.float64), minlength=capacity.size)
+        bounds = np.searchsorted(row, np.arange(capacity.size + 1))
+        flat = capacity.ravel()
+        written = 0
+        for r in np.flatnonzero(most > flat):
+            lo, hi = bounds[r], bounds[r + 1]
+            expr = cp_model.LinearExpr.weighted_sum([variables[i] for i in var[lo:hi]], coeff[lo:hi].tolist())
+            model.add_linear_constraint(expr, 0, int(flat[r]))
+            written += 1
+        return written
+
+
+def solve_timed_exact(
+    problem: TimedProblem,
+    params: SolveParams,
+    *,
+    hint: TimedChoice | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EngineResult:
+    """Solve the time-expanded problem with CP-SAT within ``params.time_limit_s``.
+
+    Raises ValueError when the model would pass MAX_VARIABLES (the large engine's job).
+    """
+    from ortools.sat.python import cp_model
+
+    started = time.perf_counter()
+    size = model_size(problem)
+    if size > MAX_VARIABLES:
+        raise ValueError(f"the time-expanded problem needs {size:,} variables, more than the exact "
+                         f"engine takes ({MAX_VARIABLES:,}); use engine 'large'")
+    b, sv = problem.batch, problem.services
+    n_batch, n_options, S = len(b.rows), len(sv.pool), problem.slots
+    columns = batch_columns(problem)
+    m_max, u_max = replica_bounds(problem)
+    sc = timed_scaling(problem, columns, m_max, u_max)
+    scale, error = sc.scale, sc.rounding_bound
+    common_scale = dict(cost_scale=scale, rounding_bound_cny=error)
+    stranded = b.must_serve & (np.diff(columns.start_of) == 0)
+    if stranded.any():
+        return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no start that fits",
+                            **common_scale)
+
+    model = cp_model.CpModel()
+    variables: list = []  # every variable, by flat index (the rows refer to these)
+    objective_coeffs: list[int] = []
+
+    def new_vars(count: int, upper: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+        first = len(variables)
+        for ub in upper.tolist():
+            variables.append(model.new_bool_var("") if ub == 1 else model.new_int_var(0, ub, ""))
+        objective_coeffs.extend(np.asarray(coeffs, dtype=np.int64).tolist())
+        return np.arange(first, first + count, dtype=np.int64)
+
+    # x[d,p,s]: one boolean per kept column.
+    n_columns = len(columns.option)
+    x = new_vars(n_columns, np.ones(n_columns, dtype=np.int64), sc.cost_int)
+    # y[d]: one boolean per optional batch demand.
+    optional = np.flatnonzero(~b.must_serve)
+    y_of = np.full(n_batch, -1, dtype=np.int64)
+    y_of[optional] = new_vars(len(optional), np.ones(len(optional), dtype=np.int64), sc.penalty_int[optional])
+    # m[j,t] and u[j,t]: replicas and served quanta where some optimal plan may use them.
+    live = np.flatnonzero((u_max > 0).ravel())
+    m_of = np.full(n_options * S, -1, dtype=np.int64)
+    u_of = np.full(n_options * S, -1, dtype=np.int64)
+    m_of[live] = new_vars(len(live), m_max.ravel()[live], sc.rent_int.ravel()[live])
+    u_of[live] = new_vars(len(live), u_max.ravel()[live], np.repeat(sc.transfer_int, S)[live])
+    # v[e,t]: unserved load quanta of service e in slot t.
+    n_services = len(sv.rows)
+    loaded = np.flatnonzero((sv.load > 0).ravel())
+    v_of = np.full(n_services * S, -1, dtype=np.int64)
+    v_of[loaded] = new_vars(len(loaded), sv.load.ravel()[loaded], np.repeat(sc.load_penalty_int, S)[loaded])
+
+    # One alternative per batch demand: a start on some pool, or (if optional) unserved.
+    for d in range(n_batch):
+        alternatives = [variables[i] for i in x[columns.start_of[d] : columns.start_of[d + 1]]]
+        if y_of[d] >= 0:
+            alternatives.append(variables[y_of[d]])
+        model.add_exactly_one(alternatives)
+
+    # Replicas serve at most kappa quanta each: u[j,t] <= kappa[j] m[j,t].
+    for i in live.tolist():
+        j = i // S
+        model.add(variables[u_of[i]] <= int(sv.kappa[j]) * variables[m_of[i]])
+
+    # Served plus unserved load is the slot's load: sum_j u[j,t] + v[e,t] = Lq[e,t].
+    service = np.repeat(np.arange(n_services), np.diff(sv.start))
+    for i in loaded.tolist():
+        e, t = divmod(i, S)
+        terms = [variables[u_of[j * S + t]] for j in range(int(sv.start[e]), int(sv.start[e + 1]))
+                 if u_of[j * S + t] >= 0]
+        model.add(sum(terms) + variables[v_of[i]] == int(sv.load[e, t]))
+
+    # Pool-slot GPUs: gang of every job running in slot t, plus gang of every replica.
+    col_demand = np.repeat(np.arange(n_batch), np.diff(columns.start_of))
+    col_slots = b.slots[columns.option].astype(np.int64)
+    col_pool = b.pool[columns.option].astype(np.int64)
+    col_gang = b.gang[col_demand].astype(np.int64)
+    pool_rows = _Rows(problem.avail.shape)
+    held = np.repeat(np.arange(n_columns), col_slots)
+    offset = np.arange(len(held)) - np.repeat(np.cumsum(col_slots) - col_slots, col_slots)
+    pool_rows.add(col_pool[held] * S + columns.start[held] + offset, x[held], col_gang[held],
+                  np.ones(len(held), dtype=np.int64))
+    if len(live):
+        j_live, t_live = live // S, live % S
+        pool_rows.add(sv.pool[j_live].astype(np.int64) * S + t_live, m_of[live],
+                      sv.gang[service[j_live]].astype(np.int64), m_max.ravel()[live])
+    pool_written = pool_rows.write(model, variables, problem.avail)
+
+    # Link-slot bandwidth: each moving job's rate on its route's links in slots rel..s-1, plus
+    # tau per served quantum of every service placed away from its origin.
+    link_rows = _Rows(problem.bandwidth.shape)
+    route_of = b.route[columns.option].astype(np.int64)
+    for c in np.flatnonzero((route_of >= 0) & (columns.rate > 0)).tolist():
+        rel, s = int(b.release[col_demand[c]]), int(columns.start[c])
+        links = np.asarray(problem.routes[route_of[c]], dtype=np.int64)
+        slots = np.arange(rel, s, dtype=np.int64)
+        rows = (links[:, None] * S + slots[None, :]).ravel()
+        link_rows.add(rows, np.full(len(rows), x[c]), np.full(len(rows), columns.rate[c]),
+                      np.ones(len(rows), dtype=np.int64))
+    for i in live.tolist():
+        j, t = divmod(i, S)
+        if sv.route[j] < 0 or sv.tau[j] == 0:
+            continue
+        links = np.asarray(problem.routes[int(sv.route[j])], dtype=np.int64)
+        link_rows.add(links * S + t, np.full(len(links), u_of[i]), np.full(len(links), sv.tau[j]),
+                      np.full(len(links), u_max.ravel()[i]))
+    link_written = link_rows.write(model, variables, problem.bandwidth)
+
+    # Carbon cap, in whole grams: each start's emissions and each replica-slot's, rounded up.
+    if problem.carbon_cap_g is not None:
+        replica_grams = grams_up(sv.co2_kg).ravel()[live] if len(live) else np.zeros(0, dtype=np.int64)
+        coeffs = np.concatenate([columns.grams, replica_grams])
+        index = np.concatenate([x, m_of[live]])
+        tops = np.concatenate([np.ones(n_columns, dtype=np.int64), m_max.ravel()[live]])
+        if float((coeffs * tops).sum()) > problem.carbon_cap_g:
+            model.add_linear_constraint(
+                cp_model.LinearExpr.weighted_sum([variables[i] for i in index], coeffs.tolist()),
+                0, int(problem.carbon_cap_g))
+
+    # Objective: the scaled costs of every alternative.
+    model.minimize(cp_model.LinearExpr.weighted_sum(variables, objective_coeffs))
+
+    if hint is not None:
+        _add_hint(model, variables, problem, columns, hint, x, y_of, m_of, u_of, v_of, m_max, u_max)
+
+    solver = cp_model.CpSolver()
+    remaining = params.time_limit_s - (time.perf_counter() - started)
+    solver.parameters.max_time_in_seconds = max(remaining, 0.1)
+    workers = configure(solver.parameters, params)
+    progress = _Reporter(on_progress, started, scale, error)
+    solver.best_bound_callback = lambda bound: progress.report(None, bound, "bound")
+    watcher = _StopWatcher(solver, stop)
+    try:
+        code = solver.solve(model, _solution_callback(progress))
+    finally:
+        watcher.close()
+
+    name = solver.status_name(code)
+    details = {"variables": len(variables), "columns": n_columns, "pool_rows": pool_written,
+               "link_rows": link_written, "conflicts": solver.num_conflicts,
+               "branches": solver.num_branches, "cp_sat_wall_s": solver.wall_time}
+    common = dict(solver_status=name, first_solution_s=progress.first, workers=workers, details=details,
+                  **common_scale)
+    if code == cp_model.INFEASIBLE:
+        return EngineResult(None, Status.INFEASIBLE, None, **common)
+    if code == cp_model.MODEL_INVALID:
+        raise RuntimeError(f"CP-SAT rejected the model: {model.validate()}")
+    bound = solver.best_objective_bound / scale - error
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return EngineResult(None, Status.UNKNOWN, bound, **common)
+    values = np.asarray(solver.response_proto.solution, dtype=np.int64)
+    choice = _read_choice(problem, columns, values, x, m_of, u_of)
+    # Optimal means a relative gap of at most OPTIMAL_GAP against the true objective (§4).
+    gap = relative_gap(choice_objective(problem, choice), bound)
+    status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
+    return EngineResult(choice, status, bound, **common)
+
+
+def _read_choice(problem: TimedProblem, columns: BatchColumns, values: np.ndarray, x: np.ndarray,
+                 m_of: np.ndarray, u_of: np.ndarray) -> TimedChoice:
+    """The solver's values as a TimedChoice (variables were created in index order)."""
+    n_batch = len(problem.batch.rows)
+    option = np.full(n_batch, -1, dtype=np.int64)
+    start = np.full(n_batch, -1, dtype=np.int32)
+    chosen = np.flatnonzero(values[x] > 0)
+    owner = np.searchsorted(columns.start_of, chosen, side="right") - 1
+    option[owner] = columns.option[chosen]
+    start[owner] = columns.start[chosen]
+    shape = (len(problem.services.pool), problem.slots)
+    replicas = np.where(m_of >= 0, values[np.maximum(m_of, 0)], 0).reshape(shape) if m_of.size else np.zeros(shape, dtype=np.int64)
+    served = np.where(u_of >= 0, values[np.maximum(u_of, 0)], 0).reshape(shape) if u_of.size else np.zeros(shape, dtype=np.int64)
+    return TimedChoice(option, start, replicas.astype(np.int64), served.astype(np.int64))
+
+
+def _add_hint(model, variables: list, problem: TimedProblem, columns: BatchColumns, hint: TimedChoice,
+              x: np.ndarray, y_of: np.ndarray, m_of: np.ndarray, u_of: np.ndarray, v_of: np.ndarray,
+              m_max: np.ndarray, u_max: np.ndarray) -> None:
+    """Hint every variable from a known choice (values clipped to the variables' ranges)."""
+    col_demand = np.repeat(np.arange(len(problem.batch.rows)), np.diff(columns.start_of))
+    picked = (hint.option[col_demand] == columns.option) & (hint.start_slot[col_demand] == columns.start)
+    for i, on in zip(x.tolist(), picked.tolist(), strict=True):
+        model.add_hint(variables[i], on)
+    for d, i in enumerate(y_of.tolist()):
+        if i >= 0:
+            model.add_hint(variables[i], bool(hint.option[d] < 0))
+    replicas = np.clip(hint.replicas, 0, m_max).ravel()
+    served = np.clip(np.minimum(hint.served, hint.replicas * problem.services.kappa[:, None]), 0, u_max).ravel()
+    for i in np.flatnonzero(m_of >= 0).tolist():
+        model.add_hint(variables[m_of[i]], int(replicas[i]))
+        model.add_hint(variables[u_of[i]], int(served[i]))
+    sv = problem.services
+    S = problem.slots
+    for i in np.flatnonzero(v_of >= 0).tolist():
+        e, t = divmod(i, S)
+        total = int(served.reshape(-1, S)[int(sv.start[e]) : int(sv.start[e + 1]), t].sum()) if len(served) else 0
+        model.add_hint(variables[v_of[i]], max(int(sv.load[e, t]) - total, 0))
+
+
+class _Reporter:
+    """Sends incumbents and bounds, mapped back to CNY, to ``on_progress``; notes the first solution."""
+
+    def __init__(self, on_progress, started: float, scale: float, error: float):
+        self.on_progress, self.started, self.scale, self.error = on_progress, started, scale, error
+        self.first: float | None = None
+
+    def report(self, objective: float | None, bound: float | None, message: str) -> None:
+        if message == "solution" and self.first is None:
+            self.first = time.perf_counter() - self.started
+        if self.on_progress is None:
+            return
+        lb = None if bound is None else bound / self.scale - self.error
+        gap = None
+        if objective is not None and lb is not None:
+            gap = max(0.0, objective - lb) / max(abs(objective), 1.0)
+        self.on_progress(Progress("exact", time.perf_counter() - self.started, objective, lb, gap, message))
+
+
+def _solution_callback(progress: _Reporter):
+    """A CP-SAT solution callback that reports each incumbent (and the bound at that moment)."""
+    from ortools.sat.python import cp_model
+
+    class SolutionCallback(cp_model.CpSolverSolutionCallback):
+        def on_solution_callback(self) -> None:
+            progress.report(self.objective_value / progress.scale, self.best_objective_bound, "solution")
+
+    return SolutionCallback()
+
+
+class _StopWatcher:
+    """Stops the search once ``stop`` is set (polled every 50 ms on a thread of its own)."""
+
+    def __init__(self, solver, stop: threading.Event | None):
+        self.done = threading.Event()
+        self.thread = None
+        if stop is not None:
+            self.thread = threading.Thread(target=self._watch, args=(solver, stop), daemon=True)
+            self.thread.start()
+
+    def _watch(self, solver, stop: threading.Event) -> None:
+        while not self.done.wait(0.05):
+            if stop.is_set():
+                solver.stop_search()
+                return
+
+    def close(self) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()

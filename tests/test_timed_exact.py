@@ -1,0 +1,281 @@
+"""The exact engine of the time-expanded model (scheduler/engines/timed_exact.py): hand-built
+problems whose optimum is derived in the comments, and random tiny problems against enumeration."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models import OPTIMAL_GAP, Status
+from scheduler.engines import timed_exact
+from scheduler.engines.timed_exact import choice_objective, solve_timed_exact
+from scheduler.params import SolveParams
+from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedProblem
+
+EXACT = SolveParams(engine="exact", time_limit_s=600, workers=1, deterministic_time_limit_s=20)
+"""One worker and a deterministic-time budget: the verdict does not depend on the machine's speed."""
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+# -- hand-built problems -------------------------------------------------------------------------
+
+
+def job(*options, gang=1, release=0, penalty=100.0, must_serve=False):
+    """A batch demand: its options (from `on`), gang, release slot and penalty."""
+    return dict(options=options, gang=gang, release=release, penalty=penalty, must_serve=must_serve)
+
+
+def on(pool, *, slots=1, first=0, last=None, fixed=0.0, kwh=0.0, kwh_last=None, priced=True, route=-1,
+       data_gb=0.0, units=1):
+    """One (demand, pool) option: run length, allowed starts, start-independent cost, draw, route."""
+    return dict(pool=pool, slots=slots, first=first, last=last, fixed=fixed, kwh=kwh,
+                kwh_last=kwh if kwh_last is None else kwh_last, priced=priced, route=route,
+                data_gb=data_gb, units=units)
+
+
+def service(load, *placements, gang=1, penalty=20.0):
+    """A service: load quanta per slot, its pool placements (from `at`) and penalty per quantum."""
+    return dict(load=load, placements=placements, gang=gang, penalty=penalty)
+
+
+def at(pool, *, kappa, rent, co2_kg=0.0, transfer=0.0, tau=0, route=-1):
+    """One (service, pool) placement: quanta per replica, rent per replica-slot, traffic."""
+    return dict(pool=pool, kappa=kappa, rent=rent, co2_kg=co2_kg, transfer=transfer, tau=tau, route=route)
+
+
+def build(slots, avail, *, jobs=(), services=(), bandwidth=((),), routes=(), price=None, carbon=None,
+          carbon_price=0.0, cap_g=None, slot_hours=1.0) -> TimedProblem:
+    """A TimedProblem from plain lists (the last allowed start defaults to the latest that fits)."""
+    avail = np.asarray(avail, dtype=np.int64).reshape(-1, slots)
+    n_pools = avail.shape[0]
+    price = np.zeros((n_pools, slots)) if price is None else np.asarray(price, dtype=np.float64)
+    carbon = np.zeros((n_pools, slots)) if carbon is None else np.asarray(carbon, dtype=np.float64)
+    opts = [o for d in jobs for o in d["options"]]
+
+    def column(name, dtype):
+        return np.asarray([o[name] for o in opts], dtype=dtype)
+
+    counts = [len(d["options"]) for d in jobs]
+    batch = BatchOptions(
+        rows=np.arange(len(jobs), dtype=np.int64),
+        start=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        pool=column("pool", np.int32), units=column("units", np.int64), slots=column("slots", np.int32),
+        first=column("first", np.int32),
+        last=np.asarray([slots - o["slots"] if o["last"] is None else o["last"] for o in opts], dtype=np.int32),
+        fixed_cost=column("fixed", np.float64), kwh_full=column("kwh", np.float64),
+        kwh_last=column("kwh_last", np.float64), priced_energy=column("priced", bool),
+        route=column("route", np.int32), data_gb=column("data_gb", np.float64),
+        gang=np.asarray([d["gang"] for d in jobs], dtype=np.int32),
+        release=np.asarray([d["release"] for d in jobs], dtype=np.int32),
+        penalty=np.asarray([d["penalty"] for d in jobs], dtype=np.float64),
+        must_serve=np.asarray([d["must_serve"] for d in jobs], dtype=bool),
+        nearest_miss=np.zeros(len(jobs), dtype=np.int8),
+    )
+    places = [pl for s in services for pl in s["placements"]]
+    n_places = len(places)
+
+    def per_slot(name):
+        return np.asarray([np.broadcast_to(np.asarray(pl[name], dtype=np.float64), (slots,)) for pl in places],
+                          dtype=np.float64).reshape(n_places, slots)
+
+    sv = ServiceOptions(
+        rows=np.arange(len(jobs), len(jobs) + len(services), dtype=np.int64),
+        start=np.concatenate([[0], np.cumsum([len(s["placements"]) for s in services])]).astype(np.int64),
+        pool=np.asarray([pl["pool"] for pl in places], dtype=np.int32),
+        kappa=np.asarray([pl["kappa"] for pl in places], dtype=np.int64),
+        rent=per_slot("rent"), co2_kg=per_slot("co2_kg"),
+        transfer_per_quantum=np.asarray([pl["transfer"] for pl in places], dtype=np.float64),
+        tau=np.asarray([pl["tau"] for pl in places], dtype=np.int64),
+        route=np.asarray([pl["route"] for pl in places], dtype=np.int32),
+        load=np.asarray([s["load"] for s in services], dtype=np.int64).reshape(len(services), slots),
+        penalty_per_quantum=np.asarray([s["penalty"] for s in services], dtype=np.float64),
+        gang=np.asarray([s["gang"] for s in services], dtype=np.int32),
+        nearest_miss=np.zeros(len(services), dtype=np.int8),
+    )
+    bw = np.asarray(bandwidth, dtype=np.int64).reshape(-1, slots) if len(bandwidth[0]) else np.zeros((0, slots), dtype=np.int64)
+    return TimedProblem(slots=slots, slot_hours=slot_hours, batch=batch, services=sv, avail=avail, bandwidth=bw,
+                        routes=tuple(np.asarray(r, dtype=np.int32) for r in routes),
+                        route_regions=tuple(("o", "r") for _ in routes), price=price, carbon=carbon,
+                        carbon_price=carbon_price, carbon_cap_g=cap_g)
+
+
+def solved(problem: TimedProblem, **kwargs):
+    """The engine's result, checked to be proven optimal; with its objective recomputed."""
+    result = solve_timed_exact(problem, EXACT, **kwargs)
+    assert result.status == Status.OPTIMAL, result
+    value = choice_objective(problem, result.choice)
+    assert result.lower_bound <= value + 1e-9
+    assert (value - result.lower_bound) / max(abs(value), 1.0) <= OPTIMAL_GAP
+    return result, value
+
+
+def test_outage_moves_the_start():
+    """An outage takes the only GPU in slots 0-1: the two-slot job starts in slot 2."""
+    problem = build(4, [[0, 0, 1, 1]], jobs=[job(on(0, slots=2, fixed=10.0))])
+    result, value = solved(problem)
+    # Starts 0 and 1 run into the outage; start 2 costs the fixed 10.
+    assert (result.choice.option.tolist(), result.choice.start_slot.tolist()) == ([0], [2])
+    assert close(value, 10.0)
+
+
+def test_time_of_use_price_picks_the_valley():
+    """A two-slot job drawing 1 kWh per slot starts where the price is lowest."""
+    problem = build(4, [[1] * 4], jobs=[job(on(0, slots=2, kwh=1.0))], price=[[3.0, 1.0, 1.0, 3.0]])
+    result, value = solved(problem)
+    # Start 0: 3 + 1 = 4; start 1: 1 + 1 = 2; start 2: 1 + 3 = 4.
+    assert result.choice.start_slot.tolist() == [1]
+    assert close(value, 2.0)
+
+
+def test_pool_slots_are_shared():
+    """Two one-GPU jobs both want the valley; the one GPU holds only one of them there."""
+    jobs = [job(on(0, slots=2, kwh=1.0)), job(on(0, slots=2, kwh=1.0))]
+    problem = build(4, [[1] * 4], jobs=jobs, price=[[5.0, 1.0, 1.0, 5.0]])
+    result, value = solved(problem)
+    # Starts cost 6, 2, 6 and hold slots {0,1}, {1,2}, {2,3}; only starts 0 and 2 are disjoint:
+    # 6 + 6 = 12, against 2 + 100 (one unserved) = 102.
+    assert sorted(result.choice.start_slot.tolist()) == [0, 2]
+    assert close(value, 12.0)
+
+
+def test_gang_needs_every_gpu_of_its_slots():
+    """A gang of 2 on a pool that has 2 GPUs except in slot 1 runs in slots 2-3."""
+    problem = build(4, [[2, 1, 2, 2]], jobs=[job(on(0, slots=2, fixed=7.0), gang=2)])
+    result, value = solved(problem)
+    # Starts 0 and 1 hold slot 1, where one GPU is out.
+    assert result.choice.start_slot.tolist() == [2]
+    assert close(value, 7.0)
+
+
+def moving_job(penalty=100.0):
+    """0.45 GB to move over link 0 to pool 1 (3.6 Gb): rate 1000 quanta over one slot, 500 over two,
+    334 over three (ceil 333.3); pool 1 is cheap in slot 1."""
+    return job(on(1, slots=1, first=1, kwh=1.0, route=0, data_gb=0.45), on(0, slots=1, fixed=50.0),
+               penalty=penalty)
+
+
+def test_bandwidth_delays_the_job():
+    """With 600 quanta on the link, the data needs two slots: the job starts in slot 2, not 1."""
+    problem = build(4, [[1] * 4, [1] * 4], jobs=[moving_job()], bandwidth=[[600] * 4], routes=[[0]],
+                    price=[[0.0] * 4, [1.0, 1.0, 2.0, 3.0]])
+    result, value = solved(problem)
+    # Start 1 needs rate 1000 > 600; start 2 needs 500 in slots 0-1 and costs price[1, 2] = 2.
+    assert (result.choice.option.tolist(), result.choice.start_slot.tolist()) == ([0], [2])
+    assert close(value, 2.0)
+
+
+def test_flows_share_the_link():
+    """Two jobs moving data over one 600-quanta link: one flow fits in slots 0-1, not two."""
+    problem = build(4, [[2] * 4, [2] * 4], jobs=[moving_job(), moving_job()], bandwidth=[[600] * 4],
+                    routes=[[0]], price=[[0.0] * 4, [1.0, 1.0, 2.0, 3.0]])
+    result, value = solved(problem)
+    # Both remote: at starts 2 and 3 the link carries 500 + 334 in slots 0-1; at 3 and 3, 668.
+    # Both over 600, so one job runs remote at start 2 (cost 2) and the other at home (50): 52.
+    # (Remote at 3 alone costs 3 > 2, and unserved costs 100.)
+    # Options 0 and 2 are the remote ones, 1 and 3 the home ones.
+    assert sorted(k % 2 for k in result.choice.option.tolist()) == [0, 1]
+    assert close(value, 52.0)
+
+
+def test_carbon_cap_leaves_a_job_unserved():
+    """Two jobs of 1.5 kg each under a 2 kg cap: only one runs."""
+    jobs = [job(on(0, kwh=1500.0), penalty=40.0), job(on(0, kwh=1500.0), penalty=30.0)]
+    problem = build(2, [[2, 2]], jobs=jobs, carbon=[[1.0, 1.0]], cap_g=2000)
+    result, value = solved(problem)
+    # 1500 kWh at 1 g/kWh = 1500 g each; 3000 g > 2000, so the dearer-to-leave job (40) runs.
+    assert result.choice.option.tolist() == [0, -1]
+    assert close(value, 30.0)
+
+
+def test_carbon_cap_counts_whole_grams_up():
+    """Grams are rounded up within the slack: 700 g and 300.00000000000006 g fit a 1000 g cap."""
+    jobs = [job(on(0, kwh=0.7)), job(on(0, kwh=1 - 0.7))]
+    problem = build(1, [[2]], jobs=jobs, carbon=[[1000.0]], cap_g=1000)
+    result, value = solved(problem)
+    # 1 - 0.7 = 0.30000000000000004 kWh at 1000 g/kWh: 300 g after the 1e-9 slack (301 without).
+    assert result.choice.option.tolist() == [0, 1]
+    assert close(value, 0.0)
+
+
+def test_service_splits_over_pools():
+    """A service's load goes to the cheap remote pool as far as the link lets it, the rest home."""
+    svc = service([3, 1], at(0, kappa=2, rent=10.0), at(1, kappa=2, rent=1.0, transfer=0.5, tau=100, route=0))
+    problem = build(2, [[1, 1], [4, 4]], services=[svc], bandwidth=[[250, 250]], routes=[[0]])
+    result, value = solved(problem)
+    # Slot 0, load 3: all remote would cost 2 replicas + 3 x 0.5 = 3.5, but the link takes only
+    # 250 // 100 = 2 quanta. The home replica (10) serves 2 quanta, one remote replica the third
+    # (1 + 0.5): 11.5, below home 1 + remote 2 (10 + 1 + 1 = 12) and below 2 + a penalty of 20.
+    # Slot 1, load 1: one remote replica and one quantum, 1.5. Total 13.
+    assert result.choice.replicas.tolist() == [[1, 0], [1, 1]]
+    assert result.choice.served.tolist() == [[2, 0], [1, 1]]
+    assert close(value, 13.0)
+
+
+def test_service_shares_the_pool_with_jobs():
+    """A job holding the pool's only GPU leaves the service's load unserved in its slot."""
+    svc = service([1, 1], at(0, kappa=1, rent=1.0), penalty=5.0)
+    problem = build(2, [[1, 1]], jobs=[job(on(0, slots=1, fixed=0.0), penalty=100.0)], services=[svc])
+    result, value = solved(problem)
+    # The job runs in one slot (penalty 100 otherwise); the service serves the other (rent 1) and
+    # pays 5 for the slot it loses: 6.
+    assert close(value, 6.0)
+
+
+def test_must_serve_without_room_is_infeasible():
+    """A must-serve gang of 3 on a 2-GPU pool: infeasible, proven before solving."""
+    problem = build(2, [[2, 2]], jobs=[job(on(0), gang=3, must_serve=True)])
+    result = solve_timed_exact(problem, EXACT)
+    assert result.status == Status.INFEASIBLE
+    assert result.choice is None
+
+
+def test_fractional_costs_get_a_scale_and_a_rounding_bound():
+    """Costs in thousandths of a fen are scaled by a power of ten, with E within the gap."""
+    problem = build(2, [[1, 1]], jobs=[job(on(0, fixed=1.23456789), penalty=9.87654321)])
+    result, value = solved(problem)
+    # Largest plan 9.88 CNY: the scale is the 1e9 cap; the rounding error stays below 1e-9.
+    assert result.cost_scale == 1e9
+    assert result.rounding_bound_cny <= 1e-9
+    assert close(value, 1.23456789)
+
+
+def test_whole_costs_are_exact():
+    """Integer costs get scale 1 and no rounding error."""
+    problem = build(2, [[1, 1]], jobs=[job(on(0, fixed=3.0), penalty=9.0)])
+    result, _ = solved(problem)
+    assert (result.cost_scale, result.rounding_bound_cny) == (1.0, 0.0)
+    assert result.lower_bound == 3.0
+
+
+def test_hint_progress_and_stop():
+    """A hint is taken, progress is reported in CNY, and a set stop still returns a result."""
+    problem = build(4, [[1] * 4], jobs=[job(on(0, slots=2, kwh=1.0))], price=[[3.0, 1.0, 1.0, 3.0]])
+    hint = TimedChoice(np.array([0]), np.array([1], dtype=np.int32), np.zeros((0, 4), dtype=np.int64),
+                       np.zeros((0, 4), dtype=np.int64))
+    seen = []
+    result, value = solved(problem, hint=hint, on_progress=seen.append)
+    assert close(value, 2.0)
+    assert any(p.message == "solution" and close(p.objective, 2.0) for p in seen)
+    stop = threading.Event()
+    stop.set()
+    stopped = solve_timed_exact(problem, EXACT, stop=stop)
+    assert stopped.status in (Status.OPTIMAL, Status.FEASIBLE, Status.UNKNOWN)
+
+
+def test_too_large_a_model_is_refused(monkeypatch):
+    """A model above MAX_VARIABLES raises ValueError naming the large engine."""
+    problem = build(4, [[1] * 4], jobs=[job(on(0, slots=1))])
+    # 4 starts + 1 unserved boolean = 5 variables.
+    assert timed_exact.model_size(problem) == 5
+    monkeypatch.setattr(timed_exact, "MAX_VARIABLES", 4)
+    with pytest.raises(ValueError, match="large"):
+        solve_timed_exact(problem, EXACT)
