@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Status, relative_gap
+from models import OPTIMAL_GAP, QUANTUM_SLACK, Status, relative_gap
 from scheduler.compile import OBJECTIVE_SUM_LIMIT, OBJECTIVE_UNITS_LIMIT
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import configure
@@ -71,70 +71,43 @@ def grams_up(co2_kg: np.ndarray) -> np.ndarray:
     return np.maximum(np.ceil(np.asarray(co2_kg, dtype=np.float64) * 1000.0 - QUANTUM_SLACK), 0).astype(np.int64)
 
 
-def start_costs(problem: TimedProblem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(starts, cost, co2_kg, rate) of option k over its allowed starts: `TimedProblem.start_costs`
-    where the problem has it, else §8.2 computed here from the arrays."""
-    own = getattr(problem, "start_costs", None)
-    if own is not None:
-        starts, cost, co2, rate = own(k)
-        return (np.asarray(starts, dtype=np.int64), np.asarray(cost, dtype=np.float64),
-                np.asarray(co2, dtype=np.float64), np.asarray(rate, dtype=np.int64))
-    b = problem.batch
-    p, n = int(b.pool[k]), int(b.slots[k])
-    starts = np.arange(int(b.first[k]), int(b.last[k]) + 1, dtype=np.int64)
-    draw = np.full(n, float(b.kwh_full[k]))
-    draw[-1] = float(b.kwh_last[k])
-    windows = np.lib.stride_tricks.sliding_window_view
-    kwh_price = windows(problem.price[p], n)[starts] @ draw
-    co2 = windows(problem.carbon[p], n)[starts] @ draw / 1000.0
-    energy = kwh_price if b.priced_energy[k] else np.zeros(len(starts))
-    cost = b.fixed_cost[k] + energy + co2 * problem.carbon_price
-    rate = np.zeros(len(starts), dtype=np.int64)
-    if b.route[k] >= 0 and b.data_gb[k] > 0:
-        d = int(np.searchsorted(b.start, k, side="right") - 1)
-        seconds = (starts - int(b.release[d])) * problem.slot_hours * 3600.0
-        rate = np.ceil(8.0 * b.data_gb[k] / seconds / BANDWIDTH_QUANTUM_GBPS - QUANTUM_SLACK).astype(np.int64)
-    return starts, cost, co2, rate
-
-
 def batch_columns(problem: TimedProblem) -> BatchColumns:
     """Every allowed start that can be in an optimal plan: it fits its pool in every slot of its
     run, its rate fits every route link while the data moves, its emissions fit the cap, and (for an
     optional demand) it costs less than the penalty."""
     b = problem.batch
-    n_batch = len(b.rows)
-    parts: list[tuple[np.ndarray, ...]] = []
-    counts = np.zeros(n_batch, dtype=np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view
-    for d in range(n_batch):
-        for k in range(int(b.start[d]), int(b.start[d + 1])):
-            starts, cost, co2, rate = start_costs(problem, k)
-            if not len(starts):
-                continue
-            p, n = int(b.pool[k]), int(b.slots[k])
-            grams = grams_up(co2)
-            ok = windows(problem.avail[p], n).min(axis=1)[starts] >= b.gang[d]
-            if b.route[k] >= 0 and rate.any():
-                links = problem.routes[int(b.route[k])]
-                rel = int(b.release[d])
-                narrowest = np.minimum.accumulate(problem.bandwidth[links, rel:].min(axis=0))
-                moving = starts > rel
-                ok &= ~moving | (rate <= narrowest[np.maximum(starts - rel - 1, 0)])
-            if problem.carbon_cap_g is not None:
-                ok &= grams <= problem.carbon_cap_g
-            if not b.must_serve[d]:
-                ok &= cost < b.penalty[d]
-            keep = np.flatnonzero(ok)
-            counts[d] += len(keep)
-            parts.append((np.full(len(keep), k, dtype=np.int64), starts[keep], cost[keep], grams[keep],
-                          rate[keep]))
-    start_of = np.zeros(n_batch + 1, dtype=np.int64)
-    np.cumsum(counts, out=start_of[1:])
-    if not parts:
-        empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
-        return BatchColumns(empty_i, empty_i, empty_f, empty_i, empty_i, start_of)
-    option, start, cost, grams, rate = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return BatchColumns(option, start, cost, grams, rate, start_of)
+    width = (b.last.astype(np.int64) - b.first + 1)
+    k = np.repeat(np.arange(len(b.pool), dtype=np.int64), width)
+    s = b.first[k].astype(np.int64) + np.arange(len(k)) - np.repeat(np.cumsum(width) - width, width)
+    cost, co2, rate, ok = problem.evaluate(k, s)
+    grams = grams_up(co2)
+    demand = b.demand[k]
+    gang = b.gang[demand].astype(np.int64)
+    # The pool holds the gang in every slot of the run.
+    n = b.slots[k].astype(np.int64)
+    p = b.pool[k].astype(np.int64)
+    for length in np.unique(n).tolist():
+        at = np.flatnonzero(n == length)
+        fewest = np.lib.stride_tricks.sliding_window_view(problem.avail, length, axis=1).min(axis=2)
+        ok[at] &= fewest[p[at], s[at]] >= gang[at]
+    # The rate fits the narrowest route link in every slot the data moves (release .. s-1).
+    route = b.route[k].astype(np.int64)
+    release = b.release[demand].astype(np.int64)
+    moving = np.flatnonzero((route >= 0) & (rate > 0))
+    if len(moving):
+        pairs, which = np.unique(np.stack([route[moving], release[moving]], axis=1), axis=0, return_inverse=True)
+        which = which.ravel()
+        for g, (r, rel) in enumerate(pairs.tolist()):
+            at = moving[which == g]
+            narrowest = np.minimum.accumulate(problem.bandwidth[problem.routes[r], rel:].min(axis=0))
+            ok[at] &= rate[at] <= narrowest[np.maximum(s[at] - rel - 1, 0)]
+    if problem.carbon_cap_g is not None:
+        ok &= grams <= problem.carbon_cap_g
+    ok &= b.must_serve[demand] | (cost < b.penalty[demand])
+    keep = np.flatnonzero(ok)  # still grouped by demand: options are, and starts within them
+    start_of = np.zeros(len(b.rows) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(demand[keep], minlength=len(b.rows)), out=start_of[1:])
+    return BatchColumns(k[keep], s[keep], cost[keep], grams[keep], rate[keep], start_of)
 
 
 def replica_bounds(problem: TimedProblem) -> tuple[np.ndarray, np.ndarray]:
@@ -243,14 +216,9 @@ def choice_objective(problem: TimedProblem, choice: TimedChoice) -> float:
     """Σ start costs + penalties of unserved batch demands + replica rents, transfer and penalties of
     unserved load: the true objective, never read back from the integer model."""
     b, sv = problem.batch, problem.services
-    terms: list[float] = []
-    for d in range(len(b.rows)):
-        k, s = int(choice.option[d]), int(choice.start_slot[d])
-        if k < 0:
-            terms.append(float(b.penalty[d]))
-            continue
-        starts, cost, _, _ = start_costs(problem, k)
-        terms.append(float(cost[int(np.searchsorted(starts, s))]))
+    served_batch = choice.option >= 0
+    cost = problem.evaluate(choice.option[served_batch], choice.start_slot[served_batch])[0]
+    terms = cost.tolist() + b.penalty[~served_batch].tolist()
     if len(sv.rows):
         served = np.zeros(sv.load.shape, dtype=np.int64)
         service = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
