@@ -220,6 +220,34 @@ def test_carbon_cap_counts_whole_grams_up():
     assert close(value, 0.0)
 
 
+def test_carbon_cap_rounds_a_placement_once():
+    """A placement's grams are summed over its slots and rounded up once: 1.4 + 1.4 g is 3 g."""
+    svc = service([1, 1], at(0, kappa=1, rent=1.0, co2_kg=0.0014), penalty=20.0)
+    problem = build(2, [[1, 1]], services=[svc], cap_g=3)
+    result, value = solved(problem)
+    # ceil(2.8) = 3 g fits the cap: both slots served for 2. (Rounded per slot, 2 + 2 = 4 g would
+    # not, and one slot would go unserved: 1 + 20 = 21.)
+    assert result.choice.replicas.tolist() == [[1, 1]]
+    assert close(value, 2.0)
+
+
+def test_grams_just_over_a_whole_gram_solve_again_rounded_up():
+    """Where the relaxed grams row lets a placement pass a whole gram by float-noise margins, the
+    engine solves again with the weights rounded up and returns a plan within the cap."""
+    # 0.5 + 0.8e-9 g per replica-slot: two replicas weigh 1.0000000016 g, 2 g after the 1e-9
+    # slack; the relaxed row (weights rounded down to 1e-9 g, minus one unit) allows 1 g.
+    svc = service([1, 1], at(0, kappa=1, rent=1.0, co2_kg=(0.5 + 0.8e-9) / 1000), penalty=20.0)
+    problem = build(2, [[1, 1]], services=[svc], cap_g=1)
+    result = solve_timed_exact(problem, EXACT)
+    value = choice_objective(problem, result.choice)
+    assert result.details["outer_grams"] == 1
+    assert timed_exact.choice_grams(problem, result.choice) <= 1
+    # One slot served (1) and one unserved (20); the relaxed bound (2) is below it.
+    assert close(value, 21.0)
+    assert result.status == Status.FEASIBLE
+    assert result.lower_bound <= value
+
+
 def test_service_splits_over_pools():
     """A service's load goes to the cheap remote pool as far as the link lets it, the rest home."""
     svc = service([3, 1], at(0, kappa=2, rent=10.0), at(1, kappa=2, rent=1.0, transfer=0.5, tau=100, route=0))
@@ -420,6 +448,24 @@ def must_serve_blocked() -> Instance:
     return horizon_instance(4, [only], demands)
 
 
+def placement_rounding() -> Instance:
+    """A service whose replica emits 1.4 g per slot under a 3 g cap: its placement's 2.8 g round
+    up once to 3 g, so it serves both slots (rounded per slot, 4 g, it could serve one)."""
+    home = region("home", [pool("h1", gpus=1, power=0.0014)], carbon=1000.0)
+    # One replica per slot: rent 1 + 0.0014 kWh x 1 CNY; a quantum unserved costs 0.1 x 180 = 18.
+    demands = [dict(id="s", kind="service", origin="home", load_pflop_per_hour=[180.0, 180.0],
+                    unserved_penalty_cny_per_pflop=0.1)]
+    return horizon_instance(2, [home], demands, carbon_cap_t_co2=3e-6)
+
+
+def whole_grams() -> Instance:
+    """A job of 0.55 kWh at 100 g/kWh weighs 55.00000000000001 g: 55 g within the slack, which is
+    the cap; the job runs (1 + 0.55 = 1.55) instead of paying 50."""
+    home = region("home", [pool("h1", gpus=1, power=0.55)], carbon=100.0)
+    demands = [dict(id="j", origin="home", work_pflop=360.0, unserved_penalty_cny=50.0)]
+    return horizon_instance(2, [home], demands, carbon_cap_t_co2=5.5e-5)
+
+
 SHIPPED = sorted(TINY.glob("timed_*.json"))
 
 
@@ -430,9 +476,10 @@ def test_shipped_tiny_horizons_match_the_reference(path):
 
 
 @pytest.mark.parametrize("make", [tou_outage_service, narrow_link, carbon_capped, windows_and_caps,
-                                  must_serve_blocked])
+                                  must_serve_blocked, placement_rounding, whole_grams])
 def test_tiny_horizons_match_the_reference(make):
-    """Outages, TOU prices, a narrow link, a carbon cap, windows and caps: engine == enumeration."""
+    """Outages, TOU prices, a narrow link, a carbon cap, windows and caps, grams rounded per
+    placement and within the slack: engine == enumeration."""
     assert_matches_reference(make())
 
 
@@ -448,6 +495,9 @@ def test_hand_instances_bind_their_constraints():
     capped = carbon_capped()
     assert lifted(capped, carbon_cap_t_co2=None) < timed_reference.optimum(capped)
     assert timed_reference.optimum(must_serve_blocked()) is None
+    # Both slots served: 2 x (1 + 0.0014); and the job run: 1.55.
+    assert close(timed_reference.optimum(placement_rounding()), 2.0028)
+    assert close(timed_reference.optimum(whole_grams()), 1.55)
 
 
 def random_horizon_instance(rng: random.Random, *, max_batch: int = 3, max_services: int = 1) -> Instance:

@@ -62,7 +62,7 @@ class Placement:
     gang: int
     kappa: int
     rent: tuple[float, ...]  # weighted cost of one replica in each slot
-    grams: tuple[int, ...]  # emissions of one replica in each slot, whole grams rounded up
+    co2_kg: tuple[float, ...]  # emissions of one replica in each slot
     transfer: float  # weighted transfer cost of one served quantum
     tau: int  # bandwidth quanta per served quantum on each route link
     links: tuple[int, ...]
@@ -225,17 +225,17 @@ def placements(instance: Instance) -> dict[str, list[Placement]]:
                 kappa = math.floor(d.gang_size * tflops * 3.6 / Q + QUANTUM_SLACK)
                 gpu_hours = d.gang_size * h.slot_hours
                 kwh = gpu_hours * p.power_kw_per_gpu * region.pue
-                rent, grams = [], []
+                rent, emitted = [], []
                 for t in range(h.slots):
                     co2_kg = kwh * carbon[t] / 1000
                     rent.append(w.compute * gpu_hours * p.price_cny_per_gpu_hour + w.energy * kwh * price[t]
                                 + co2_kg / 1000 * w.carbon_price_cny_per_t_co2)
-                    grams.append(ceil_quanta(co2_kg * 1000))
+                    emitted.append(co2_kg)
                 away = region.id != d.origin and peak > 0
                 tau = ceil_quanta(traffic / peak / BANDWIDTH_QUANTUM_GBPS) if away else 0
                 gb = traffic * h.slot_hours * 3600 / 8 / peak if away else 0.0
                 transfer = w.transfer * table[region.id].transfer * gb
-                mine.append(Placement(d.id, p.id, d.gang_size, kappa, tuple(rent), tuple(grams), transfer,
+                mine.append(Placement(d.id, p.id, d.gang_size, kappa, tuple(rent), tuple(emitted), transfer,
                                       tau, table[region.id].links if away else ()))
     return out
 
@@ -272,60 +272,67 @@ def batch_penalty(instance: Instance, demand) -> float:
     return instance.weights.unserved * demand.priority * demand.unserved_penalty_cny
 
 
-def _pareto(points: list[tuple[float, int]]) -> list[tuple[float, int]]:
-    """The (cost, grams) pairs no other pair beats in both."""
-    out: list[tuple[float, int]] = []
-    for cost, grams in sorted(points):
-        if not out or grams < out[-1][1]:
-            out.append((cost, grams))
+def _pareto(points: list[tuple[float, tuple[float, ...]]]) -> list[tuple[float, tuple[float, ...]]]:
+    """The (cost, emissions per placement) points that no other point beats in every coordinate."""
+    out: list[tuple[float, tuple[float, ...]]] = []
+    for cost, kg in sorted(set(points)):
+        if not any(all(a <= b for a, b in zip(other, kg, strict=True)) for _, other in out):
+            out.append((cost, kg))
     return out
 
 
+def placement_grams(kg: tuple[float, ...]) -> int:
+    """Against the cap each placement's emissions over all its slots are rounded up once (§8.1)."""
+    return sum(ceil_quanta(v * 1000) for v in kg)
+
+
 class _ServiceSlots:
-    """The services' best (cost, grams) trade-offs in one slot, given what batch jobs leave free."""
+    """The services' best trade-offs in one slot between cost and each placement's emissions,
+    given what batch jobs leave free (emissions are ignored, hence collapsed, without a cap)."""
 
     def __init__(self, instance: Instance):
         self.services = [d for d in instance.demands if d.kind == DemandKind.SERVICE]
         self.places = placements(instance)
+        self.order = [pl for d in self.services for pl in self.places[d.id]]
+        self.capped = instance.carbon_cap_t_co2 is not None
         self.load = {d.id: load_quanta(instance, d) for d in self.services}
         self.penalty = {d.id: service_penalty_per_quantum(instance, d) for d in self.services}
-        self.memo: dict[tuple, list[tuple[float, int]]] = {}
+        self.memo: dict[tuple, list[tuple[float, tuple[float, ...]]]] = {}
 
-    def frontier(self, t: int, pools: dict[str, int], links: tuple[int, ...]) -> list[tuple[float, int]]:
+    def zero(self) -> tuple[float, ...]:
+        return (0.0,) * len(self.order) if self.capped else ()
+
+    def frontier(self, t: int, pools: dict[str, int], links: tuple[int, ...]):
         """Every choice of replicas and served quanta for every service in slot t (Pareto-reduced)."""
         key = (t, tuple(sorted(pools.items())), links)
         if key not in self.memo:
             self.memo[key] = self._enumerate(t, pools, links)
         return self.memo[key]
 
-    def _enumerate(self, t: int, pools: dict[str, int], links: tuple[int, ...]) -> list[tuple[float, int]]:
-        choices = []  # one (placement, replicas, served) triple per eligible (service, pool)
-        for d in self.services:
-            for pl in self.places[d.id]:
-                pairs = []
-                for m in range(pools[pl.pool] // pl.gang + 1):
-                    for u in range(min(pl.kappa * m, self.load[d.id][t]) + 1):
-                        pairs.append((pl, m, u))
-                choices.append(pairs)
+    def _enumerate(self, t: int, pools: dict[str, int], links: tuple[int, ...]):
+        choices = []  # one list of (placement, replicas, served) per eligible (service, pool)
+        for pl in self.order:
+            choices.append([(pl, m, u) for m in range(pools[pl.pool] // pl.gang + 1)
+                            for u in range(min(pl.kappa * m, self.load[pl.service][t]) + 1)])
         points = []
         for combo in itertools.product(*choices):
             gpus = dict.fromkeys(pools, 0)
             bw = list(links)
             served = dict.fromkeys(self.load, 0)
-            cost, grams = [], 0
+            cost = []
             for pl, m, u in combo:
                 gpus[pl.pool] += pl.gang * m
                 for k in pl.links:
                     bw[k] -= pl.tau * u
                 served[pl.service] += u
                 cost.append(pl.rent[t] * m + pl.transfer * u)
-                grams += pl.grams[t] * m
             if any(gpus[p] > pools[p] for p in pools) or any(b < 0 for b in bw):
                 continue
             if any(served[s] > self.load[s][t] for s in served):
                 continue
             cost.extend(self.penalty[s] * (self.load[s][t] - served[s]) for s in served)
-            points.append((math.fsum(cost), grams))
+            kg = tuple(pl.co2_kg[t] * m for pl, m, _ in combo) if self.capped else ()
+            points.append((math.fsum(cost), kg))
         return _pareto(points)
 
 
@@ -367,12 +374,15 @@ def optimum(instance: Instance) -> float | None:
             continue
         if cap is not None and grams > cap:
             continue
-        # The services, slot by slot, combined over the slots under what is left of the cap.
-        combined = [(0.0, 0)]
+        # The services, slot by slot, combined over the slots under what is left of the cap
+        # (a placement's emissions only grow slot by slot, so a point over the cap stays over).
+        combined = [(0.0, slots.zero())]
         for t in range(S):
             here = slots.frontier(t, {p: free[p][t] for p in free}, tuple(row[t] for row in bw))
-            combined = _pareto([(a + b, g + h) for a, g in combined for b, h in here
-                                if cap is None or grams + g + h <= cap])
+            combined = _pareto([(a + b, tuple(x + y for x, y in zip(g, h, strict=True)))
+                                for a, g in combined for b, h in here
+                                if cap is None or grams + placement_grams(
+                                    tuple(x + y for x, y in zip(g, h, strict=True))) <= cap])
         if not combined:
             continue
         total = math.fsum(costs) + combined[0][0]

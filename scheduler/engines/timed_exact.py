@@ -1,13 +1,14 @@
 """The exact engine for horizons: one CP-SAT model of docs/formulation.md §8.4, time-indexed.
 
     x[d,p,s] in {0,1}   batch demand d runs on pool p from slot s       y[d] in {0,1}   d unserved
-    m[j,t] >= 0         replicas of service option j = (service, pool) in slot t
+    m[j,t] >= 0         replicas of placement j = (service, pool) in slot t
     u[j,t] >= 0         load quanta it serves          v[e,t] >= 0   load quanta of service e unserved
+    g[j] >= 0           whole grams placement j emits over the horizon (under a carbon cap)
 
     sum_{p,s} x[d,p,s] + y[d] = 1                                   every batch demand (no y if must-serve)
     sum_{running (d,s)} gang x + sum_j gang m[j,t] <= avail[p,t]    every pool p, slot t
     sum_{flows before s} rate x + sum_j tau u[j,t] <= bw[l,t]       every link l, slot t
-    sum ceil(grams) x + sum ceil(grams per replica) m <= cap_g      if the instance has a carbon cap
+    sum ceil(grams) x + sum_j g[j] <= cap_g,  g[j] >= sum_t w[j,t] m[j,t]    if there is a cap
     u[j,t] <= kappa[j] m[j,t]       sum_{j of e} u[j,t] + v[e,t] = Lq[e,t]
     minimize  sum round(s c) x + round(s pi) y + round(s rent) m + round(s transfer) u + round(s pen) v
 
@@ -16,6 +17,11 @@ with E the largest total rounding error of a plan of kept alternatives. Left out
 plan): starts that cannot fit their pool, link or the carbon cap on their own, starts of optional
 demands that cost at least the penalty, replicas beyond what the slot's load needs, and pools where
 a served quantum costs at least the penalty in transfer alone.
+
+A placement's emissions are rounded up once over all its slots (§8.1, as the verifier reads it).
+Its weights w (grams per replica and slot, floats) enter the integer row in units of 1/D gram
+rounded down, which admits every plan of §8.4 (so the bound holds); if the plan found then breaks
+the cap by such a margin, the model is solved again with the weights rounded up.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from scheduler.engines.exact import configure
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
 
-__all__ = ["MAX_VARIABLES", "BatchColumns", "TimedScaling", "batch_columns", "choice_objective",
-           "model_size", "replica_bounds", "solve_timed_exact", "timed_scaling"]
+__all__ = ["MAX_VARIABLES", "BatchColumns", "TimedScaling", "batch_columns", "choice_grams",
+           "choice_objective", "model_size", "placement_grams", "replica_bounds", "solve_timed_exact",
+           "timed_scaling"]
 
 MAX_VARIABLES = 2_000_000
 """The most variables (start booleans, unserved booleans, replica and load integers) the exact
@@ -272,66 +279,88 @@ class _Rows:
         return written
 
 
-def solve_timed_exact(
-    problem: TimedProblem,
-    params: SolveParams,
-    *,
-    hint: TimedChoice | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    stop: threading.Event | None = None,
-) -> EngineResult:
-    """Solve the time-expanded problem with CP-SAT within ``params.time_limit_s``.
+CARBON_UNITS_LIMIT = 1e18
+"""The largest activity of a placement's grams row (CP-SAT refuses a row that could pass 4.6e18)."""
 
-    Raises ValueError when the model would pass MAX_VARIABLES (the large engine's job).
-    """
+
+def placement_grams(problem: TimedProblem, replicas: np.ndarray) -> np.ndarray:
+    """int64 [J]: each placement's emissions over the horizon in whole grams, rounded up once (§8.1)."""
+    if not len(replicas):
+        return np.zeros(0, dtype=np.int64)
+    return grams_up((replicas * problem.services.co2_kg).sum(axis=1))
+
+
+def choice_grams(problem: TimedProblem, choice: TimedChoice) -> int:
+    """What a choice weighs against the carbon cap: each start and each placement rounded up."""
+    served = choice.option >= 0
+    co2 = problem.evaluate(choice.option[served], choice.start_slot[served])[1]
+    return int(grams_up(co2).sum()) + int(placement_grams(problem, choice.replicas).sum())
+
+
+@dataclass(eq=False)
+class _Model:
+    """A built CP-SAT model and where its variables are (flat indices into ``variables``)."""
+
+    model: object
+    variables: list
+    x: np.ndarray  # [C]
+    y_of: np.ndarray  # [batch], -1 for must-serve
+    m_of: np.ndarray  # [J * S], -1 where absent
+    u_of: np.ndarray  # [J * S]
+    v_of: np.ndarray  # [services * S]
+    g_of: np.ndarray  # [J]: a placement's grams, -1 where it emits nothing or there is no cap
+    pool_rows: int = 0
+    link_rows: int = 0
+
+
+def _build(problem: TimedProblem, columns: BatchColumns, m_max: np.ndarray, u_max: np.ndarray,
+           sc: TimedScaling, *, outer_grams: bool) -> _Model:
+    """The CP-SAT model of §8.4. A placement's grams ``g[j] = ceil(sum_t m[j,t] w[j,t])`` (w: grams
+    of a replica in slot t) are written with the weights in units of ``1/D`` gram: rounded down
+    (``outer_grams`` False: a relaxation, every plan of §8.4 stays feasible) or up (True: every
+    plan of the model keeps the cap; used only where the relaxed plan does not)."""
     from ortools.sat.python import cp_model
 
-    started = time.perf_counter()
-    size = model_size(problem)
-    if size > MAX_VARIABLES:
-        raise ValueError(f"the time-expanded problem needs {size:,} variables, more than the exact "
-                         f"engine takes ({MAX_VARIABLES:,}); use engine 'large'")
     b, sv = problem.batch, problem.services
     n_batch, n_options, S = len(b.rows), len(sv.pool), problem.slots
-    columns = batch_columns(problem)
-    m_max, u_max = replica_bounds(problem)
-    sc = timed_scaling(problem, columns, m_max, u_max)
-    scale, error = sc.scale, sc.rounding_bound
-    common_scale = dict(cost_scale=scale, rounding_bound_cny=error)
-    stranded = b.must_serve & (np.diff(columns.start_of) == 0)
-    if stranded.any():
-        return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no start that fits",
-                            **common_scale)
-
     model = cp_model.CpModel()
     variables: list = []  # every variable, by flat index (the rows refer to these)
     objective_coeffs: list[int] = []
 
-    def new_vars(count: int, upper: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    def new_vars(upper: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
         first = len(variables)
         for ub in upper.tolist():
             variables.append(model.new_bool_var("") if ub == 1 else model.new_int_var(0, ub, ""))
         objective_coeffs.extend(np.asarray(coeffs, dtype=np.int64).tolist())
-        return np.arange(first, first + count, dtype=np.int64)
+        return np.arange(first, len(variables), dtype=np.int64)
 
     # x[d,p,s]: one boolean per kept column.
     n_columns = len(columns.option)
-    x = new_vars(n_columns, np.ones(n_columns, dtype=np.int64), sc.cost_int)
+    x = new_vars(np.ones(n_columns, dtype=np.int64), sc.cost_int)
     # y[d]: one boolean per optional batch demand.
     optional = np.flatnonzero(~b.must_serve)
     y_of = np.full(n_batch, -1, dtype=np.int64)
-    y_of[optional] = new_vars(len(optional), np.ones(len(optional), dtype=np.int64), sc.penalty_int[optional])
+    y_of[optional] = new_vars(np.ones(len(optional), dtype=np.int64), sc.penalty_int[optional])
     # m[j,t] and u[j,t]: replicas and served quanta where some optimal plan may use them.
     live = np.flatnonzero((u_max > 0).ravel())
     m_of = np.full(n_options * S, -1, dtype=np.int64)
     u_of = np.full(n_options * S, -1, dtype=np.int64)
-    m_of[live] = new_vars(len(live), m_max.ravel()[live], sc.rent_int.ravel()[live])
-    u_of[live] = new_vars(len(live), u_max.ravel()[live], np.repeat(sc.transfer_int, S)[live])
+    m_of[live] = new_vars(m_max.ravel()[live], sc.rent_int.ravel()[live])
+    u_of[live] = new_vars(u_max.ravel()[live], np.repeat(sc.transfer_int, S)[live])
     # v[e,t]: unserved load quanta of service e in slot t.
     n_services = len(sv.rows)
     loaded = np.flatnonzero((sv.load > 0).ravel())
     v_of = np.full(n_services * S, -1, dtype=np.int64)
-    v_of[loaded] = new_vars(len(loaded), sv.load.ravel()[loaded], np.repeat(sc.load_penalty_int, S)[loaded])
+    v_of[loaded] = new_vars(sv.load.ravel()[loaded], np.repeat(sc.load_penalty_int, S)[loaded])
+    # g[j]: whole grams of placement j over the horizon (only under a carbon cap).
+    g_of = np.full(n_options, -1, dtype=np.int64)
+    g_top = np.zeros(n_options, dtype=np.int64)
+    weights = np.zeros((n_options, S))
+    if problem.carbon_cap_g is not None and n_options:
+        weights = np.where(m_max > 0, sv.co2_kg * 1000.0, 0.0)
+        emitting = np.flatnonzero((weights * m_max).sum(axis=1) > 0)
+        g_top[emitting] = np.ceil((weights * m_max).sum(axis=1)[emitting]).astype(np.int64) + 1
+        g_of[emitting] = new_vars(g_top[emitting], np.zeros(len(emitting), dtype=np.int64))
 
     # One alternative per batch demand: a start on some pool, or (if optional) unserved.
     for d in range(n_batch):
@@ -342,11 +371,9 @@ def solve_timed_exact(
 
     # Replicas serve at most kappa quanta each: u[j,t] <= kappa[j] m[j,t].
     for i in live.tolist():
-        j = i // S
-        model.add(variables[u_of[i]] <= int(sv.kappa[j]) * variables[m_of[i]])
+        model.add(variables[u_of[i]] <= int(sv.kappa[i // S]) * variables[m_of[i]])
 
     # Served plus unserved load is the slot's load: sum_j u[j,t] + v[e,t] = Lq[e,t].
-    service = np.repeat(np.arange(n_services), np.diff(sv.start))
     for i in loaded.tolist():
         e, t = divmod(i, S)
         terms = [variables[u_of[j * S + t]] for j in range(int(sv.start[e]), int(sv.start[e + 1]))
@@ -366,8 +393,8 @@ def solve_timed_exact(
     if len(live):
         j_live, t_live = live // S, live % S
         pool_rows.add(sv.pool[j_live].astype(np.int64) * S + t_live, m_of[live],
-                      sv.gang[service[j_live]].astype(np.int64), m_max.ravel()[live])
-    pool_written = pool_rows.write(model, variables, problem.avail)
+                      sv.gang[sv.service[j_live]].astype(np.int64), m_max.ravel()[live])
+    written_pool = pool_rows.write(model, variables, problem.avail)
 
     # Link-slot bandwidth: each moving job's rate on its route's links in slots rel..s-1, plus
     # tau per served quantum of every service placed away from its origin.
@@ -387,14 +414,23 @@ def solve_timed_exact(
         links = np.asarray(problem.routes[int(sv.route[j])], dtype=np.int64)
         link_rows.add(links * S + t, np.full(len(links), u_of[i]), np.full(len(links), sv.tau[j]),
                       np.full(len(links), u_max.ravel()[i]))
-    link_written = link_rows.write(model, variables, problem.bandwidth)
+    written_link = link_rows.write(model, variables, problem.bandwidth)
 
-    # Carbon cap, in whole grams: each start's emissions and each replica-slot's, rounded up.
+    # Carbon cap, in whole grams: each start rounded up, and each placement over the horizon
+    # rounded up once, D g[j] >= sum_t W[j,t] m[j,t] - 1 with W = floor(D w) (or ceil, and no -1).
     if problem.carbon_cap_g is not None:
-        replica_grams = grams_up(sv.co2_kg).ravel()[live] if len(live) else np.zeros(0, dtype=np.int64)
-        coeffs = np.concatenate([columns.grams, replica_grams])
-        index = np.concatenate([x, m_of[live]])
-        tops = np.concatenate([np.ones(n_columns, dtype=np.int64), m_max.ravel()[live]])
+        for j in np.flatnonzero(g_of >= 0).tolist():
+            ts = np.flatnonzero(m_of[j * S : (j + 1) * S] >= 0)
+            most = float((weights[j] * m_max[j]).sum())
+            unit = 10.0 ** max(0, min(9, math.floor(math.log10(CARBON_UNITS_LIMIT / (2 * most + 2)))))
+            scaled = np.ceil(weights[j, ts] * unit) if outer_grams else np.floor(weights[j, ts] * unit)
+            terms = [variables[m_of[j * S + t]] for t in ts.tolist()]
+            expr = cp_model.LinearExpr.weighted_sum([variables[g_of[j]], *terms],
+                                                    [int(unit), *(-scaled.astype(np.int64)).tolist()])
+            model.add(expr >= (0 if outer_grams else -1))
+        index = np.concatenate([x, g_of[g_of >= 0]])
+        coeffs = np.concatenate([columns.grams, np.ones(int((g_of >= 0).sum()), dtype=np.int64)])
+        tops = np.concatenate([np.ones(n_columns, dtype=np.int64), g_top[g_of >= 0]])
         if float((coeffs * tops).sum()) > problem.carbon_cap_g:
             model.add_linear_constraint(
                 cp_model.LinearExpr.weighted_sum([variables[i] for i in index], coeffs.tolist()),
@@ -402,81 +438,136 @@ def solve_timed_exact(
 
     # Objective: the scaled costs of every alternative.
     model.minimize(cp_model.LinearExpr.weighted_sum(variables, objective_coeffs))
+    return _Model(model, variables, x, y_of, m_of, u_of, v_of, g_of, written_pool, written_link)
 
+
+def solve_timed_exact(
+    problem: TimedProblem,
+    params: SolveParams,
+    *,
+    hint: TimedChoice | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> EngineResult:
+    """Solve the time-expanded problem with CP-SAT within ``params.time_limit_s``.
+
+    Raises ValueError when the model would pass MAX_VARIABLES (the large engine's job).
+    """
+    from ortools.sat.python import cp_model
+
+    started = time.perf_counter()
+    size = model_size(problem)
+    if size > MAX_VARIABLES:
+        raise ValueError(f"the time-expanded problem needs {size:,} variables, more than the exact "
+                         f"engine takes ({MAX_VARIABLES:,}); use engine 'large'")
+    b = problem.batch
+    columns = batch_columns(problem)
+    m_max, u_max = replica_bounds(problem)
+    sc = timed_scaling(problem, columns, m_max, u_max)
+    scale, error = sc.scale, sc.rounding_bound
+    common_scale = dict(cost_scale=scale, rounding_bound_cny=error)
+    stranded = b.must_serve & (np.diff(columns.start_of) == 0)
+    if stranded.any():
+        return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no start that fits",
+                            **common_scale)
+
+    built = _build(problem, columns, m_max, u_max, sc, outer_grams=False)
     if hint is not None:
-        _add_hint(model, variables, problem, columns, hint, x, y_of, m_of, u_of, v_of, m_max, u_max)
-
-    solver = cp_model.CpSolver()
-    remaining = params.time_limit_s - (time.perf_counter() - started)
-    solver.parameters.max_time_in_seconds = max(remaining, 0.1)
-    workers = configure(solver.parameters, params)
+        _add_hint(built, problem, columns, hint, m_max, u_max)
     progress = _Reporter(on_progress, started, scale, error)
-    solver.best_bound_callback = lambda bound: progress.report(None, bound, "bound")
-    watcher = _StopWatcher(solver, stop)
-    try:
-        code = solver.solve(model, _solution_callback(progress))
-    finally:
-        watcher.close()
-
+    code, solver, workers = _run(built, params, started, progress, stop)
     name = solver.status_name(code)
-    details = {"variables": len(variables), "columns": n_columns, "pool_rows": pool_written,
-               "link_rows": link_written, "conflicts": solver.num_conflicts,
-               "branches": solver.num_branches, "cp_sat_wall_s": solver.wall_time}
+    details = {"variables": len(built.variables), "columns": len(columns.option),
+               "pool_rows": built.pool_rows, "link_rows": built.link_rows,
+               "conflicts": solver.num_conflicts, "branches": solver.num_branches,
+               "cp_sat_wall_s": solver.wall_time}
     common = dict(solver_status=name, first_solution_s=progress.first, workers=workers, details=details,
                   **common_scale)
     if code == cp_model.INFEASIBLE:
         return EngineResult(None, Status.INFEASIBLE, None, **common)
     if code == cp_model.MODEL_INVALID:
-        raise RuntimeError(f"CP-SAT rejected the model: {model.validate()}")
+        raise RuntimeError(f"CP-SAT rejected the model: {built.model.validate()}")
+    # The relaxed model's bound holds for §8.4: its grams rows admit every plan of §8.4.
     bound = solver.best_objective_bound / scale - error
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return EngineResult(None, Status.UNKNOWN, bound, **common)
-    values = np.asarray(solver.response_proto.solution, dtype=np.int64)
-    choice = _read_choice(problem, columns, values, x, m_of, u_of)
+    choice = _read_choice(problem, columns, built, np.asarray(solver.response_proto.solution, dtype=np.int64))
+    cap = problem.carbon_cap_g
+    if cap is not None and choice_grams(problem, choice) > cap:
+        # The relaxed grams let a placement sit within 1/D gram below a whole gram: solve again
+        # with the weights rounded up, which every plan keeps (rare: float-noise margins only).
+        details["outer_grams"] = 1
+        outer = _build(problem, columns, m_max, u_max, sc, outer_grams=True)
+        code, solver, _ = _run(outer, params, started, progress, stop)
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return EngineResult(None, Status.UNKNOWN, bound, **common)
+        choice = _read_choice(problem, columns, outer, np.asarray(solver.response_proto.solution, dtype=np.int64))
     # Optimal means a relative gap of at most OPTIMAL_GAP against the true objective (§4).
     gap = relative_gap(choice_objective(problem, choice), bound)
     status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
     return EngineResult(choice, status, bound, **common)
 
 
-def _read_choice(problem: TimedProblem, columns: BatchColumns, values: np.ndarray, x: np.ndarray,
-                 m_of: np.ndarray, u_of: np.ndarray) -> TimedChoice:
+def _run(built: _Model, params: SolveParams, started: float, progress: _Reporter,
+         stop: threading.Event | None):
+    """Solve a built model within what is left of the time limit: (status code, solver, workers)."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    remaining = params.time_limit_s - (time.perf_counter() - started)
+    solver.parameters.max_time_in_seconds = max(remaining, 0.1)
+    workers = configure(solver.parameters, params)
+    solver.best_bound_callback = lambda bound: progress.report(None, bound, "bound")
+    watcher = _StopWatcher(solver, stop)
+    try:
+        code = solver.solve(built.model, _solution_callback(progress))
+    finally:
+        watcher.close()
+    return code, solver, workers
+
+
+def _read_choice(problem: TimedProblem, columns: BatchColumns, built: _Model, values: np.ndarray) -> TimedChoice:
     """The solver's values as a TimedChoice (variables were created in index order)."""
     n_batch = len(problem.batch.rows)
     option = np.full(n_batch, -1, dtype=np.int64)
     start = np.full(n_batch, -1, dtype=np.int32)
-    chosen = np.flatnonzero(values[x] > 0)
+    chosen = np.flatnonzero(values[built.x] > 0)
     owner = np.searchsorted(columns.start_of, chosen, side="right") - 1
     option[owner] = columns.option[chosen]
     start[owner] = columns.start[chosen]
     shape = (len(problem.services.pool), problem.slots)
-    replicas = np.where(m_of >= 0, values[np.maximum(m_of, 0)], 0).reshape(shape) if m_of.size else np.zeros(shape, dtype=np.int64)
-    served = np.where(u_of >= 0, values[np.maximum(u_of, 0)], 0).reshape(shape) if u_of.size else np.zeros(shape, dtype=np.int64)
-    return TimedChoice(option, start, replicas.astype(np.int64), served.astype(np.int64))
+
+    def read(where: np.ndarray) -> np.ndarray:
+        if not where.size:
+            return np.zeros(shape, dtype=np.int64)
+        return np.where(where >= 0, values[np.maximum(where, 0)], 0).reshape(shape).astype(np.int64)
+
+    return TimedChoice(option, start, read(built.m_of), read(built.u_of))
 
 
-def _add_hint(model, variables: list, problem: TimedProblem, columns: BatchColumns, hint: TimedChoice,
-              x: np.ndarray, y_of: np.ndarray, m_of: np.ndarray, u_of: np.ndarray, v_of: np.ndarray,
+def _add_hint(built: _Model, problem: TimedProblem, columns: BatchColumns, hint: TimedChoice,
               m_max: np.ndarray, u_max: np.ndarray) -> None:
     """Hint every variable from a known choice (values clipped to the variables' ranges)."""
+    model, variables, sv, S = built.model, built.variables, problem.services, problem.slots
     col_demand = np.repeat(np.arange(len(problem.batch.rows)), np.diff(columns.start_of))
     picked = (hint.option[col_demand] == columns.option) & (hint.start_slot[col_demand] == columns.start)
-    for i, on in zip(x.tolist(), picked.tolist(), strict=True):
+    for i, on in zip(built.x.tolist(), picked.tolist(), strict=True):
         model.add_hint(variables[i], on)
-    for d, i in enumerate(y_of.tolist()):
+    for d, i in enumerate(built.y_of.tolist()):
         if i >= 0:
             model.add_hint(variables[i], bool(hint.option[d] < 0))
-    replicas = np.clip(hint.replicas, 0, m_max).ravel()
-    served = np.clip(np.minimum(hint.served, hint.replicas * problem.services.kappa[:, None]), 0, u_max).ravel()
-    for i in np.flatnonzero(m_of >= 0).tolist():
-        model.add_hint(variables[m_of[i]], int(replicas[i]))
-        model.add_hint(variables[u_of[i]], int(served[i]))
-    sv = problem.services
-    S = problem.slots
-    for i in np.flatnonzero(v_of >= 0).tolist():
+    replicas = np.clip(hint.replicas, 0, m_max)
+    served = np.clip(np.minimum(hint.served, replicas * sv.kappa[:, None]), 0, u_max)
+    for i in np.flatnonzero(built.m_of >= 0).tolist():
+        model.add_hint(variables[built.m_of[i]], int(replicas.ravel()[i]))
+        model.add_hint(variables[built.u_of[i]], int(served.ravel()[i]))
+    for i in np.flatnonzero(built.v_of >= 0).tolist():
         e, t = divmod(i, S)
-        total = int(served.reshape(-1, S)[int(sv.start[e]) : int(sv.start[e + 1]), t].sum()) if len(served) else 0
-        model.add_hint(variables[v_of[i]], max(int(sv.load[e, t]) - total, 0))
+        total = int(served[int(sv.start[e]) : int(sv.start[e + 1]), t].sum())
+        model.add_hint(variables[built.v_of[i]], max(int(sv.load[e, t]) - total, 0))
+    grams = placement_grams(problem, replicas)
+    for j in np.flatnonzero(built.g_of >= 0).tolist():
+        model.add_hint(variables[built.g_of[j]], int(grams[j]))
 
 
 class _Reporter:
