@@ -558,10 +558,11 @@ def random_horizon_instance(rng: random.Random, *, max_batch: int = 3, max_servi
         links.append(link(f"r{r}", f"r{r + 1}", latency=rng.choice([2.0, 10.0, 30.0]),
                           gbps=rng.choice([0.0005, 0.001, 0.002]), transfer=rng.choice([0.0, 1.0, 5.0]), **extra))
     origins = [f"r{r}" for r in range(n_regions)]
+    widest = min(2, max(p["gpu_count"] for r in regions for p in r["pools"]))  # gangs fit some pool
     demands = []
     for i in range(rng.randint(1, max_batch)):
         d = dict(id=f"b{i}", origin=rng.choice(origins), work_pflop=360.0 * rng.choice([0.5, 1.0, 2.0, 3.0]),
-                 gang_size=rng.randint(1, 2), data_gb=rng.choice([0.0, 0.0, 0.45, 0.9]),
+                 gang_size=rng.randint(1, widest), data_gb=rng.choice([0.0, 0.0, 0.45, 0.9]),
                  unserved_penalty_cny=rng.choice([3.0, 10.0, 40.0]))
         if rng.random() < 0.5:
             d["release_slot"] = rng.randint(1, 2)
@@ -576,7 +577,7 @@ def random_horizon_instance(rng: random.Random, *, max_batch: int = 3, max_servi
             d["must_serve"] = True
         demands.append(d)
     for i in range(rng.randint(0, max_services)):
-        demands.append(dict(id=f"s{i}", kind="service", origin=rng.choice(origins), gang_size=rng.randint(1, 2),
+        demands.append(dict(id=f"s{i}", kind="service", origin=rng.choice(origins), gang_size=rng.randint(1, widest),
                             load_pflop_per_hour=[rng.choice([0.0, 180.0, 360.0, 540.0]) for _ in range(slots)],
                             traffic_gbps=rng.choice([0.0, 0.0003, 0.001]),
                             unserved_penalty_cny_per_pflop=rng.choice([0.005, 0.02, 0.1])))
