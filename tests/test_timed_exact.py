@@ -3,7 +3,6 @@ problems whose optimum is derived in the comments, and random tiny problems agai
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import threading
@@ -114,7 +113,7 @@ def build(slots, avail, *, jobs=(), services=(), bandwidth=((),), routes=(), pri
         compute=np.zeros(n_places), kwh=np.zeros(n_places), gb_per_quantum=np.zeros(n_places),
         path=np.zeros(n_places, dtype=np.int32),
     )
-    bw = np.asarray(bandwidth, dtype=np.int64).reshape(-1, slots) if len(bandwidth[0]) else np.zeros((0, slots), dtype=np.int64)
+    bw = np.asarray(bandwidth, dtype=np.int64).reshape(-1 if len(bandwidth[0]) else 0, slots)
     return TimedProblem(slots=slots, slot_hours=slot_hours, batch=batch, services=sv, avail=avail, bandwidth=bw,
                         routes=tuple(np.asarray(r, dtype=np.int32) for r in routes),
                         route_regions=tuple(("o", "r") for _ in routes), price=price, carbon=carbon,

@@ -212,7 +212,8 @@ def timed_scaling(problem: TimedProblem, columns: BatchColumns, m_max: np.ndarra
     if len(sv.pool):
         np.maximum.at(quantum_err, service, np.where(used, transfer_err[:, None], 0.0))
     quantum_err = np.maximum(quantum_err, load_penalty_err[:, None])
-    error = math.fsum(worst_err) + math.fsum((rent_err * m_max).ravel()) + math.fsum((quantum_err * sv.load).ravel())
+    error = (math.fsum(worst_err) + math.fsum((rent_err * m_max).ravel())
+             + math.fsum((quantum_err * sv.load).ravel()))
     return TimedScaling(scale, cost_int, penalty_int, rent_int, transfer_int, load_penalty_int, error)
 
 
