@@ -606,3 +606,16 @@ def test_random_tiny_horizons_match_the_reference(seed):
 def test_solve_on_random_tiny_horizons_matches_the_reference(seed):
     """End to end over the same generator: verified plans at the enumerated optimum."""
     assert_solve_matches_reference(random_horizon_instance(random.Random(seed)))
+
+
+def test_reference_reads_no_scheduler_code():
+    """tests/timed_reference.py imports only models, networkx and the standard library, so a bug in
+    scheduler cannot hide behind it."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent / "timed_reference.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module}
+    assert imported <= {"__future__", "dataclasses", "itertools", "math", "models", "networkx"}, imported
