@@ -62,7 +62,7 @@ def make_problem(seed: int, *, demands: int = 4, pools: int = 2, slots: int = 4,
         priced_energy=np.array(priced, dtype=bool), route=np.array(route, dtype=np.int32),
         data_gb=np.array(data_gb), gang=gang.astype(np.int32), release=release.astype(np.int32),
         penalty=np.round(rng.uniform(20, 60, demands), 2), must_serve=rng.random(demands) < must_share,
-        nearest_miss=np.zeros(demands, dtype=np.int8))
+        nearest_miss=np.zeros(demands, dtype=np.int8), **_plan_fields(len(pool)))
     sv_start, sv_pool = [0], []
     for _ in range(services):
         sv_pool.append(0)
@@ -76,7 +76,8 @@ def make_problem(seed: int, *, demands: int = 4, pools: int = 2, slots: int = 4,
         transfer_per_quantum=np.zeros(J), tau=np.zeros(J, dtype=np.int64),
         route=np.full(J, -1, dtype=np.int32), load=rng.integers(0, 6, (services, S)).astype(np.int64),
         penalty_per_quantum=np.round(rng.uniform(0.5, 3, services), 2),
-        gang=np.ones(services, dtype=np.int32), nearest_miss=np.zeros(services, dtype=np.int8))
+        gang=np.ones(services, dtype=np.int32), nearest_miss=np.zeros(services, dtype=np.int8),
+        **_service_plan_fields(J))
     avail = rng.integers(1, 4, (pools, S)) if tight else np.full((pools, S), 1000)
     return TimedProblem(
         slots=S, slot_hours=h, batch=b, services=sv, avail=avail.astype(np.int64),
@@ -84,7 +85,25 @@ def make_problem(seed: int, *, demands: int = 4, pools: int = 2, slots: int = 4,
         routes=(np.array([0], dtype=np.int32),), route_regions=(("a", "b"),),
         price=np.round(rng.uniform(0.2, 1.5, (pools, S)), 3),
         carbon=np.round(rng.uniform(100, 900, (pools, S)), 1), carbon_price=0.05,
-        carbon_cap_g=int(rng.integers(500, 3000)) if carbon_cap else None)
+        carbon_cap_g=int(rng.integers(500, 3000)) if carbon_cap else None,
+        **_problem_plan_fields(pools, S))
+
+
+def _plan_fields(K: int) -> dict:
+    """The batch fields only the plan and the price cap read (no cap here)."""
+    return dict(precision=np.zeros(K, dtype=np.int8), latency_ms=np.zeros(K), compute=np.zeros(K),
+                transfer=np.zeros(K), energy_kwh=np.zeros(K), price_fixed=np.zeros(K),
+                max_price=np.full(K, np.inf))
+
+
+def _service_plan_fields(J: int) -> dict:
+    return dict(precision=np.zeros(J, dtype=np.int8), latency_ms=np.zeros(J), compute=np.zeros(J),
+                kwh=np.zeros(J), gb_per_quantum=np.zeros(J), path=np.full(J, -1, dtype=np.int32))
+
+
+def _problem_plan_fields(P: int, S: int) -> dict:
+    return dict(raw_price=np.zeros((P, S)), period=np.zeros((P, S), dtype=np.int8),
+                carbon_price_per_t=50.0, energy_weight=1.0)
 
 
 # -- an independent reading of §8.2-8.4, in plain loops ------------------------------------------
@@ -291,7 +310,7 @@ def test_moves_shift_in_time_and_across_pools():
         kwh_full=np.zeros(3), kwh_last=np.ones(3), priced_energy=np.ones(3, dtype=bool),
         route=np.full(3, -1, dtype=np.int32), data_gb=np.zeros(3), gang=np.ones(2, dtype=np.int32),
         release=np.zeros(2, dtype=np.int32), penalty=np.array([100.0, 100.0]),
-        must_serve=np.array([True, True]), nearest_miss=np.zeros(2, dtype=np.int8))
+        must_serve=np.array([True, True]), nearest_miss=np.zeros(2, dtype=np.int8), **_plan_fields(3))
     pb = _with_batch(b, avail=np.array([[1, 1, 1], [1, 1, 1]]), price=np.array([[0.0, 0.3, 1.0],
                                                                                   [0.0, 0.5, 1.0]]))
     # Demand 0 (pool 0 only) and demand 1 (pool 0 or 1) both want pool 0 slot 0 at cost 1.0.
@@ -312,10 +331,11 @@ def _with_batch(b: BatchOptions, avail: np.ndarray, price: np.ndarray) -> TimedP
         co2_kg=np.zeros((0, S)), transfer_per_quantum=np.zeros(0), tau=np.zeros(0, dtype=np.int64),
         route=np.zeros(0, dtype=np.int32), load=np.zeros((0, S), dtype=np.int64),
         penalty_per_quantum=np.zeros(0), gang=np.zeros(0, dtype=np.int32),
-        nearest_miss=np.zeros(0, dtype=np.int8))
+        nearest_miss=np.zeros(0, dtype=np.int8), **_service_plan_fields(0))
     return TimedProblem(slots=S, slot_hours=1.0, batch=b, services=empty, avail=avail,
                         bandwidth=np.zeros((0, S), dtype=np.int64), routes=(), route_regions=(),
-                        price=price, carbon=np.zeros((P, S)), carbon_price=0.0, carbon_cap_g=None)
+                        price=price, carbon=np.zeros((P, S)), carbon_price=0.0, carbon_cap_g=None,
+                        **_problem_plan_fields(P, S))
 
 
 def test_stop_before_the_first_plan():

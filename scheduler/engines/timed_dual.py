@@ -109,6 +109,10 @@ class StartPricer:
         self.bits = 8.0 * b.data_gb
         self.energy_prefix = prefix(problem.price)
         self.carbon_prefix = prefix(problem.carbon)
+        max_price = getattr(b, "max_price", None)
+        self.capped = (np.isfinite(max_price) if max_price is not None
+                       else np.zeros(self.K, dtype=bool))
+        self.raw_prefix = prefix(problem.raw_price) if np.any(self.capped) else None
         self.width = (self.last - self.first + 1).clip(min=0)
 
     def chunks(self, ks: np.ndarray):
@@ -130,7 +134,19 @@ class StartPricer:
         s = self.first[ks, None] + np.arange(width)[None, :]
         valid = s <= self.last[ks, None]
         np.minimum(s, self.last[ks, None], out=s)
+        capped = self.capped[ks]
+        if np.any(capped):  # rule 10 per start: the raw price within the demand's cap
+            valid[capped] &= self.raw_price(ks[capped], s[capped]) <= self.problem.batch.max_price[ks[capped], None]
         return s, valid
+
+    def raw_price(self, ks: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """What the customer pays for each start (rule 10): raw compute + transfer + energy."""
+        b, pr = self.problem.batch, self.problem
+        p = self.pool[ks, None]
+        end = s + self.n[ks, None] - 1
+        rp = self.raw_prefix
+        raw = b.kwh_full[ks, None] * (rp[p, end] - rp[p, s]) + b.kwh_last[ks, None] * pr.raw_price[p, end]
+        return b.price_fixed[ks, None] + raw * b.priced_energy[ks, None]
 
     def grams(self, ks: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Emissions in grams (unrounded) of each start."""

@@ -802,6 +802,8 @@ def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
         if not (b.start[d] <= k < b.start[d + 1]) or not (b.first[k] <= s <= b.last[k]):
             return None
         one, sm = np.array([k]), np.array([[s]])
+        if pricer.capped[k] and not pricer.raw_price(one, sm)[0, 0] <= b.max_price[k]:
+            return None
         grams_f = pricer.grams(one, sm)
         rate, grams = pricer.rate(one, sm), _grams_int(grams_f)
         if not state.fits(one, sm, rate, grams)[0, 0]:
