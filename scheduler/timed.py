@@ -722,3 +722,153 @@ def _compile_services(instance, compiler, rows, book, raw_price, carbon, region_
         compute=cat("compute", np.float64)[order], kwh=cat("kwh", np.float64)[order],
         gb_per_quantum=cat("gb", np.float64)[order], path=cat("path", np.int32)[order],
     )
+
+
+# -- the load of a (partial) plan ---------------------------------------------------------------
+
+
+def grams(co2_kg: np.ndarray | float) -> np.ndarray:
+    """Emissions in whole grams against the carbon cap, rounded up (§8.1)."""
+    return np.maximum(np.ceil(np.asarray(co2_kg) * 1000.0 - QUANTUM_SLACK), 0).astype(np.int64)
+
+
+class TimedLoad:
+    """What a partial plan uses: GPUs per (pool, slot), bandwidth quanta per (link, slot), grams.
+
+    The greedy engine grows it one choice at a time; the plan's unserved reasons read what is
+    left. Service emissions are counted per placement (service, pool) over the horizon.
+    """
+
+    def __init__(self, problem: TimedProblem):
+        self.problem = problem
+        self.gpus = np.zeros_like(problem.avail)
+        self.link = np.zeros_like(problem.bandwidth)
+        self.batch_grams = 0
+        self.service_kg = np.zeros(problem.services.n_options)  # kg of each placement so far
+        self.service_grams = 0  # sum over placements of their kg in whole grams, rounded up
+        longest = max((len(r) for r in problem.routes), default=0)
+        # Route links padded with a phantom link (index L) that never limits anything.
+        self._route_pad = np.full((max(len(problem.routes), 1), max(longest, 1)), problem.n_links,
+                                  dtype=np.int64)
+        for r, links in enumerate(problem.routes):
+            self._route_pad[r, :len(links)] = links
+
+    @property
+    def grams_used(self) -> int:
+        return self.batch_grams + self.service_grams
+
+    def grams_left(self) -> float:
+        cap = self.problem.carbon_cap_g
+        return math.inf if cap is None else cap - self.grams_used
+
+    def free_gpus(self) -> np.ndarray:
+        return self.problem.avail - self.gpus
+
+    def free_bandwidth(self) -> np.ndarray:
+        """[links + 1, S]: bandwidth quanta left, with the phantom link's row last."""
+        free = self.problem.bandwidth - self.link
+        big = np.full((1, self.problem.slots), np.iinfo(np.int64).max // 4, dtype=np.int64)
+        return np.concatenate([free, big])
+
+    def route_free(self, routes: np.ndarray, free_bw: np.ndarray | None = None) -> np.ndarray:
+        """[len(routes), S]: the least bandwidth left on any link of each route, slot by slot."""
+        free_bw = self.free_bandwidth() if free_bw is None else free_bw
+        return free_bw[self._route_pad[np.maximum(routes, 0)]].min(axis=1)
+
+    def add_batch(self, k: int, s: int, rate: int | None = None, co2_kg: float | None = None) -> None:
+        """Run option ``k`` from slot ``s`` (``rate`` and ``co2_kg`` of that start if known)."""
+        b, pr = self.problem.batch, self.problem
+        i = int(b.demand[k])
+        n = int(b.slots[k])
+        if rate is None or co2_kg is None:
+            _, co2, rates, _ = pr.evaluate(np.array([k]), np.array([s]))
+            rate, co2_kg = int(rates[0]), float(co2[0])
+        self.gpus[b.pool[k], s:s + n] += int(b.gang[i])
+        if b.route[k] >= 0:
+            self.link[pr.routes[int(b.route[k])], int(b.release[i]):s] += int(rate)
+        self.batch_grams += int(grams(co2_kg))
+
+    def add_service(self, j: int, replicas: np.ndarray, served: np.ndarray) -> None:
+        sv, pr = self.problem.services, self.problem
+        self.gpus[sv.pool[j]] += int(sv.gang[int(sv.service[j])]) * replicas
+        if sv.route[j] >= 0 and sv.tau[j] > 0:
+            self.link[pr.routes[int(sv.route[j])]] += int(sv.tau[j]) * served[None, :]
+        before = int(grams(self.service_kg[j]))
+        self.service_kg[j] += float(np.dot(replicas, sv.co2_kg[j]))
+        self.service_grams += int(grams(self.service_kg[j])) - before
+
+    def add_service_slots(self, js: np.ndarray, ts: np.ndarray, replicas: np.ndarray,
+                          served: np.ndarray) -> None:
+        """Add ``replicas[i]`` replicas serving ``served[i]`` quanta of option ``js[i]`` in slot
+        ``ts[i]`` (each (option, slot) at most once per call)."""
+        sv, pr = self.problem.services, self.problem
+        gang = sv.gang[sv.service[js]].astype(np.int64)
+        np.add.at(self.gpus, (sv.pool[js].astype(np.int64), ts), gang * replicas)
+        carries = (sv.route[js] >= 0) & (sv.tau[js] > 0) & (served > 0)
+        if carries.any():
+            links = self._route_pad[sv.route[js[carries]]]  # [m, longest], L = padding
+            slot = np.broadcast_to(ts[carries][:, None], links.shape)
+            amount = np.broadcast_to((sv.tau[js[carries]] * served[carries])[:, None], links.shape)
+            real = links < pr.n_links
+            np.add.at(self.link, (links[real], slot[real]), amount[real])
+        touched = np.unique(js)
+        before = int(grams(self.service_kg[touched]).sum())
+        np.add.at(self.service_kg, js, replicas * sv.co2_kg[js, ts])
+        self.service_grams += int(grams(self.service_kg[touched]).sum()) - before
+
+    def feasible(self, ks: np.ndarray, ss: np.ndarray, co2_kg: np.ndarray, rate: np.ndarray,
+                 free: np.ndarray | None = None, free_bw: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(capacity, bandwidth, carbon) fit of options ``ks`` at starts ``ss`` (2-D, one row per
+        option, starts along the row) alone on top of this load."""
+        b, pr = self.problem.batch, self.problem
+        S = pr.slots
+        free = self.free_gpus() if free is None else free
+        p = b.pool[ks[:, 0]].astype(np.int64)
+        gang = b.gang[b.demand[ks[:, 0]]].astype(np.int64)
+        short = (free[p] < gang[:, None]).astype(np.int64)  # [rows, S]
+        cum = np.zeros((len(p), S + 1), dtype=np.int64)
+        np.cumsum(short, axis=1, out=cum[:, 1:])
+        sc = np.clip(ss, 0, S)
+        end = np.clip(ss + b.slots[ks].astype(np.int64), 0, S)
+        rows = np.arange(len(p))[:, None]
+        cap_ok = (cum[rows, end] - cum[rows, sc]) == 0
+        r = b.route[ks[:, 0]].astype(np.int64)
+        bw_ok = np.ones(ss.shape, dtype=bool)
+        moving = np.flatnonzero(r >= 0)
+        if len(moving):
+            least = self.route_free(r[moving], free_bw)  # [m, S]
+            rel = b.release[b.demand[ks[moving, 0]]].astype(np.int64)
+            t = np.arange(S)[None, :]
+            least = np.where(t >= rel[:, None], least, np.iinfo(np.int64).max)
+            least = np.minimum.accumulate(least, axis=1)  # least over rel..t
+            idx = np.clip(ss[moving] - 1, 0, S - 1)
+            bw_ok[moving] = least[np.arange(len(moving))[:, None], idx] >= rate[moving]
+        co2_ok = grams(co2_kg) <= self.grams_left()
+        return cap_ok, bw_ok, co2_ok
+
+    def fits(self, k: int, s: int, rate: int, co2_kg: float) -> bool:
+        """Whether option ``k`` started at ``s`` (with that start's ``rate`` and ``co2_kg``) fits
+        on top of this load: exact, for one start."""
+        b, pr = self.problem.batch, self.problem
+        i = int(b.demand[k])
+        n = int(b.slots[k])
+        p = int(b.pool[k])
+        if (pr.avail[p, s:s + n] - self.gpus[p, s:s + n]).min() < b.gang[i]:
+            return False
+        if b.route[k] >= 0:
+            rel = int(b.release[i])
+            links = pr.routes[int(b.route[k])]
+            if len(links) and (pr.bandwidth[links, rel:s] - self.link[links, rel:s]).min() < rate:
+                return False
+        return pr.carbon_cap_g is None or int(grams(co2_kg)) <= self.grams_left()
+
+    @classmethod
+    def of(cls, problem: TimedProblem, choice: TimedChoice) -> TimedLoad:
+        """The load of a whole choice."""
+        load = cls(problem)
+        for i in np.flatnonzero(choice.option >= 0).tolist():
+            load.add_batch(int(choice.option[i]), int(choice.start_slot[i]))
+        for j in np.flatnonzero(choice.replicas.any(axis=1)).tolist():
+            load.add_service(j, choice.replicas[j], choice.served[j])
+        return load
