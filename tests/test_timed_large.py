@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +16,12 @@ from hypothesis import strategies as st
 from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Status
 from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxation
 from scheduler.engines.timed_large import solve_timed_large
+from scheduler import read_instance, solve
 from scheduler.params import SolveParams
-from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedProblem
+from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedProblem, compile_timed
 
 BUDGET = SolveParams(time_limit_s=600, workers=1, seed=0, iteration_limit=30)
+TINY = Path(__file__).resolve().parent.parent / "instances" / "tiny"
 
 
 def make_problem(seed: int, *, demands: int = 4, pools: int = 2, slots: int = 4,
@@ -182,7 +185,7 @@ def choice_cost(pb: TimedProblem, c: TimedChoice) -> float:
         for t in range(pb.slots):
             served = 0
             for J in range(sv.start[i], sv.start[i + 1]):
-                total += c.replicas[J, t] * sv.rent[J, t]
+                total += c.replicas[J, t] * sv.rent[J, t] + c.served[J, t] * sv.transfer_per_quantum[J]
                 served += c.served[J, t]
             total += (sv.load[i, t] - served) * sv.penalty_per_quantum[i]
     return total
@@ -390,3 +393,29 @@ def test_ascent_raises_the_bound_on_a_tight_problem():
         assert ascent.best.bound > at_zero
         return
     pytest.skip("no seed overfilled a pool")
+
+
+@pytest.mark.parametrize("name, optimum_cny", [
+    ("timed_carbon_cap", 3.0),  # the cap leaves only hydro: 3 CNY
+    ("timed_outage", 4.0),  # the outage forces slot 2: 2 + 2 kWh x 1.0
+    ("timed_remote_data", 46.0),  # west at slot 2 after two hours of transfer: 1 + 45
+    ("timed_service_split", 12.0),  # per slot 2 replicas cheap (2) + 2 dear (4)
+    ("timed_valley", 13.2),  # the valley slot: 12 + 6 kWh x 0.2
+])
+def test_shipped_horizon_instances(name, optimum_cny):
+    """compile_timed's problems of the shipped tiny instances: each plan keeps every row and
+    costs the optimum the instance's description derives; the bound is at most that."""
+    pb = compile_timed(read_instance(TINY / f"{name}.json"))
+    result = solve_timed_large(pb, BUDGET)
+    assert violations(pb, result.choice) == []
+    assert math.isclose(choice_cost(pb, result.choice), optimum_cny, rel_tol=1e-9)
+    assert result.lower_bound <= optimum_cny + 1e-9
+
+
+@pytest.mark.parametrize("name", ["timed_carbon_cap", "timed_remote_data"])
+def test_solve_with_the_large_engine(name):
+    """solve(engine="large") on a horizon instance: the verifier accepts the plan and the
+    stats name this engine."""
+    result = solve(read_instance(TINY / f"{name}.json"),
+                   SolveParams(engine="large", workers=1, iteration_limit=30, time_limit_s=60))
+    assert result.verification.ok and result.plan.stats.engine == "large"

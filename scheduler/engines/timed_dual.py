@@ -114,6 +114,15 @@ class StartPricer:
                        else np.zeros(self.K, dtype=bool))
         self.raw_prefix = prefix(problem.raw_price) if np.any(self.capped) else None
         self.width = (self.last - self.first + 1).clip(min=0)
+        # One table of per-slot cost per kWh: rows 0..P-1 priced energy plus carbon, rows
+        # P..2P-1 carbon only (offers); flat, so that a start's cost is three gathers.
+        P, S = problem.price.shape
+        per_kwh = problem.carbon * (problem.carbon_price / 1000.0)
+        table = np.concatenate([problem.price + per_kwh, per_kwh])
+        self.kwh_table = table.ravel()
+        self.kwh_prefix = prefix(table).ravel()
+        self.table_row = self.pool + P * (~b.priced_energy).astype(np.int64)
+        self.bits_per_slot = self.bits / (problem.slot_hours * 3600.0)
 
     def chunks(self, ks: np.ndarray):
         """Split option indices so that each chunk prices at most CHUNK_CELLS starts."""
@@ -158,24 +167,32 @@ class StartPricer:
                 + b.kwh_last[ks, None] * self.problem.carbon[p, end])
 
     def cost(self, ks: np.ndarray, s: np.ndarray, grams: np.ndarray | None = None) -> np.ndarray:
-        """The objective contribution c[d,p,s] of each start."""
-        b, pr = self.problem.batch, self.problem
-        p = self.pool[ks, None]
-        end = s + self.n[ks, None] - 1
-        ep = self.energy_prefix
-        energy = b.kwh_full[ks, None] * (ep[p, end] - ep[p, s]) + b.kwh_last[ks, None] * pr.price[p, end]
-        energy *= b.priced_energy[ks, None]
-        if grams is None:
-            grams = self.grams(ks, s)
-        return b.fixed_cost[ks, None] + energy + pr.carbon_price * grams / 1000.0
+        """The objective contribution c[d,p,s] of each start (``grams`` is not needed: the
+        energy price and the carbon price per kWh are summed in one table)."""
+        b = self.problem.batch
+        row = self.table_row[ks, None]
+        last = row * self.S + (s + self.n[ks, None] - 1)
+        i0 = row * (self.S + 1) + s
+        i1 = i0 + self.n[ks, None] - 1
+        vp = self.kwh_prefix
+        out = np.take(vp, i1)
+        out -= np.take(vp, i0)
+        out *= b.kwh_full[ks, None]
+        out += b.kwh_last[ks, None] * np.take(self.kwh_table, last)
+        out += b.fixed_cost[ks, None]
+        return out
 
     def rate(self, ks: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Bandwidth quanta on each route link while the data moves (0 when it does not)."""
         h = self.problem.slot_hours
-        gap = np.maximum(s - self.rel[ks, None], 1)
-        raw = self.bits[ks, None] / (gap * h * 3600.0) / BANDWIDTH_QUANTUM_GBPS - QUANTUM_SLACK
-        rate = np.ceil(raw).astype(np.int64)
-        return np.where(self.moves[ks, None], np.maximum(rate, 0), 0)
+        moving = self.moves[ks]
+        out = np.zeros(s.shape, dtype=np.int64)
+        if not np.any(moving):
+            return out
+        gap = np.maximum(s[moving] - self.rel[ks[moving], None], 1)
+        raw = self.bits[ks[moving], None] / (gap * h * 3600.0) / BANDWIDTH_QUANTUM_GBPS - QUANTUM_SLACK
+        out[moving] = np.maximum(np.ceil(raw), 0)
+        return out
 
     def magnitude(self, ks: np.ndarray, mu_prefix: np.ndarray, route_prefix: np.ndarray,
                   nu: float) -> np.ndarray:
@@ -208,6 +225,7 @@ class DualPoint:
     pool_excess: np.ndarray  # float64 [pools, S]: usage - avail
     link_excess: np.ndarray  # float64 [links, S]
     carbon_excess: float  # grams - cap (0 without a cap)
+    batch_low: np.ndarray  # float64 [batch]: least reduced cost over the starts (inf: no option)
 
 
 class TimedRelaxation:
@@ -233,19 +251,21 @@ class TimedRelaxation:
         """(reduced cost, start) of the best start of each option in ``ks``."""
         pr = self.pricer
         s, valid = pr.starts(ks)
-        grams = pr.grams(ks, s)
-        rc = pr.cost(ks, s, grams)
+        rc = pr.cost(ks, s)
         if mult.carbon:
-            rc += mult.carbon * grams
-        p = pr.pool[ks, None]
-        rc += pr.gang[ks, None] * (mu_prefix[p, s + pr.n[ks, None]] - mu_prefix[p, s])
+            rc += mult.carbon * pr.grams(ks, s)
+        if mu_prefix.any():
+            flat = mu_prefix.ravel()
+            i0 = pr.pool[ks, None] * (pr.S + 1) + s
+            window = np.take(flat, i0 + pr.n[ks, None])
+            window -= np.take(flat, i0)
+            window *= pr.gang[ks, None]
+            rc += window
         moving = pr.moves[ks]
-        if np.any(moving):
-            sub = ks[moving]
-            ss = s[moving]
-            r = pr.route[sub, None]
-            rel = pr.rel[sub, None]
-            rc[moving] += pr.rate(sub, ss) * (route_prefix[r, ss] - route_prefix[r, rel])
+        if np.any(moving) and route_prefix.any():  # no link price: the flows cost nothing
+            r = np.maximum(pr.route[ks, None], 0)
+            rel = pr.rel[ks, None]
+            rc += pr.rate(ks, s) * (route_prefix[r, s] - route_prefix[r, rel])
         rc[~valid] = np.inf
         j = np.argmin(rc, axis=1)
         rows = np.arange(len(ks))
@@ -315,7 +335,7 @@ class TimedRelaxation:
                   + (S + 4) * EPS * 8 * magnitude + 1e-300)
         carbon_excess = (grams_total + service_grams - cap) if self.cap_g is not None else 0.0
         return DualPoint(mult, value, value - margin, batch_option, batch_start,
-                         pool_use - self.avail, link_use - self.bandwidth, carbon_excess)
+                         pool_use - self.avail, link_use - self.bandwidth, carbon_excess, low)
 
     # -- services ----------------------------------------------------------------------------
     def service_unit_costs(self, mult: Multipliers, rows: np.ndarray) -> np.ndarray:
@@ -403,6 +423,7 @@ class PolyakAscent:
         self.steps = 0
         self.current = relax.evaluate(Multipliers.zeros(pb))
         self.best = self.current
+        self.at_zero = self.current  # L(0): every demand at its cheapest start on its own
 
     def step(self, target: float | None) -> DualPoint:
         """One step from the current point; returns the new evaluation."""

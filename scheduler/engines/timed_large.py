@@ -412,10 +412,13 @@ class Builder:
     def __init__(self, problem: TimedProblem, relax: TimedRelaxation, routes: Routes):
         self.pb, self.relax, self.routes = problem, relax, routes
 
-    def build(self, mult: Multipliers, stopped: Callable[[], bool]) -> PlanState | None:
+    def build(self, mult: Multipliers, stopped: Callable[[], bool],
+              services_first: bool = False) -> PlanState | None:
         pb, pr = self.pb, self.relax.pricer
         state = PlanState(pb, pr, self.routes)
         prices = ReducedPrices(self.relax, mult)
+        if services_first and not self._cover_services(state, mult, stopped):
+            return None
         b = pb.batch
         alt = np.where(b.must_serve, np.inf, b.penalty)
         open_ = np.flatnonzero(np.diff(b.start) > 0)
@@ -452,7 +455,9 @@ class Builder:
                 break
             placed = 0
             retry = []
-            for j in order:
+            for step, j in enumerate(order):
+                if step % 256 == 255 and stopped():
+                    return None
                 d, row = int(open_[j]), int(chosen[j])
                 k, s = int(ks[row]), int(start[row])
                 one = np.array([k])
@@ -469,15 +474,21 @@ class Builder:
             open_ = np.array(sorted(retry), dtype=np.int64)
             if not placed:
                 break
-        sv = pb.services
+        if not services_first and not self._cover_services(state, mult, stopped):
+            return None
+        return state
+
+    def _cover_services(self, state: PlanState, mult: Multipliers, stopped) -> bool:
+        """Every service slot covered by reduced cost in the room left; False when stopped."""
+        sv = self.pb.services
         if len(sv.rows):
             unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
-            for t in range(pb.slots):
+            for t in range(self.pb.slots):
                 for i in range(len(sv.rows)):
                     state.cover_service_slot(i, t, unit[sv.start[i]: sv.start[i + 1], t])
                 if stopped():
-                    return None
-        return state
+                    return False
+        return True
 
 
 def _options_of(start: np.ndarray, demands: np.ndarray) -> np.ndarray:
@@ -745,11 +756,11 @@ class Search:
 
     MAX_EJECTS = 2000  # eject tries per round
 
-    def __init__(self, problem: TimedProblem, relax: TimedRelaxation, rng: np.random.Generator):
+    def __init__(self, problem: TimedProblem, alone: np.ndarray, rng: np.random.Generator):
         self.pb = problem
         self.rng = rng
         self.relocate, self.recover = Relocate(), Recover()
-        self.eject = Eject(_alone(problem, relax))
+        self.eject = Eject(alone)
         self.moves = {"relocate": 0, "eject": 0, "recover": 0}
         self.rounds = 0
 
@@ -772,25 +783,9 @@ class Search:
         return made + m
 
 
-def _alone(problem: TimedProblem, relax: TimedRelaxation) -> np.ndarray:
-    """Each batch demand's cheapest start with the room ignored (inf without options)."""
-    pr = relax.pricer
-    zero = Multipliers.zeros(problem)
-    mu_prefix = prefix(zero.pool)
-    route_prefix = relax.routes.sums(prefix(zero.link))
-    option_cost = np.empty(pr.K)
-    for ks in pr.chunks(np.arange(pr.K)):
-        option_cost[ks] = relax.price_batch(zero, mu_prefix, route_prefix, ks)[0]
-    out = np.full(len(problem.batch.rows), np.inf)
-    has = np.diff(problem.batch.start) > 0
-    if pr.K:
-        out[has] = np.minimum.reduceat(option_cost, problem.batch.start[:-1][has])
-    return out
-
-
 def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
-                hint: TimedChoice) -> PlanState | None:
-    """The hint as a plan state, or None if it does not fit its rows or windows."""
+                hint: TimedChoice, stopped: Callable[[], bool]) -> PlanState | None:
+    """The hint as a plan state, or None if it does not fit its rows or windows (or stopped)."""
     b, sv = problem.batch, problem.services
     if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), problem.slots):
         return None
@@ -799,6 +794,8 @@ def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
         k, s = int(hint.option[d]), int(hint.start_slot[d])
         if k < 0:
             continue
+        if d % 256 == 255 and stopped():
+            return None
         if not (b.start[d] <= k < b.start[d + 1]) or not (b.first[k] <= s <= b.last[k]):
             return None
         one, sm = np.array([k]), np.array([[s]])
@@ -843,31 +840,32 @@ def solve_timed_large(
     pricer, routes = StartPricer(problem), Routes(problem)
     relax = TimedRelaxation(problem, pricer, routes)
     builder = Builder(problem, relax, routes)
-    search = Search(problem, relax, np.random.default_rng(params.seed))
     budget = params.iteration_limit
     deterministic = budget is not None
     dual_deadline = clock.started + DUAL_SHARE * params.time_limit_s
     dual_steps = budget if deterministic else 10**9
 
     if clock.stopped():
-        return _result(best, clock, relax, search, details, stopped=True)
+        return _result(best, clock, relax, None, details, stopped=True)
     ascent = PolyakAscent(relax)
     best.raise_bound(ascent.best.bound)
+    search = Search(problem, ascent.at_zero.batch_low, np.random.default_rng(params.seed))
     if hint is not None:
-        state = _hint_state(problem, pricer, routes, hint)
+        state = _hint_state(problem, pricer, routes, hint, clock.halt)
         if state is not None:
             best.offer(state)
     if not clock.stopped():
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
-    built_at = 0
+    built_at, build_every = 0, BUILD_EVERY
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
         if clock.stopped() or (not deterministic and time.perf_counter() >= dual_deadline):
             break
         target = best.objective if best.choice is not None and not best.missing else None
         ascent.step(target)
         best.raise_bound(ascent.best.bound)
-        if ascent.steps - built_at >= BUILD_EVERY:
+        if ascent.steps - built_at >= build_every:
             built_at = ascent.steps
+            build_every *= 2  # plans get dearer to build than dual steps: fewer as the bound settles
             _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
     details["dual_steps"] = ascent.steps
     details["dual_evaluations"] = relax.evaluations
@@ -896,11 +894,11 @@ def _build_and_polish(builder: Builder, search: Search, best: Incumbent, point: 
     best.offer(state)
 
 
-def _result(best: Incumbent, clock: Clock, relax: TimedRelaxation, search: Search,
+def _result(best: Incumbent, clock: Clock, relax: TimedRelaxation, search: Search | None,
             details: dict, stopped: bool) -> EngineResult:
     details["evaluations"] = relax.evaluations
-    details["search_rounds"] = search.rounds
-    for name, count in search.moves.items():
+    details["search_rounds"] = search.rounds if search is not None else 0
+    for name, count in (search.moves if search is not None else {}).items():
         details[f"{name}_moves"] = count
     lb = best.lower_bound()
     clock.report(None if best.choice is None or best.missing else best.objective, lb, best.gap(),
