@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Status
 from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxation
-from scheduler.engines.timed_large import solve_timed_large
+from scheduler.engines.timed_dual import Routes, StartPricer
+from scheduler.engines.timed_large import Eject, PlanState, Relocate, _hint_state, solve_timed_large
 from scheduler import read_instance, solve
 from scheduler.params import SolveParams
 from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedProblem, compile_timed
@@ -303,27 +304,57 @@ def test_uncoupled_instance_has_zero_gap(seed):
     assert math.isclose(cost, alone, rel_tol=1e-12)
 
 
-def test_moves_shift_in_time_and_across_pools():
-    """One pool-slot of room: the second job must move to another start or pool; the plan
-    places both (the cheapest starts collide: each job's best start is slot 0 of pool 0)."""
+def _two_jobs(last0: int) -> TimedProblem:
+    """Two must-serve 1-slot jobs, one GPU per pool and slot, three slots: demand 0 only on pool
+    0 (starts 0..last0), demand 1 on pool 0 (1.0 fixed) or pool 1 (1.5 fixed); energy 1 kWh in
+    the slot at 0.0 / 0.3 / 1.0 CNY on pool 0 and 0.0 / 0.5 / 1.0 on pool 1."""
     b = BatchOptions(
         rows=np.arange(2), start=np.array([0, 1, 3]), pool=np.array([0, 0, 1], dtype=np.int32),
         units=np.full(3, 100), slots=np.ones(3, dtype=np.int32), first=np.zeros(3, dtype=np.int32),
-        last=np.full(3, 2, dtype=np.int32), fixed_cost=np.array([1.0, 1.0, 1.5]),
+        last=np.array([last0, 2, 2], dtype=np.int32), fixed_cost=np.array([1.0, 1.0, 1.5]),
         kwh_full=np.zeros(3), kwh_last=np.ones(3), priced_energy=np.ones(3, dtype=bool),
         route=np.full(3, -1, dtype=np.int32), data_gb=np.zeros(3), gang=np.ones(2, dtype=np.int32),
         release=np.zeros(2, dtype=np.int32), penalty=np.array([100.0, 100.0]),
         must_serve=np.array([True, True]), nearest_miss=np.zeros(2, dtype=np.int8), **_plan_fields(3))
-    pb = _with_batch(b, avail=np.array([[1, 1, 1], [1, 1, 1]]), price=np.array([[0.0, 0.3, 1.0],
-                                                                                  [0.0, 0.5, 1.0]]))
-    # Demand 0 (pool 0 only) and demand 1 (pool 0 or 1) both want pool 0 slot 0 at cost 1.0.
-    # Best: demand 0 at (0, 0): 1.0; demand 1 at (1, 0): 1.5 - cheaper than (0, 1): 1.3? No:
-    # 1.0 + 0.3 = 1.3 < 1.5, so the optimum puts demand 1 on pool 0 slot 1 (or demand 0 there):
-    # total 1.0 + 1.3 = 2.3.
-    result = solve_timed_large(pb, BUDGET)
-    assert violations(pb, result.choice) == []
-    assert math.isclose(choice_cost(pb, result.choice), 2.3)
-    assert math.isclose(optimum(pb), 2.3)
+    return _with_batch(b, avail=np.ones((2, 3), dtype=np.int64),
+                       price=np.array([[0.0, 0.3, 1.0], [0.0, 0.5, 1.0]]))
+
+
+def _state(pb: TimedProblem, option, start) -> PlanState:
+    """The plan state of the given batch choices (no services)."""
+    pricer, routes = StartPricer(pb), Routes(pb)
+    hint = TimedChoice(np.array(option), np.array(start, dtype=np.int32),
+                       np.zeros((0, pb.slots), dtype=np.int64), np.zeros((0, pb.slots), dtype=np.int64))
+    return _hint_state(pb, pricer, routes, hint, lambda: False)
+
+
+def test_relocate_moves_in_time_and_across_pools():
+    """Demand 1 on pool 1 at slot 2 (1.5 + 1.0) moves to its cheapest fitting start, pool 0
+    slot 1 (1.0 + 0.3), around demand 0 at pool 0 slot 0: 1.0 + 1.3 = 2.3."""
+    state = _state(_two_jobs(2), [0, 2], [0, 2])
+    assert math.isclose(state.objective(), 1.0 + 2.5)
+    assert Relocate().run(state, np.array([0, 1]), lambda: False) == 1
+    assert (state.option.tolist(), state.start.tolist()) == ([0, 1], [0, 1])
+    assert math.isclose(state.objective(), 2.3)
+
+
+def test_eject_makes_room_for_a_blocked_job():
+    """Demand 0 may only start at slot 0 of pool 0, where demand 1 sits: relocating demand 0
+    cannot place it; eject moves demand 1 to its next cheapest start (pool 0 slot 1, 1.3) and
+    places demand 0 (1.0)."""
+    pb = _two_jobs(0)
+    state = _state(pb, [-1, 1], [-1, 0])
+    Relocate().run(state, np.array([0]), lambda: False)
+    assert state.unplaced() == 1  # nothing fits demand 0
+    alone = np.array([1.0, 1.0])  # each demand's cheapest start on its own
+    assert Eject(alone).run(state, np.array([0]), lambda: False) == 1
+    assert state.unplaced() == 0 and violations(pb, state.choice()) == []
+    assert math.isclose(state.objective(), 2.3)
+
+
+def test_a_hint_that_overfills_a_row_is_refused():
+    """Both jobs at pool 0 slot 0 (one GPU) is not a plan state: the hint is refused."""
+    assert _state(_two_jobs(2), [0, 1], [0, 0]) is None
 
 
 def _with_batch(b: BatchOptions, avail: np.ndarray, price: np.ndarray) -> TimedProblem:

@@ -64,6 +64,11 @@ class Routes:
             self.incidence[r, np.asarray(links, dtype=np.int64)] = 1.0
         self.links = [np.asarray(links, dtype=np.int64) for links in problem.routes]
         self.of_link = [np.flatnonzero(self.incidence[:, l]) for l in range(n_links)]
+        # Each route's links, padded with the index n_links (a row of unlimited room).
+        width = max((len(x) for x in self.links), default=0)
+        self.padded = np.full((self.count, max(width, 1)), n_links, dtype=np.int64)
+        for r, links in enumerate(self.links):
+            self.padded[r, : len(links)] = links
 
     def sums(self, per_link: np.ndarray) -> np.ndarray:
         """[routes, ...]: the sum over each route's links."""
@@ -73,12 +78,10 @@ class Routes:
 
     def minima(self, per_link: np.ndarray, routes: np.ndarray | None = None) -> np.ndarray:
         """[routes, S]: the least value over each route's links (huge for an empty route)."""
-        rows = range(self.count) if routes is None else routes
-        out = np.full((len(rows), per_link.shape[1]), np.iinfo(np.int64).max // 4, dtype=np.int64)
-        for i, r in enumerate(rows):
-            if len(self.links[r]):
-                out[i] = per_link[self.links[r]].min(axis=0)
-        return out
+        rows = np.arange(self.count) if routes is None else np.asarray(routes, dtype=np.int64)
+        huge = np.full((1, per_link.shape[1]), np.iinfo(np.int64).max // 4, dtype=np.int64)
+        table = np.concatenate([per_link.astype(np.int64), huge])
+        return table[self.padded[rows]].min(axis=1)
 
 
 class StartPricer:

@@ -54,6 +54,8 @@ class RangeMin:
         self.values = values  # int64 [R, S], shared with the owner and updated through it
         self.S = values.shape[1]
         self.levels: list[np.ndarray] = []
+        self.dirty = np.zeros(values.shape[0], dtype=bool)
+        self.any_dirty = False
         self._build_all()
 
     def _build_all(self) -> None:
@@ -65,8 +67,14 @@ class RangeMin:
             j += 1
 
     def update(self, rows) -> None:
-        """Rebuild the rows ``rows`` after their values changed."""
-        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        """Mark the rows ``rows`` changed; they are rebuilt, together, at the next query."""
+        self.dirty[rows] = True
+        self.any_dirty = True
+
+    def _rebuild(self) -> None:
+        rows = np.flatnonzero(self.dirty)
+        self.dirty[:] = False
+        self.any_dirty = False
         self.levels[0][rows] = self.values[rows]
         for j in range(1, len(self.levels)):
             prev, half = self.levels[j - 1], 1 << (j - 1)
@@ -74,6 +82,8 @@ class RangeMin:
 
     def query(self, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """min(values[r, lo:hi]) elementwise (broadcast); HUGE where the range is empty."""
+        if self.any_dirty:
+            self._rebuild()
         r, lo, hi = np.broadcast_arrays(r, lo, hi)
         length = hi - lo
         out = np.full(r.shape, HUGE, dtype=np.int64)
@@ -152,11 +162,14 @@ class PlanState:
         return ok
 
     def _touch_links(self, links: np.ndarray) -> None:
+        """Recompute the room of the routes through ``links`` after their room changed."""
         if self.route_min is None or not len(links):
             return
         routes = np.unique(np.concatenate([self.routes.of_link[l] for l in links]))
         if len(routes):
-            self.route_free[routes] = self.routes.minima(self.link_free, routes)
+            sentinel = np.full((1, self.link_free.shape[1]), HUGE, dtype=np.int64)
+            table = np.concatenate([self.link_free, sentinel])
+            self.route_free[routes] = table[self.routes.padded[routes]].min(axis=1)
             self.route_min.update(routes)
 
     # -- batch -------------------------------------------------------------------------------
@@ -785,7 +798,8 @@ class Search:
 
 def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
                 hint: TimedChoice, stopped: Callable[[], bool]) -> PlanState | None:
-    """The hint as a plan state, or None if it does not fit its rows or windows (or stopped)."""
+    """The hint as a plan state, or None if it does not fit its rows or windows (or stopped).
+    Placed as given; the rows are checked once, at the end (no room may be negative)."""
     b, sv = problem.batch, problem.services
     if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), problem.slots):
         return None
@@ -803,8 +817,6 @@ def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
             return None
         grams_f = pricer.grams(one, sm)
         rate, grams = pricer.rate(one, sm), _grams_int(grams_f)
-        if not state.fits(one, sm, rate, grams)[0, 0]:
-            return None
         state.place(d, k, s, float(pricer.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
     for i in range(len(sv.rows)):
         lo, hi = int(sv.start[i]), int(sv.start[i + 1])
