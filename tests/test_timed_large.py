@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Status
 from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxation
 from scheduler.engines.timed_dual import Routes, StartPricer
-from scheduler.engines.timed_large import Eject, PlanState, Relocate, _hint_state, solve_timed_large
+from scheduler.engines.timed_large import (
+    Eject,
+    PlanState,
+    RangeMin,
+    Relocate,
+    _hint_state,
+    solve_timed_large,
+)
 from scheduler import read_instance, solve
 from scheduler.params import SolveParams
 from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedProblem, compile_timed
@@ -450,3 +457,20 @@ def test_solve_with_the_large_engine(name):
     result = solve(read_instance(TINY / f"{name}.json"),
                    SolveParams(engine="large", workers=1, iteration_limit=30, time_limit_s=60))
     assert result.verification.ok and result.plan.stats.engine == "large"
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10**6), slots=st.integers(1, 40))
+def test_range_minima_match_slices(seed, slots):
+    """RangeMin.query equals min(values[r, lo:hi]) for random ranges, also after row updates."""
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-5, 50, (3, slots)).astype(np.int64)
+    table = RangeMin(values)
+    for _ in range(2):
+        r = rng.integers(0, 3, 30)
+        lo = rng.integers(0, slots, 30)
+        hi = np.minimum(lo + rng.integers(1, slots + 1, 30), slots)
+        expected = [values[a, b:c].min() for a, b, c in zip(r, lo, hi)]
+        assert table.query(r, lo, hi).tolist() == expected
+        values[1] -= rng.integers(0, 5, slots)  # the owner changes a row and says so
+        table.update(1)

@@ -52,19 +52,16 @@ class RangeMin:
 
     def __init__(self, values: np.ndarray):
         self.values = values  # int64 [R, S], shared with the owner and updated through it
-        self.S = values.shape[1]
-        self.levels: list[np.ndarray] = []
-        self.dirty = np.zeros(values.shape[0], dtype=bool)
-        self.any_dirty = False
-        self._build_all()
-
-    def _build_all(self) -> None:
-        self.levels = [self.values.copy()]
-        j = 1
-        while (1 << j) <= self.S:
-            prev, half = self.levels[-1], 1 << (j - 1)
-            self.levels.append(np.minimum(prev[:, : prev.shape[1] - half], prev[:, half:]))
-            j += 1
+        R, self.S = values.shape
+        self.n_levels = max(1, int(self.S).bit_length())
+        # levels[j, r, t] = min(values[r, t : t + 2^j]) (HUGE past the end): one 3-D table, so a
+        # query is two gathers whatever the lengths.
+        self.levels = np.full((self.n_levels, R, self.S), HUGE, dtype=np.int64)
+        self.flat = self.levels.reshape(-1)
+        self.log2 = np.zeros(self.S + 1, dtype=np.int64)
+        self.log2[1:] = np.floor(np.log2(np.arange(1, self.S + 1))).astype(np.int64)
+        self.dirty = np.ones(R, dtype=bool)
+        self.any_dirty = True
 
     def update(self, rows) -> None:
         """Mark the rows ``rows`` changed; they are rebuilt, together, at the next query."""
@@ -75,10 +72,12 @@ class RangeMin:
         rows = np.flatnonzero(self.dirty)
         self.dirty[:] = False
         self.any_dirty = False
-        self.levels[0][rows] = self.values[rows]
-        for j in range(1, len(self.levels)):
-            prev, half = self.levels[j - 1], 1 << (j - 1)
-            self.levels[j][rows] = np.minimum(prev[rows, : prev.shape[1] - half], prev[rows, half:])
+        L = self.levels
+        L[0, rows] = self.values[rows]
+        for j in range(1, self.n_levels):
+            half = 1 << (j - 1)
+            width = self.S - (1 << j) + 1
+            L[j, rows, :width] = np.minimum(L[j - 1, rows, :width], L[j - 1, rows, half: half + width])
 
     def query(self, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """min(values[r, lo:hi]) elementwise (broadcast); HUGE where the range is empty."""
@@ -86,18 +85,15 @@ class RangeMin:
             self._rebuild()
         r, lo, hi = np.broadcast_arrays(r, lo, hi)
         length = hi - lo
-        out = np.full(r.shape, HUGE, dtype=np.int64)
-        ok = length > 0
-        if not np.any(ok):
-            return out
-        j = np.zeros(r.shape, dtype=np.int64)
-        j[ok] = np.floor(np.log2(length[ok])).astype(np.int64)
-        for level in np.unique(j[ok]):
-            sel = ok & (j == level)
-            table = self.levels[level]
-            a = table[r[sel], lo[sel]]
-            b = table[r[sel], hi[sel] - (1 << level)]
-            out[sel] = np.minimum(a, b)
+        empty = length <= 0
+        j = self.log2[np.clip(length, 0, self.S)]
+        R, S = self.levels.shape[1:]
+        base = (j * R + r) * S
+        a = np.take(self.flat, base + np.clip(lo, 0, S - 1))
+        b = np.take(self.flat, base + np.clip(hi - (1 << j), 0, S - 1))
+        out = np.minimum(a, b)
+        if np.any(empty):
+            out[empty] = HUGE
         return out
 
 
@@ -227,10 +223,13 @@ class PlanState:
         """Per option of ``ks``: (rank, start, cost, rate, grams) of its best fitting start."""
         pr = self.pr
         s, valid = pr.starts(ks)
-        grams_f = pr.grams(ks, s)
-        cost = pr.cost(ks, s, grams_f)
+        if self.carbon_free < HUGE or (rc_extra is not None and rc_extra.mult.carbon):
+            grams_f = pr.grams(ks, s)
+            grams = _grams_int(grams_f)
+        else:  # no cap and no carbon multiplier: the grams matter nowhere
+            grams_f = grams = np.zeros(s.shape, dtype=np.int64)
+        cost = pr.cost(ks, s)
         rate = pr.rate(ks, s)
-        grams = _grams_int(grams_f)
         ok = valid & self.fits(ks, s, rate, grams)
         rank = cost if rc_extra is None else cost + rc_extra.batch(ks, s, rate, grams_f)
         rank = np.where(ok, rank, np.inf)
@@ -400,12 +399,15 @@ class ReducedPrices:
 
     def batch(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
         pr = self.pr
-        p = pr.pool[ks, None]
-        out = pr.gang[ks, None] * (self.mu_prefix[p, s + pr.n[ks, None]] - self.mu_prefix[p, s])
+        if self.mu_prefix.any():
+            p = pr.pool[ks, None]
+            out = pr.gang[ks, None] * (self.mu_prefix[p, s + pr.n[ks, None]] - self.mu_prefix[p, s])
+        else:
+            out = np.zeros(s.shape)
         if self.mult.carbon:
             out = out + self.mult.carbon * grams
         moving = pr.moves[ks]
-        if np.any(moving):
+        if np.any(moving) and self.route_prefix.any():
             r = pr.route[ks[moving], None]
             rel = pr.rel[ks[moving], None]
             out[moving] += rate[moving] * (self.route_prefix[r, s[moving]] - self.route_prefix[r, rel])
@@ -418,9 +420,10 @@ class ReducedPrices:
 
 
 class Builder:
-    """A plan at given multipliers: batch demands by regret, each at its best reduced-cost start
-    that fits every row, until nothing more fits; then services slot by slot in the room left
-    (services are flexible slot by slot, batch runs are not)."""
+    """A plan at given multipliers: batch demands by regret (priced once, all together), each at
+    its proposed start if that still fits, else at its best reduced-cost start that does; then
+    services slot by slot in the room left (services are flexible slot by slot, batch runs
+    are not)."""
 
     def __init__(self, problem: TimedProblem, relax: TimedRelaxation, routes: Routes):
         self.pb, self.relax, self.routes = problem, relax, routes
@@ -467,7 +470,6 @@ class Builder:
             if not len(order):
                 break
             placed = 0
-            retry = []
             for step, j in enumerate(order):
                 if step % 256 == 255 and stopped():
                     return None
@@ -482,11 +484,12 @@ class Builder:
                     state.place(d, k, s, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]),
                                 int(grams[0, 0]))
                     placed += 1
-                else:
-                    retry.append(d)
-            open_ = np.array(sorted(retry), dtype=np.int64)
-            if not placed:
-                break
+                else:  # its proposal no longer fits: its best start that still does
+                    k, s, cost, rate_, grams_, rank_ = state.best_fit(d, prices)
+                    if k >= 0 and rank_ <= alt[d]:
+                        state.place(d, k, s, cost, rate_, grams_)
+                        placed += 1
+            break  # one pass: every demand was placed at its best fitting start, or none fits
         if not services_first and not self._cover_services(state, mult, stopped):
             return None
         return state
@@ -647,6 +650,73 @@ class Eject:
                 state.clear_service_slot(i, t)
 
 
+class Yield:
+    """Batch jobs yield to a service: in a slot where a service leaves load unserved, the jobs
+    running then on its cheapest pool leave, the service covers its load again, and the jobs
+    take their cheapest fitting places (other starts, other pools) or stay out if optional; the
+    services those jobs then displace are not touched (they only take free room). Kept if the
+    plan has no more unplaced must-serve jobs and costs less."""
+
+    name = "yield"
+    MAX_JOBS = 4
+
+    def run(self, state: PlanState, stopped: Callable[[], bool], budget: int) -> int:
+        sv, pr = state.pb.services, state.pr
+        if not len(sv.rows):
+            return 0
+        served = np.zeros(state.service_cost.shape, dtype=np.int64)
+        np.add.at(served, state.service_owner, state.served)
+        short = (sv.load - served) * sv.penalty_per_quantum[:, None]
+        cells = np.flatnonzero(short.ravel() > 0)
+        cells = cells[np.argsort(-short.ravel()[cells], kind="stable")][:budget]
+        moves = 0
+        for cell in cells:
+            if stopped():
+                break
+            i, t = divmod(int(cell), state.pb.slots)
+            lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+            if hi <= lo:
+                continue
+            kappa = sv.kappa[lo:hi].astype(np.float64)
+            unit = sv.rent[lo:hi, t] / np.maximum(kappa, 1.0) + sv.transfer_per_quantum[lo:hi]
+            p = int(sv.pool[lo + int(np.argmin(unit))])
+            on = np.flatnonzero(state.option >= 0)
+            on = on[pr.pool[state.option[on]] == p]
+            running = on[(state.start[on] <= t) & (state.start[on] + pr.n[state.option[on]] > t)]
+            if not len(running) or len(running) > self.MAX_JOBS:
+                continue
+            if self._try(state, i, t, [int(j) for j in running]):
+                moves += 1
+        return moves
+
+    @staticmethod
+    def _try(state: PlanState, i: int, t: int, jobs: list[int]) -> bool:
+        b = state.pb.batch
+        before = (state.unplaced(), state.objective())
+        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
+                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+        snap = state.service_slot_snapshot(i, t)
+        state.clear_service_slot(i, t)
+        for j in jobs:
+            state.remove(j)
+        state.cover_service_slot(i, t)
+        for j in jobs:
+            kk, ss, cc, rr, gg, _ = state.best_fit(j)
+            if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
+                state.place(j, kk, ss, cc, rr, gg)
+        after = (state.unplaced(), state.objective())
+        if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
+            return True
+        for j in jobs:
+            state.remove(j)
+        state.clear_service_slot(i, t)
+        for j, (kk, ss, cc, rr, gg) in saved.items():
+            if kk >= 0:
+                state.place(j, kk, ss, cc, rr, gg)
+        state.restore_service_slot(i, t, snap)
+        return False
+
+
 class Recover:
     """Each service, slot by slot, gives up its replicas and covers its load again at true
     costs with the room now left; kept when it costs less."""
@@ -772,9 +842,9 @@ class Search:
     def __init__(self, problem: TimedProblem, alone: np.ndarray, rng: np.random.Generator):
         self.pb = problem
         self.rng = rng
-        self.relocate, self.recover = Relocate(), Recover()
+        self.relocate, self.recover, self.yield_ = Relocate(), Recover(), Yield()
         self.eject = Eject(alone)
-        self.moves = {"relocate": 0, "eject": 0, "recover": 0}
+        self.moves = {"relocate": 0, "eject": 0, "recover": 0, "yield": 0}
         self.rounds = 0
 
     def round(self, state: PlanState, stopped: Callable[[], bool]) -> int:
@@ -790,6 +860,9 @@ class Search:
         cand = cand[self.rng.permutation(len(cand))][: self.MAX_EJECTS]
         m = self.eject.run(state, cand, stopped)
         self.moves["eject"] += m
+        made += m
+        m = self.yield_.run(state, stopped, self.MAX_EJECTS)
+        self.moves["yield"] += m
         made += m
         m = self.recover.run(state, stopped)
         self.moves["recover"] += m
