@@ -939,8 +939,9 @@ def solve_timed_large(
         state = _hint_state(problem, pricer, routes, hint, clock.halt)
         if state is not None:
             best.offer(state)
-    if not clock.stopped():
-        _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
+    if not clock.stopped():  # polished at once only without a hint: the dual steps come first
+        _build_and_polish(builder, search, best, ascent.best, clock,
+                          rounds=0 if best.choice is not None else 1)
     built_at, build_every = 0, BUILD_EVERY
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
         if clock.stopped() or (not deterministic and time.perf_counter() >= dual_deadline):
@@ -951,7 +952,7 @@ def solve_timed_large(
         if ascent.steps - built_at >= build_every:
             built_at = ascent.steps
             build_every *= 2  # plans get dearer to build than dual steps: fewer as the bound settles
-            _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
+            _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     details["dual_steps"] = ascent.steps
     details["dual_evaluations"] = relax.evaluations
     # Last plan at the best multipliers, then search rounds on the incumbent until a limit.
