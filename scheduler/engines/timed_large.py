@@ -1,0 +1,999 @@
+"""The national-scale engine for horizon instances (docs/formulation.md §8.4-8.5).
+
+1. Bound: the pool-slot, link-slot and carbon rows are relaxed (`timed_dual`); projected Polyak
+   subgradient steps raise the Lagrangian, and the best value evaluated is the proven bound.
+2. Plans: at the multipliers, demands are priced by reduced cost and placed by regret, each at
+   its best start that still fits every row (`Builder`); services cover their load slot by slot.
+3. Improvement: `Relocate` moves a job to its cheapest fitting (pool, start) - in time within its
+   window and across pools - or serves an unserved one; `Eject` frees room for a job by moving
+   the jobs that block its best start; `Recover` re-covers a service's load slot by slot.
+
+The (demand, pool, start) triples are never stored: every pricing is a vectorized pass over
+the allowed starts of a few options. See docs/large-engine.md, "Horizon instances".
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from models import OPTIMAL_GAP, Status
+from scheduler.engines import EngineResult
+from scheduler.engines.timed_dual import (
+    DualPoint,
+    Multipliers,
+    PolyakAscent,
+    Routes,
+    StartPricer,
+    TimedRelaxation,
+    prefix,
+)
+from scheduler.params import Progress, SolveParams
+from scheduler.timed import TimedChoice, TimedProblem
+
+HUGE = np.iinfo(np.int64).max // 4
+DUAL_SHARE = 0.5  # of the time limit, at most, for the subgradient steps
+BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
+PROGRESS_EVERY_S = 0.25
+GRAM_MARGIN = 1e-12  # emissions are rounded up from (1 + this) * grams: never under the verifier's
+
+
+def _grams_int(grams: np.ndarray | float) -> np.ndarray:
+    return np.ceil(np.asarray(grams, dtype=np.float64) * (1.0 + GRAM_MARGIN) - 1e-9).astype(np.int64)
+
+
+class RangeMin:
+    """Minimum of ``values[r, lo:hi]`` for many (r, lo, hi) at once (a sparse table), with
+    row updates."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values  # int64 [R, S], shared with the owner and updated through it
+        R, self.S = values.shape
+        self.n_levels = max(1, int(self.S).bit_length())
+        # levels[j, r, t] = min(values[r, t : t + 2^j]) (HUGE past the end): one 3-D table, so a
+        # query is two gathers whatever the lengths.
+        self.levels = np.full((self.n_levels, R, self.S), HUGE, dtype=np.int64)
+        self.flat = self.levels.reshape(-1)
+        self.log2 = np.zeros(self.S + 1, dtype=np.int64)
+        self.log2[1:] = np.floor(np.log2(np.arange(1, self.S + 1))).astype(np.int64)
+        self.dirty = np.ones(R, dtype=bool)
+        self.any_dirty = True
+
+    def update(self, rows) -> None:
+        """Mark the rows ``rows`` changed; they are rebuilt, together, at the next query."""
+        self.dirty[rows] = True
+        self.any_dirty = True
+
+    def _rebuild(self) -> None:
+        rows = np.flatnonzero(self.dirty)
+        self.dirty[:] = False
+        self.any_dirty = False
+        L = self.levels
+        L[0, rows] = self.values[rows]
+        for j in range(1, self.n_levels):
+            half = 1 << (j - 1)
+            width = self.S - (1 << j) + 1
+            L[j, rows, :width] = np.minimum(L[j - 1, rows, :width], L[j - 1, rows, half: half + width])
+
+    def query(self, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """min(values[r, lo:hi]) elementwise (broadcast); HUGE where the range is empty."""
+        if self.any_dirty:
+            self._rebuild()
+        r, lo, hi = np.broadcast_arrays(r, lo, hi)
+        length = hi - lo
+        empty = length <= 0
+        j = self.log2[np.clip(length, 0, self.S)]
+        R, S = self.levels.shape[1:]
+        base = (j * R + r) * S
+        a = np.take(self.flat, base + np.clip(lo, 0, S - 1))
+        b = np.take(self.flat, base + np.clip(hi - (1 << j), 0, S - 1))
+        out = np.minimum(a, b)
+        if np.any(empty):
+            out[empty] = HUGE
+        return out
+
+
+class PlanState:
+    """A plan under construction or search: choices, the room left in every row, costs."""
+
+    def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
+        self.pb, self.pr, self.routes = problem, pricer, routes
+        b, sv = problem.batch, problem.services
+        self.n_batch = len(b.rows)
+        self.option = np.full(self.n_batch, -1, dtype=np.int64)
+        self.start = np.full(self.n_batch, -1, dtype=np.int64)
+        self.batch_cost = b.penalty.astype(np.float64).copy()
+        self.batch_grams = np.zeros(self.n_batch, dtype=np.int64)
+        self.batch_rate = np.zeros(self.n_batch, dtype=np.int64)
+        J, S = len(sv.pool), problem.slots
+        self.replicas = np.zeros((J, S), dtype=np.int64)
+        self.served = np.zeros((J, S), dtype=np.int64)
+        self.service_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        self.service_cost = (sv.load * sv.penalty_per_quantum[:, None]).astype(np.float64)
+        self.service_grams = np.zeros((J, S), dtype=np.int64)
+        self.pool_free = problem.avail.astype(np.int64).copy()
+        self.service_held = np.zeros(problem.avail.shape, dtype=np.int64)  # GPUs of replicas
+        self.link_free = problem.bandwidth.astype(np.int64).copy()
+        self.carbon_free = HUGE if problem.carbon_cap_g is None else int(problem.carbon_cap_g)
+        self.pool_min = RangeMin(self.pool_free)
+        self.route_free = routes.minima(self.link_free)
+        self.route_min = RangeMin(self.route_free) if routes.count else None
+
+    # -- views -------------------------------------------------------------------------------
+    def objective(self) -> float:
+        return math.fsum(self.batch_cost) + math.fsum(self.service_cost.ravel())
+
+    def unplaced(self) -> int:
+        """Must-serve batch demands without a start."""
+        return int(np.count_nonzero(self.pb.batch.must_serve & (self.option < 0)))
+
+    def choice(self) -> TimedChoice:
+        return TimedChoice(self.option.copy(), self.start.astype(np.int32),
+                           self.replicas.copy(), self.served.copy())
+
+    # -- room --------------------------------------------------------------------------------
+    def fits(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
+        """Whether each (option, start) fits the room left (broadcast over [m, W])."""
+        pr = self.pr
+        ks2 = ks[:, None]
+        ok = self.pool_min.query(pr.pool[ks2], s, s + pr.n[ks2]) >= pr.gang[ks2]
+        return ok & self.fits_links_and_carbon(ks, s, rate, grams)
+
+    def fits_links_and_carbon(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray,
+                              grams: np.ndarray) -> np.ndarray:
+        """Whether each (option, start) fits the link-slot rows and the carbon cap."""
+        pr = self.pr
+        ok = np.ones(s.shape, dtype=bool)
+        moving = pr.moves[ks]
+        if np.any(moving) and self.route_min is not None:
+            sub = ks[moving]
+            room = self.route_min.query(pr.route[sub, None], pr.rel[sub, None], s[moving])
+            ok[moving] &= room >= rate[moving]
+        if self.carbon_free < HUGE:
+            ok &= grams <= self.carbon_free
+        return ok
+
+    def _touch_links(self, links: np.ndarray) -> None:
+        """Recompute the room of the routes through ``links`` after their room changed."""
+        if self.route_min is None or not len(links):
+            return
+        routes = np.unique(np.concatenate([self.routes.of_link[l] for l in links]))
+        if len(routes):
+            sentinel = np.full((1, self.link_free.shape[1]), HUGE, dtype=np.int64)
+            table = np.concatenate([self.link_free, sentinel])
+            self.route_free[routes] = table[self.routes.padded[routes]].min(axis=1)
+            self.route_min.update(routes)
+
+    # -- batch -------------------------------------------------------------------------------
+    def place(self, d: int, k: int, s: int, cost: float, rate: int, grams: int) -> None:
+        """Put batch demand ``d`` on option ``k`` at start ``s`` (it must be unserved now)."""
+        pr = self.pr
+        p, n, g = int(pr.pool[k]), int(pr.n[k]), int(pr.gang[k])
+        self.pool_free[p, s: s + n] -= g
+        self.pool_min.update(p)
+        if rate and pr.moves[k]:
+            links = self.routes.links[pr.route[k]]
+            self.link_free[links, int(pr.rel[k]): s] -= rate
+            self._touch_links(links)
+        self.carbon_free -= grams if self.carbon_free < HUGE else 0
+        self.option[d], self.start[d] = k, s
+        self.batch_cost[d], self.batch_grams[d], self.batch_rate[d] = cost, grams, rate
+
+    def remove(self, d: int) -> None:
+        """Make batch demand ``d`` unserved."""
+        k = int(self.option[d])
+        if k < 0:
+            return
+        pr = self.pr
+        s = int(self.start[d])
+        p, n, g = int(pr.pool[k]), int(pr.n[k]), int(pr.gang[k])
+        self.pool_free[p, s: s + n] += g
+        self.pool_min.update(p)
+        rate = int(self.batch_rate[d])
+        if rate and pr.moves[k]:
+            links = self.routes.links[pr.route[k]]
+            self.link_free[links, int(pr.rel[k]): s] += rate
+            self._touch_links(links)
+        if self.carbon_free < HUGE:
+            self.carbon_free += int(self.batch_grams[d])
+        self.option[d] = self.start[d] = -1
+        self.batch_cost[d] = self.pb.batch.penalty[d]
+        self.batch_grams[d] = self.batch_rate[d] = 0
+
+    def best_fit(self, d: int, rc_extra=None) -> tuple[int, int, float, int, int, float]:
+        """(option, start, true cost, rate, grams, ranking value) of demand ``d``'s cheapest
+        start that fits now; option -1 when none fits. Ranked by true cost, or by the reduced
+        cost when ``rc_extra`` (a `ReducedPrices`) is given."""
+        b = self.pb.batch
+        ks = np.arange(b.start[d], b.start[d + 1])
+        if not len(ks):
+            return -1, -1, math.inf, 0, 0, math.inf
+        res = self.price_fitting(ks, rc_extra)
+        j = int(np.argmin(res[0]))
+        if not math.isfinite(res[0][j]):
+            return -1, -1, math.inf, 0, 0, math.inf
+        return (int(ks[j]), int(res[1][j]), float(res[2][j]), int(res[3][j]), int(res[4][j]),
+                float(res[0][j]))
+
+    def price_fitting(self, ks: np.ndarray, rc_extra=None):
+        """Per option of ``ks``: (rank, start, cost, rate, grams) of its best fitting start."""
+        pr = self.pr
+        s, valid = pr.starts(ks)
+        if self.carbon_free < HUGE or (rc_extra is not None and rc_extra.mult.carbon):
+            grams_f = pr.grams(ks, s)
+            grams = _grams_int(grams_f)
+        else:  # no cap and no carbon multiplier: the grams matter nowhere
+            grams_f = grams = np.zeros(s.shape, dtype=np.int64)
+        cost = pr.cost(ks, s)
+        rate = pr.rate(ks, s)
+        ok = valid & self.fits(ks, s, rate, grams)
+        rank = cost if rc_extra is None else cost + rc_extra.batch(ks, s, rate, grams_f)
+        rank = np.where(ok, rank, np.inf)
+        j = np.argmin(rank, axis=1)
+        rows = np.arange(len(ks))
+        return rank[rows, j], s[rows, j], cost[rows, j], rate[rows, j], grams[rows, j]
+
+    def displacing_fit(self, d: int) -> tuple[int, int]:
+        """(option, start) of demand ``d``'s cheapest start that fits once the services' replicas
+        on its pool slots are taken away ((-1, -1) if none)."""
+        pr, b = self.pr, self.pb.batch
+        ks = np.arange(b.start[d], b.start[d + 1])
+        if not len(ks):
+            return -1, -1
+        s, valid = pr.starts(ks)
+        grams_f = pr.grams(ks, s)
+        cost = pr.cost(ks, s, grams_f)
+        ok = valid & self.fits_links_and_carbon(ks, s, pr.rate(ks, s), _grams_int(grams_f))
+        for i, k in enumerate(ks):
+            room = self.pool_free[pr.pool[k]] + self.service_held[pr.pool[k]]
+            window = np.lib.stride_tricks.sliding_window_view(room, int(pr.n[k])).min(axis=1)
+            ok[i] &= window[s[i]] >= pr.gang[k]
+        cost = np.where(ok, cost, np.inf)
+        flat = int(np.argmin(cost))
+        if not math.isfinite(cost.ravel()[flat]):
+            return -1, -1
+        i, w = divmod(flat, cost.shape[1])
+        return int(ks[i]), int(s[i, w])
+
+    def service_slots_on(self, p: int, lo: int, hi: int) -> list[tuple[int, int]]:
+        """(service, slot) pairs holding replicas on pool ``p`` in slots lo..hi-1."""
+        sv = self.pb.services
+        if not len(sv.pool) or not self.service_held[p, lo:hi].any():
+            return []
+        rows = np.flatnonzero(sv.pool == p)
+        held = self.replicas[rows, lo:hi] > 0
+        return sorted({(int(self.service_owner[rows[r]]), lo + int(t)) for r, t in zip(*np.nonzero(held))})
+
+    # -- services ----------------------------------------------------------------------------
+    def clear_service_slot(self, i: int, t: int) -> None:
+        sv = self.pb.services
+        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        gang = int(sv.gang[i])
+        touched = []
+        for J in range(lo, hi):
+            m, u = int(self.replicas[J, t]), int(self.served[J, t])
+            if not m and not u:
+                continue
+            p = int(sv.pool[J])
+            self.pool_free[p, t] += m * gang
+            self.service_held[p, t] -= m * gang
+            self.pool_min.update(p)
+            if sv.route[J] >= 0 and sv.tau[J] > 0 and u:
+                links = self.routes.links[sv.route[J]]
+                self.link_free[links, t] += int(sv.tau[J]) * u
+                touched.append(links)
+            if self.carbon_free < HUGE:
+                self.carbon_free += int(self.service_grams[J, t])
+            self.replicas[J, t] = self.served[J, t] = self.service_grams[J, t] = 0
+        for links in touched:
+            self._touch_links(links)
+        self.service_cost[i, t] = float(sv.load[i, t]) * float(sv.penalty_per_quantum[i])
+
+    def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None) -> None:
+        """Serve service ``i``'s load in slot ``t`` (cleared before) greedily: pools by ``rank``
+        (per-quantum cost; the true one by default), whole replicas where they pay for
+        themselves against the penalty, within the room of every row."""
+        sv = self.pb.services
+        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        remaining = int(sv.load[i, t])
+        if remaining <= 0 or hi <= lo:
+            return
+        gang = int(sv.gang[i])
+        pen = float(sv.penalty_per_quantum[i])
+        kappa = sv.kappa[lo:hi].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            true_unit = np.where(kappa > 0, sv.rent[lo:hi, t] / kappa, np.inf) + sv.transfer_per_quantum[lo:hi]
+        order = np.argsort(true_unit if rank is None else rank, kind="stable")
+        cost = 0.0
+        for jj in order:
+            if remaining <= 0:
+                break
+            J = lo + int(jj)
+            k = int(sv.kappa[J])
+            if k <= 0:
+                continue
+            rent, tr = float(sv.rent[J, t]), float(sv.transfer_per_quantum[J])
+            p = int(sv.pool[J])
+            max_m = int(self.pool_free[p, t]) // gang if gang > 0 else HUGE
+            max_u = min(remaining, max_m * k)
+            routed = sv.route[J] >= 0 and sv.tau[J] > 0
+            if routed:
+                room = int(self.route_free[sv.route[J], t]) if self.route_min is not None else HUGE
+                max_u = min(max_u, room // int(sv.tau[J]))
+            if max_u <= 0:
+                continue
+            full = max_u // k
+            part = max_u - full * k
+            use_full = full if rent + tr * k < pen * k else 0
+            use_part = part if part and rent + tr * part < pen * part else 0
+            if not use_full and not use_part:
+                continue
+            m = use_full + (1 if use_part else 0)
+            u = use_full * k + use_part
+            grams_per = float(sv.co2_kg[J, t]) * 1000.0
+            if self.carbon_free < HUGE:
+                while m > 0 and int(_grams_int(m * grams_per)) > self.carbon_free:
+                    m -= 1
+                    u = min(u, m * k)
+                if m <= 0:
+                    continue
+            grams = int(_grams_int(m * grams_per))
+            self.replicas[J, t], self.served[J, t] = m, u
+            self.service_grams[J, t] = grams
+            self.pool_free[p, t] -= m * gang
+            self.service_held[p, t] += m * gang
+            self.pool_min.update(p)
+            if routed:
+                links = self.routes.links[sv.route[J]]
+                self.link_free[links, t] -= int(sv.tau[J]) * u
+                self._touch_links(links)
+            if self.carbon_free < HUGE:
+                self.carbon_free -= grams
+            cost += m * rent + tr * u
+            remaining -= u
+        self.service_cost[i, t] = cost + remaining * pen
+
+    def service_slot_snapshot(self, i: int, t: int):
+        sv = self.pb.services
+        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        return (self.replicas[lo:hi, t].copy(), self.served[lo:hi, t].copy(), float(self.service_cost[i, t]))
+
+    def restore_service_slot(self, i: int, t: int, snap) -> None:
+        """Put back a snapshot of service ``i``'s slot ``t`` (the slot must be cleared and the
+        room still there: it was freed by clearing it)."""
+        sv = self.pb.services
+        lo = int(sv.start[i])
+        gang = int(sv.gang[i])
+        replicas, served, cost = snap
+        for jj in np.flatnonzero((replicas > 0) | (served > 0)):
+            J = lo + int(jj)
+            m, u = int(replicas[jj]), int(served[jj])
+            p = int(sv.pool[J])
+            self.pool_free[p, t] -= m * gang
+            self.service_held[p, t] += m * gang
+            self.pool_min.update(p)
+            if sv.route[J] >= 0 and sv.tau[J] > 0 and u:
+                links = self.routes.links[sv.route[J]]
+                self.link_free[links, t] -= int(sv.tau[J]) * u
+                self._touch_links(links)
+            grams = int(_grams_int(m * float(sv.co2_kg[J, t]) * 1000.0))
+            if self.carbon_free < HUGE:
+                self.carbon_free -= grams
+            self.replicas[J, t], self.served[J, t], self.service_grams[J, t] = m, u, grams
+        self.service_cost[i, t] = cost
+
+
+class ReducedPrices:
+    """The multiplier terms of a start's reduced cost (added to its true cost)."""
+
+    def __init__(self, relax: TimedRelaxation, mult: Multipliers):
+        self.pr = relax.pricer
+        self.mult = mult
+        self.mu_prefix = prefix(mult.pool)
+        self.route_prefix = relax.routes.sums(prefix(mult.link))
+        self.relax = relax
+
+    def batch(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
+        pr = self.pr
+        if self.mu_prefix.any():
+            p = pr.pool[ks, None]
+            out = pr.gang[ks, None] * (self.mu_prefix[p, s + pr.n[ks, None]] - self.mu_prefix[p, s])
+        else:
+            out = np.zeros(s.shape)
+        if self.mult.carbon:
+            out = out + self.mult.carbon * grams
+        moving = pr.moves[ks]
+        if np.any(moving) and self.route_prefix.any():
+            r = pr.route[ks[moving], None]
+            rel = pr.rel[ks[moving], None]
+            out[moving] += rate[moving] * (self.route_prefix[r, s[moving]] - self.route_prefix[r, rel])
+        return out
+
+    def service(self, i: int, t: int) -> np.ndarray:
+        sv = self.relax.problem.services
+        rows = np.arange(sv.start[i], sv.start[i + 1])
+        return self.relax.service_unit_costs(self.mult, rows)[:, t]
+
+
+class Builder:
+    """A plan at given multipliers: batch demands by regret (priced once, all together), each at
+    its proposed start if that still fits, else at its best reduced-cost start that does; then
+    services slot by slot in the room left (services are flexible slot by slot, batch runs
+    are not)."""
+
+    def __init__(self, problem: TimedProblem, relax: TimedRelaxation, routes: Routes):
+        self.pb, self.relax, self.routes = problem, relax, routes
+
+    def build(self, mult: Multipliers, stopped: Callable[[], bool],
+              services_first: bool = False) -> PlanState | None:
+        pb, pr = self.pb, self.relax.pricer
+        state = PlanState(pb, pr, self.routes)
+        prices = ReducedPrices(self.relax, mult)
+        if services_first and not self._cover_services(state, mult, stopped):
+            return None
+        b = pb.batch
+        alt = np.where(b.must_serve, np.inf, b.penalty)
+        open_ = np.flatnonzero(np.diff(b.start) > 0)
+        while len(open_):
+            if stopped():
+                return None
+            ks = _options_of(b.start, open_)
+            rank = np.empty(len(ks))
+            start = np.empty(len(ks), dtype=np.int64)
+            for lo in range(0, len(ks), 1 << 14):
+                part = ks[lo: lo + (1 << 14)]
+                for sub in pr.chunks(part):
+                    r, s, _c, _rt, _g = state.price_fitting(sub, prices)
+                    off = lo + int(np.searchsorted(part, sub[0]))
+                    rank[off: off + len(sub)], start[off: off + len(sub)] = r, s
+            owner = pr.owner[ks]
+            seg = np.searchsorted(owner, open_)  # options of each open demand are contiguous
+            best = np.minimum.reduceat(rank, seg)
+            at = rank == np.repeat(best, np.diff(np.append(seg, len(ks))))
+            pick_first = np.ones(int(at.sum()), dtype=bool)
+            idx = np.flatnonzero(at)
+            pick_first[1:] = owner[idx[1:]] != owner[idx[:-1]]
+            chosen = np.full(len(open_), -1, dtype=np.int64)
+            chosen[np.searchsorted(open_, owner[idx[pick_first]])] = idx[pick_first]
+            masked = rank.copy()
+            masked[chosen[chosen >= 0]] = np.inf
+            second = np.minimum(np.minimum.reduceat(masked, seg), alt[open_])
+            propose = np.isfinite(best) & (best <= alt[open_])
+            regret = np.full(len(open_), -np.inf)
+            regret[propose] = second[propose] - best[propose]
+            order = np.lexsort((-regret, ~b.must_serve[open_]))
+            order = order[propose[order]]
+            if not len(order):
+                break
+            placed = 0
+            for step, j in enumerate(order):
+                if step % 256 == 255 and stopped():
+                    return None
+                d, row = int(open_[j]), int(chosen[j])
+                k, s = int(ks[row]), int(start[row])
+                one = np.array([k])
+                sm = np.array([[s]])
+                grams_f = pr.grams(one, sm)
+                rate = pr.rate(one, sm)
+                grams = _grams_int(grams_f)
+                if state.fits(one, sm, rate, grams)[0, 0]:
+                    state.place(d, k, s, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]),
+                                int(grams[0, 0]))
+                    placed += 1
+                else:  # its proposal no longer fits: its best start that still does
+                    k, s, cost, rate_, grams_, rank_ = state.best_fit(d, prices)
+                    if k >= 0 and rank_ <= alt[d]:
+                        state.place(d, k, s, cost, rate_, grams_)
+                        placed += 1
+            break  # one pass: every demand was placed at its best fitting start, or none fits
+        if not services_first and not self._cover_services(state, mult, stopped):
+            return None
+        return state
+
+    def _cover_services(self, state: PlanState, mult: Multipliers, stopped) -> bool:
+        """Every service slot covered by reduced cost in the room left; False when stopped."""
+        sv = self.pb.services
+        if len(sv.rows):
+            unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
+            for t in range(self.pb.slots):
+                for i in range(len(sv.rows)):
+                    state.cover_service_slot(i, t, unit[sv.start[i]: sv.start[i + 1], t])
+                if stopped():
+                    return False
+        return True
+
+
+def _options_of(start: np.ndarray, demands: np.ndarray) -> np.ndarray:
+    lo = start[demands]
+    counts = start[demands + 1] - lo
+    offsets = np.zeros(len(demands), dtype=np.int64)
+    np.cumsum(counts[:-1], out=offsets[1:])
+    return np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(lo - offsets, counts)
+
+
+class Relocate:
+    """Each batch demand in turn leaves its place and takes its cheapest fitting (pool, start)
+    - another start in its window, another pool - or stays unserved, whichever costs least."""
+
+    name = "relocate"
+
+    def run(self, state: PlanState, order: np.ndarray, stopped: Callable[[], bool]) -> int:
+        b = state.pb.batch
+        moves = 0
+        for d in order:
+            if stopped():
+                break
+            d = int(d)
+            if b.start[d + 1] == b.start[d]:
+                continue
+            old = (int(state.option[d]), int(state.start[d]), float(state.batch_cost[d]),
+                   int(state.batch_rate[d]), int(state.batch_grams[d]))
+            state.remove(d)
+            k, s, cost, rate, grams, _ = state.best_fit(d)
+            stay_out = not b.must_serve[d] and b.penalty[d] <= cost
+            current = old[2] if old[0] >= 0 else (math.inf if b.must_serve[d] else b.penalty[d])
+            if k >= 0 and not stay_out and cost < current - 1e-12 * max(abs(current), 1.0):
+                state.place(d, k, s, cost, rate, grams)
+                moves += 1
+            elif old[0] >= 0 and stay_out and b.penalty[d] < old[2] - 1e-12 * max(abs(old[2]), 1.0):
+                moves += 1  # cheaper unserved
+            elif old[0] >= 0:
+                state.place(d, old[0], old[1], old[2], old[3], old[4])
+        return moves
+
+
+class Eject:
+    """A demand that costs clearly more than its best start ignoring the room (or is unserved,
+    or unplaced) takes one of its few cheapest starts: the jobs in its way on that pool move to
+    their own cheapest fitting places (or out, if optional), and the services on those pool
+    slots cover their load again with the room left. Kept only if the plan improves (fewer
+    unplaced must-serve demands, then cost)."""
+
+    name = "eject"
+    MAX_BLOCKERS = 6
+    TARGETS = 3
+
+    def __init__(self, alone: np.ndarray):
+        self.alone = alone  # float64 [batch]: each demand's cheapest start ignoring the room
+
+    def candidates(self, state: PlanState) -> np.ndarray:
+        b = state.pb.batch
+        has = np.diff(b.start) > 0
+        current = np.where(b.must_serve & (state.option < 0), np.inf, state.batch_cost)
+        over = current > self.alone + 1e-9 * np.maximum(np.abs(self.alone), 1.0)
+        return np.flatnonzero(has & over)
+
+    def run(self, state: PlanState, candidates: np.ndarray, stopped: Callable[[], bool]) -> int:
+        pr, b = state.pr, state.pb.batch
+        moves = 0
+        for d in candidates:
+            if stopped():
+                break
+            d = int(d)
+            ks = np.arange(b.start[d], b.start[d + 1])
+            s, valid = pr.starts(ks)
+            cost = np.where(valid, pr.cost(ks, s), np.inf).ravel()
+            for flat in np.argsort(cost, kind="stable")[: self.TARGETS]:
+                if not math.isfinite(cost[flat]):
+                    break
+                if not (b.must_serve[d] and state.option[d] < 0) and (
+                        cost[flat] >= state.batch_cost[d] - 1e-9 * max(abs(state.batch_cost[d]), 1.0)):
+                    break  # no target is cheaper than where it stands
+                i, w = divmod(int(flat), s.shape[1])
+                if self._try(state, d, int(ks[i]), int(s[i, w])):
+                    moves += 1
+                    break
+        return moves
+
+    def _try(self, state: PlanState, d: int, k: int, st: int) -> bool:
+        pr, b = state.pr, state.pb.batch
+        p, n = int(pr.pool[k]), int(pr.n[k])
+        served = np.flatnonzero(state.option >= 0)
+        on_pool = served[pr.pool[state.option[served]] == p]
+        ends = state.start[on_pool] + pr.n[state.option[on_pool]]
+        blockers = on_pool[(state.start[on_pool] < st + n) & (ends > st) & (on_pool != d)]
+        if len(blockers) > self.MAX_BLOCKERS:
+            return False
+        slots = state.service_slots_on(p, st, st + n)
+        if not len(blockers) and not slots:
+            return False
+        jobs = [int(j) for j in blockers] + [d]
+        before_missing = state.unplaced()
+        before_cost = state.objective()
+        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
+                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+        snaps: dict = {}
+        self._clear(state, slots, snaps)
+        for j in jobs:
+            state.remove(j)
+        one, sm = np.array([k]), np.array([[st]])
+        grams_f = pr.grams(one, sm)
+        rate, grams = pr.rate(one, sm), _grams_int(grams_f)
+        if state.fits(one, sm, rate, grams)[0, 0]:
+            state.place(d, k, st, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
+            for j in jobs[:-1]:
+                kk, ss, cc, rr, gg, _ = state.best_fit(j)
+                if kk < 0 and b.must_serve[j]:  # take room from services instead
+                    kk, ss = state.displacing_fit(j)
+                    if kk >= 0:
+                        self._clear(state, state.service_slots_on(int(pr.pool[kk]), ss, ss + int(pr.n[kk])), snaps)
+                        kk, ss, cc, rr, gg, _ = state.best_fit(j)
+                if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
+                    state.place(j, kk, ss, cc, rr, gg)
+            for i, t in snaps:
+                state.cover_service_slot(i, t)
+            after_missing = state.unplaced()
+            after_cost = state.objective()
+            if after_missing < before_missing or (after_missing == before_missing and
+                                                  after_cost < before_cost - 1e-9 * max(abs(before_cost), 1.0)):
+                return True
+        for j in jobs:
+            state.remove(j)
+        for i, t in snaps:
+            state.clear_service_slot(i, t)
+        for j, (kk, ss, cc, rr, gg) in saved.items():
+            if kk >= 0:
+                state.place(j, kk, ss, cc, rr, gg)
+        for (i, t), snap in snaps.items():
+            state.restore_service_slot(i, t, snap)
+        return False
+
+    @staticmethod
+    def _clear(state: PlanState, slots, snaps: dict) -> None:
+        for i, t in slots:
+            if (i, t) not in snaps:
+                snaps[(i, t)] = state.service_slot_snapshot(i, t)
+                state.clear_service_slot(i, t)
+
+
+class Yield:
+    """Batch jobs yield to a service: in a slot where a service leaves load unserved, the jobs
+    running then on its cheapest pool leave, the service covers its load again, and the jobs
+    take their cheapest fitting places (other starts, other pools) or stay out if optional; the
+    services those jobs then displace are not touched (they only take free room). Kept if the
+    plan has no more unplaced must-serve jobs and costs less."""
+
+    name = "yield"
+    MAX_JOBS = 4
+
+    def run(self, state: PlanState, stopped: Callable[[], bool], budget: int) -> int:
+        sv, pr = state.pb.services, state.pr
+        if not len(sv.rows):
+            return 0
+        served = np.zeros(state.service_cost.shape, dtype=np.int64)
+        np.add.at(served, state.service_owner, state.served)
+        short = (sv.load - served) * sv.penalty_per_quantum[:, None]
+        cells = np.flatnonzero(short.ravel() > 0)
+        cells = cells[np.argsort(-short.ravel()[cells], kind="stable")][:budget]
+        moves = 0
+        for cell in cells:
+            if stopped():
+                break
+            i, t = divmod(int(cell), state.pb.slots)
+            lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+            if hi <= lo:
+                continue
+            kappa = sv.kappa[lo:hi].astype(np.float64)
+            unit = sv.rent[lo:hi, t] / np.maximum(kappa, 1.0) + sv.transfer_per_quantum[lo:hi]
+            p = int(sv.pool[lo + int(np.argmin(unit))])
+            on = np.flatnonzero(state.option >= 0)
+            on = on[pr.pool[state.option[on]] == p]
+            running = on[(state.start[on] <= t) & (state.start[on] + pr.n[state.option[on]] > t)]
+            if not len(running) or len(running) > self.MAX_JOBS:
+                continue
+            if self._try(state, i, t, [int(j) for j in running]):
+                moves += 1
+        return moves
+
+    @staticmethod
+    def _try(state: PlanState, i: int, t: int, jobs: list[int]) -> bool:
+        b = state.pb.batch
+        before = (state.unplaced(), state.objective())
+        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
+                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+        snap = state.service_slot_snapshot(i, t)
+        state.clear_service_slot(i, t)
+        for j in jobs:
+            state.remove(j)
+        state.cover_service_slot(i, t)
+        for j in jobs:
+            kk, ss, cc, rr, gg, _ = state.best_fit(j)
+            if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
+                state.place(j, kk, ss, cc, rr, gg)
+        after = (state.unplaced(), state.objective())
+        if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
+            return True
+        for j in jobs:
+            state.remove(j)
+        state.clear_service_slot(i, t)
+        for j, (kk, ss, cc, rr, gg) in saved.items():
+            if kk >= 0:
+                state.place(j, kk, ss, cc, rr, gg)
+        state.restore_service_slot(i, t, snap)
+        return False
+
+
+class Recover:
+    """Each service, slot by slot, gives up its replicas and covers its load again at true
+    costs with the room now left; kept when it costs less."""
+
+    name = "recover"
+
+    def run(self, state: PlanState, stopped: Callable[[], bool]) -> int:
+        sv = state.pb.services
+        moves = 0
+        for i in range(len(sv.rows)):
+            if stopped():
+                break
+            for t in range(state.pb.slots):
+                if sv.load[i, t] <= 0:
+                    continue
+                snap = state.service_slot_snapshot(i, t)
+                state.clear_service_slot(i, t)
+                state.cover_service_slot(i, t)
+                if state.service_cost[i, t] < snap[2] - 1e-12 * max(abs(snap[2]), 1.0):
+                    moves += 1
+                else:
+                    state.clear_service_slot(i, t)
+                    state.restore_service_slot(i, t, snap)
+        return moves
+
+
+class Clock:
+    """Limits, the stop request and progress reports of one solve."""
+
+    def __init__(self, params: SolveParams, on_progress, stop):
+        self.params = params
+        self.started = time.perf_counter()
+        self.deadline = self.started + params.time_limit_s
+        self.on_progress = on_progress
+        if stop is None:
+            self._stop = lambda: False
+        elif callable(getattr(stop, "is_set", None)):
+            self._stop = stop.is_set
+        else:
+            self._stop = stop
+        self.last_report = -math.inf
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def stopped(self) -> bool:
+        return bool(self._stop())
+
+    def out_of_time(self) -> bool:
+        return time.perf_counter() >= self.deadline
+
+    def halt(self) -> bool:
+        return self.stopped() or self.out_of_time()
+
+    def report(self, objective, bound, gap, message: str, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = self.elapsed()
+        if not force and now - self.last_report < PROGRESS_EVERY_S and message != "solution":
+            return
+        self.last_report = now
+        self.on_progress(Progress("large", now, objective, bound, gap, message))
+
+
+class Incumbent:
+    """The best plan so far and the best bound."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.state: PlanState | None = None
+        self.choice: TimedChoice | None = None
+        self.objective = math.inf
+        self.missing = math.inf
+        self.bound = -math.inf
+        self.first_solution_s: float | None = None
+
+    def gap(self) -> float | None:
+        if self.choice is None or self.missing or not math.isfinite(self.bound):
+            return None
+        return max(0.0, self.objective - self.bound) / max(abs(self.objective), 1.0)
+
+    def lower_bound(self) -> float | None:
+        if not math.isfinite(self.bound):
+            return None
+        return min(self.bound, self.objective) if self.choice is not None and not self.missing else self.bound
+
+    def offer(self, state: PlanState) -> bool:
+        missing, value = state.unplaced(), state.objective()
+        if missing > self.missing or (missing == self.missing and value >= self.objective):
+            return False
+        self.state, self.choice, self.missing, self.objective = state, state.choice(), missing, value
+        if not missing:
+            if self.first_solution_s is None:
+                self.first_solution_s = self.clock.elapsed()
+            self.clock.report(value, self.lower_bound(), self.gap(), "solution")
+        return True
+
+    def refresh(self) -> None:
+        """Take the current search state's plan if it improved."""
+        if self.state is not None:
+            missing, value = self.state.unplaced(), self.state.objective()
+            if missing < self.missing or (missing == self.missing and value < self.objective):
+                self.choice, self.missing, self.objective = self.state.choice(), missing, value
+                if not missing:
+                    self.clock.report(value, self.lower_bound(), self.gap(), "solution")
+
+    def raise_bound(self, value: float) -> None:
+        if value > self.bound:
+            self.bound = value
+            self.clock.report(None if self.missing else self.objective, self.lower_bound(),
+                              self.gap(), "bound")
+
+    def done(self, gap_limit: float) -> bool:
+        gap = self.gap()
+        return gap is not None and gap <= max(gap_limit, OPTIMAL_GAP * 1e-3)
+
+
+class Search:
+    """Improvement rounds on the incumbent: relocate (time and pools), eject, services."""
+
+    MAX_EJECTS = 2000  # eject tries per round
+
+    def __init__(self, problem: TimedProblem, alone: np.ndarray, rng: np.random.Generator):
+        self.pb = problem
+        self.rng = rng
+        self.relocate, self.recover, self.yield_ = Relocate(), Recover(), Yield()
+        self.eject = Eject(alone)
+        self.moves = {"relocate": 0, "eject": 0, "recover": 0, "yield": 0}
+        self.rounds = 0
+
+    def round(self, state: PlanState, stopped: Callable[[], bool]) -> int:
+        """One round of every move; returns how many moves it made."""
+        self.rounds += 1
+        n = state.n_batch
+        order = self.rng.permutation(n)
+        made = 0
+        m = self.relocate.run(state, order, stopped)
+        self.moves["relocate"] += m
+        made += m
+        cand = self.eject.candidates(state)
+        cand = cand[self.rng.permutation(len(cand))][: self.MAX_EJECTS]
+        m = self.eject.run(state, cand, stopped)
+        self.moves["eject"] += m
+        made += m
+        m = self.yield_.run(state, stopped, self.MAX_EJECTS)
+        self.moves["yield"] += m
+        made += m
+        m = self.recover.run(state, stopped)
+        self.moves["recover"] += m
+        return made + m
+
+
+def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
+                hint: TimedChoice, stopped: Callable[[], bool]) -> PlanState | None:
+    """The hint as a plan state, or None if it does not fit its rows or windows (or stopped).
+    Placed as given; the rows are checked once, at the end (no room may be negative)."""
+    b, sv = problem.batch, problem.services
+    if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), problem.slots):
+        return None
+    state = PlanState(problem, pricer, routes)
+    for d in range(len(b.rows)):
+        k, s = int(hint.option[d]), int(hint.start_slot[d])
+        if k < 0:
+            continue
+        if d % 256 == 255 and stopped():
+            return None
+        if not (b.start[d] <= k < b.start[d + 1]) or not (b.first[k] <= s <= b.last[k]):
+            return None
+        one, sm = np.array([k]), np.array([[s]])
+        if pricer.capped[k] and not pricer.raw_price(one, sm)[0, 0] <= b.max_price[k]:
+            return None
+        grams_f = pricer.grams(one, sm)
+        rate, grams = pricer.rate(one, sm), _grams_int(grams_f)
+        state.place(d, k, s, float(pricer.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
+    for i in range(len(sv.rows)):
+        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        for t in range(problem.slots):
+            snap = (hint.replicas[lo:hi, t].astype(np.int64), hint.served[lo:hi, t].astype(np.int64))
+            if np.any(snap[0] < 0) or np.any(snap[1] < 0) or np.any(snap[1] > snap[0] * sv.kappa[lo:hi]):
+                return None
+            if int(snap[1].sum()) > int(sv.load[i, t]):
+                return None
+            cost = float((snap[0] * sv.rent[lo:hi, t]).sum() + (snap[1] * sv.transfer_per_quantum[lo:hi]).sum()
+                         + (int(sv.load[i, t]) - int(snap[1].sum())) * sv.penalty_per_quantum[i])
+            state.restore_service_slot(i, t, (snap[0], snap[1], cost))
+    if np.any(state.pool_free < 0) or np.any(state.link_free < 0) or state.carbon_free < 0:
+        return None
+    return state
+
+
+def solve_timed_large(
+    problem: TimedProblem,
+    params: SolveParams,
+    *,
+    hint: TimedChoice | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | Callable[[], bool] | None = None,
+) -> EngineResult:
+    """Plan ``problem`` within the limits of ``params``: a choice and a proven lower bound."""
+    b = problem.batch
+    if np.any(b.must_serve & (np.diff(b.start) == 0)):
+        return EngineResult(None, Status.INFEASIBLE, None, "a must-serve demand has no option")
+    clock = Clock(params, on_progress, stop)
+    best = Incumbent(clock)
+    details: dict[str, float | int | str] = {}
+    pricer, routes = StartPricer(problem), Routes(problem)
+    relax = TimedRelaxation(problem, pricer, routes)
+    builder = Builder(problem, relax, routes)
+    budget = params.iteration_limit
+    deterministic = budget is not None
+    dual_deadline = clock.started + DUAL_SHARE * params.time_limit_s
+    dual_steps = budget if deterministic else 10**9
+
+    if clock.stopped():
+        return _result(best, clock, relax, None, details, stopped=True)
+    ascent = PolyakAscent(relax)
+    best.raise_bound(ascent.best.bound)
+    search = Search(problem, ascent.at_zero.batch_low, np.random.default_rng(params.seed))
+    if hint is not None:
+        state = _hint_state(problem, pricer, routes, hint, clock.halt)
+        if state is not None:
+            best.offer(state)
+    if not clock.stopped():  # polished at once only without a hint: the dual steps come first
+        _build_and_polish(builder, search, best, ascent.best, clock,
+                          rounds=0 if best.choice is not None else 1)
+    built_at, build_every = 0, BUILD_EVERY
+    while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
+        if clock.stopped() or (not deterministic and time.perf_counter() >= dual_deadline):
+            break
+        target = best.objective if best.choice is not None and not best.missing else None
+        ascent.step(target)
+        best.raise_bound(ascent.best.bound)
+        if ascent.steps - built_at >= build_every:
+            built_at = ascent.steps
+            build_every *= 2  # plans get dearer to build than dual steps: fewer as the bound settles
+            _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
+    details["dual_steps"] = ascent.steps
+    details["dual_evaluations"] = relax.evaluations
+    # Last plan at the best multipliers, then search rounds on the incumbent until a limit.
+    if ascent.steps > built_at and not clock.halt():
+        _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
+    rounds = budget if deterministic else 10**9
+    spent = 0
+    while best.state is not None and spent < rounds and not clock.halt() and not best.done(params.gap_limit):
+        made = search.round(best.state, clock.halt)
+        spent += 1
+        best.refresh()
+        if not made:
+            break
+    return _result(best, clock, relax, search, details, stopped=clock.stopped())
+
+
+def _build_and_polish(builder: Builder, search: Search, best: Incumbent, point: DualPoint,
+                      clock: Clock, rounds: int) -> None:
+    state = builder.build(point.multipliers, clock.halt)
+    if state is None:
+        return
+    for _ in range(rounds):
+        if clock.halt() or not search.round(state, clock.halt):
+            break
+    best.offer(state)
+
+
+def _result(best: Incumbent, clock: Clock, relax: TimedRelaxation, search: Search | None,
+            details: dict, stopped: bool) -> EngineResult:
+    details["evaluations"] = relax.evaluations
+    details["search_rounds"] = search.rounds if search is not None else 0
+    for name, count in (search.moves if search is not None else {}).items():
+        details[f"{name}_moves"] = count
+    lb = best.lower_bound()
+    clock.report(None if best.choice is None or best.missing else best.objective, lb, best.gap(),
+                 "final", force=True)
+    if best.choice is None or best.missing:
+        return EngineResult(None, Status.UNKNOWN, lb, "STOPPED" if stopped else "no complete plan found",
+                            first_solution_s=best.first_solution_s, details=details)
+    gap = best.gap()
+    status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
+    name = "OPTIMAL" if status == Status.OPTIMAL else ("STOPPED" if stopped else "FEASIBLE")
+    return EngineResult(best.choice, status, lb, name, first_solution_s=best.first_solution_s,
+                        details=details)
