@@ -36,7 +36,13 @@ The plan (objective 141.265):
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from models import (
     Assignment,
@@ -51,6 +57,7 @@ from models import (
     Status,
     Unserved,
 )
+from scheduler.strategies import timed_instances
 from scheduler.verify import verify
 
 OBJECTIVE = 141.265
@@ -375,6 +382,13 @@ def test_rate_is_rounded_up_to_whole_quanta():
     got = found(inst, plan())
     assert got[("over_bandwidth", "east-west@0")] == pytest.approx(1e-6)
     assert got[("over_bandwidth", "east-west@1")] == pytest.approx(1e-6)
+    # 449.999 GB over 2 slots: 8 x 449.999 / 7200 / 1e-6 = 499,998.9 quanta, rounded up to
+    # 499,999, one over a 0.499998 Gbps link (the other figures of b2 change too).
+    inst = demand_changed(with_links(instance(), link("east", "west", 10.0, 0.1, gbps=0.499998)),
+                          "b2", data_gb=449.999)
+    got = found(inst, plan())
+    assert got[("over_bandwidth", "east-west@0")] == pytest.approx(1e-6)
+    assert got[("over_bandwidth", "east-west@1")] == pytest.approx(1e-6)
 
 
 def test_link_rows():
@@ -643,3 +657,66 @@ def test_unsolved_plan_over_a_horizon():
     assert result.violations == () and result.objective is None
     placed = p.model_copy(update={"services": (s1.model_copy(update={"placements": (S1_EAST,)}),)})
     assert ("assignment_without_solution", "s1") in found(instance(), placed)
+
+
+# --- random instances and decisions --------------------------------------------------------------
+
+
+@st.composite
+def decisions(draw, inst: Instance) -> Plan:
+    """A plan of random decisions over a horizon (any pool, start, route, replicas and served load;
+    every figure 0): mostly wrong, for the verifier to judge without raising."""
+    slots = inst.horizon.slots
+    pools = [(r.id, p.id) for r in inst.regions for p in r.pools]
+    assignments, unserved, services = [], [], []
+    zero = dict(gpu_hours=0, latency_ms=0, energy_kwh=0, co2_kg=0, compute_cny=0, energy_cny=0,
+                transfer_cny=0, carbon_cny=0, cost_cny=0)
+    for d in inst.demands:
+        if d.kind == "service":
+            placements = []
+            for region, pool_id in draw(st.lists(st.sampled_from(pools), max_size=2)):
+                row = st.lists(st.integers(-1, 3), min_size=slots - 1, max_size=slots + 1)
+                served = st.lists(st.integers(-1, 8).map(lambda u: u * 0.05), min_size=slots,
+                                  max_size=slots)
+                placements.append(ServicePlacement(
+                    region=region, pool=pool_id, precision=d.precision, route=(d.origin, region),
+                    replicas=tuple(draw(row)), served_pflop_per_hour=tuple(draw(served)), **zero))
+            services.append(ServicePlan(demand=d.id, placements=tuple(placements),
+                                        unserved_pflop_per_hour=(0.0,) * slots, unserved_pflop=0,
+                                        penalty_cny=0))
+        elif draw(st.booleans()):
+            region, pool_id = draw(st.sampled_from(pools))
+            start = draw(st.integers(0, slots + 1))
+            assignments.append(Assignment(
+                demand=d.id, region=region, pool=pool_id, precision=d.precision,
+                start_slot=start, end_slot=start + draw(st.integers(1, 3)),
+                route=draw(st.sampled_from([None, (d.origin,), (d.origin, region)])), **zero))
+        else:
+            unserved.append(Unserved(demand=d.id, reason=draw(st.sampled_from(list(Reason))),
+                                     penalty_cny=0))
+    return Plan(schema_version=2, instance=inst.name, status=Status.FEASIBLE, objective=0,
+                lower_bound=None, gap=None, assignments=tuple(assignments),
+                unserved=tuple(unserved), services=tuple(services),
+                stats={"engine": "hypothesis", "solver_status": "", "wall_time_s": 0})
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.data())
+def test_random_decisions_are_judged_without_raising(data):
+    """Random plans over random horizon instances give violations, never exceptions; each amount
+    is finite and non-negative, each code a short snake_case word (with a rule or field)."""
+    inst = data.draw(timed_instances(max_demands=5, max_slots=6))
+    result = verify(inst, data.draw(decisions(inst)))
+    for v in result.violations:
+        assert math.isfinite(v.amount) and v.amount >= 0, v
+        assert re.fullmatch(r"[a-z0-9_]+(:[a-z0-9_.]+)?", v.code), v.code
+    assert result.objective is not None
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+def test_timed_instances_checks_its_arguments():
+    """Bad ranges are refused with Hypothesis's InvalidArgument."""
+    for kwargs in ({"min_slots": 0}, {"max_slots": 2, "min_slots": 3},
+                   {"max_slots": 10**6}, {"min_demands": 0}):
+        with pytest.raises(InvalidArgument):
+            timed_instances(**kwargs).example()
