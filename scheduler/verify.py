@@ -50,6 +50,44 @@ Readings where the spec leaves room:
 * In an infeasible or unknown plan, must-serve demands may be unserved (every demand is), and the
   breakdown's ``unserved_penalty_cny`` may be 0 or the sum of the penalties.
 * An unserved ``work_pflop`` is checked only when given.
+
+Over a horizon (formulation §8; ``subject`` may also be ``pool@slot``, ``source-target@slot``,
+``demand@slot`` or ``demand/pool@slot``), every code above keeps its meaning except
+``over_capacity``, which the per-slot rows replace, and these are added:
+
+* ``ineligible:window`` (slots short: earliest start + run slots - deadline slot), and
+  ``ineligible:price_cap`` at the start the plan chose; services by rules 2 to 8 only.
+* ``missing_start`` (1); ``early_start`` (slots before release + 1 if the data moves, else
+  release); ``late_finish`` (slots past the deadline slot); ``mismatch:end_slot`` (slots off
+  start + n).
+* ``invalid_route`` (1: none where data moves, or not a simple path from the origin to the pool's
+  region over links); ``route_not_shortest`` (ms over the least latency);
+  ``route_not_cheapest`` (CNY/GB over the tie-break's transfer cost, at the least latency).
+* ``over_gpus`` (``pool@slot``: GPUs held beyond those available after outages);
+  ``over_bandwidth`` (``source-target@slot``: Gbps beyond the link's capacity, in quanta);
+  ``over_carbon_cap`` (grams beyond the cap, each choice rounded up).
+* ``over_replicas`` (``demand/pool@slot``: PFLOP/h served beyond kappa x replicas);
+  ``over_load`` (``demand@slot``: PFLOP/h served beyond the load in quanta);
+  ``load_not_in_quanta`` (PFLOP/h off the nearest quantum); ``negative_replicas``,
+  ``negative_served`` (by their size); ``wrong_slot_count`` (values missing or extra in a
+  placement's replicas or served load); ``duplicate_placement`` (extra placements on one pool).
+* ``wrong_kind`` (1): a service in ``assignments`` or ``unserved``, or a batch demand in
+  ``services`` (the entry still counts towards ``duplicate_demand``).
+* ``unknown_link``, ``duplicate_link`` (extra rows), ``missing_link_load`` (a link with traffic
+  but no row; amount: its peak in Gbps).
+* ``mismatch:<field>`` for the placement figures, ``unserved_pflop_per_hour``,
+  ``unserved_pflop``, the rows' ``gpus_by_slot``, ``available_by_slot``, ``load_gbps``,
+  ``bandwidth_gbps``, ``peak_utilization``, ``costs.energy_by_period_kwh.<period>`` and
+  ``costs.energy_by_period_cny.<period>``, and ``schema_version`` (2). A per-slot figure is off
+  by its largest difference, or, with the wrong number of values (null: none), by how many are
+  missing or extra.
+
+Readings over a horizon: ``used_gpu_hours`` is the batch usage plus the services' replica-hours
+(what is billed), ``capacity_gpu_hours`` the available GPUs summed over the slots times the slot
+length; a run or flow past the horizon's end counts only its slots inside it; an invalid route
+loads no link; an assignment without a start adds no GPUs, energy or cost; a period missing from
+the breakdown counts as 0; ``bandwidth`` is an accepted reason where an eligible option moves
+data, ``carbon_cap`` where a cap is set (both where ``capacity`` is).
 """
 
 from __future__ import annotations
