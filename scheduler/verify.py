@@ -87,7 +87,11 @@ Readings over a horizon: ``used_gpu_hours`` is the batch usage plus the services
 length; a run or flow past the horizon's end counts only its slots inside it; an invalid route
 loads no link; an assignment without a start adds no GPUs, energy or cost; a period missing from
 the breakdown counts as 0; ``bandwidth`` is an accepted reason where an eligible option moves
-data, ``carbon_cap`` where a cap is set (both where ``capacity`` is).
+data, ``carbon_cap`` where a cap is set (both where ``capacity`` is). A service's unserved load
+is counted in quanta, ``(Lq - served) * Q`` per slot (never below 0); a service with no load in
+any slot has ``tau = 0``. Against the carbon cap each assignment and each placement (all its
+slots together) is rounded up to whole grams, so plans rounded per replica and slot, which weigh
+more, pass too.
 """
 
 from __future__ import annotations
