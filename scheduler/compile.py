@@ -261,6 +261,9 @@ class PoolColumn:
     energy_kwh: np.ndarray
     co2_kg: np.ndarray
     latency_ms: np.ndarray
+    compute_raw: np.ndarray | None = None  # unweighted (CNY): the timed price cap needs them
+    transfer_raw: np.ndarray | None = None
+    offered: np.ndarray | None = None  # bool: usage and compute price come from an offer
 
     @property
     def cost(self) -> np.ndarray:
@@ -297,8 +300,13 @@ class Compiler:
                 np.array([r[2] for r in rows]),
             )
 
-    def column(self, p: int, rows: np.ndarray | None = None) -> PoolColumn:
-        """Evaluate every rule and cost of pool ``p`` for the compiler's demands (or ``rows``)."""
+    def column(self, p: int, rows: np.ndarray | None = None, *,
+               rules: tuple[Reason, ...] = RULES) -> PoolColumn:
+        """Evaluate every rule and cost of pool ``p`` for the compiler's demands (or ``rows``).
+
+        ``rules`` (default all of `models.RULES`) are the ones checked: the timed compiler checks
+        the window and the price cap per start itself, and services skip the batch-only rules.
+        """
         inst, P, D = self.instance, self.pools, self.demands
         n = len(D.work)
         q = inst.gpu_hour_quantum
@@ -351,7 +359,7 @@ class Compiler:
             Reason.PRICE_CAP: price > D.max_cost,
         }
         rule = np.full(n, ELIGIBLE, dtype=np.int8)
-        for reason in reversed(RULES):
+        for reason in reversed(rules):
             rule[failed[reason]] = _RULE[reason]
         return PoolColumn(
             rule=rule,
@@ -365,6 +373,9 @@ class Compiler:
             energy_kwh=energy_kwh,
             co2_kg=co2_kg,
             latency_ms=latency,
+            compute_raw=compute_raw,
+            transfer_raw=transfer_raw,
+            offered=offered,
         )
 
 

@@ -72,3 +72,33 @@ class RouteTable:
             for region, (latency, cost) in routes_from(graph, origin).items():
                 self.latency_ms[k, region_index[region]] = latency
                 self.transfer_cny_per_gb[k, region_index[region]] = cost
+
+
+def paths_from(graph: nx.Graph, origin: str) -> dict[str, tuple[str, ...]]:
+    """The route of section 1 from `origin` to every reachable region, as regions origin first.
+
+    The same lexicographic Dijkstra as `routes_from` (latency, then transfer cost), recording the
+    predecessor each time a label strictly improves; among tied paths it keeps the first found.
+    """
+    best: dict[str, tuple[float, float]] = {origin: (0.0, 0.0)}
+    parent: dict[str, str] = {}
+    done: set[str] = set()
+    heap = [(0.0, 0.0, origin)]
+    while heap:
+        latency, cost, node = heapq.heappop(heap)
+        if node in done:
+            continue
+        done.add(node)
+        for neighbour, edge in graph[node].items():
+            label = (latency + edge["latency_ms"], cost + edge["transfer_cost_cny_per_gb"])
+            if neighbour not in done and label < best.get(neighbour, (math.inf, math.inf)):
+                best[neighbour] = label
+                parent[neighbour] = node
+                heapq.heappush(heap, (*label, neighbour))
+    out: dict[str, tuple[str, ...]] = {}
+    for node in done:
+        path = [node]
+        while path[-1] != origin:
+            path.append(parent[path[-1]])
+        out[node] = tuple(reversed(path))
+    return out

@@ -71,6 +71,8 @@ def solve(
     VerificationError if the plan fails the verifier (a bug in eastwest).
     """
     params = params or SolveParams()
+    if instance.timed:
+        return solve_timed(instance, params, on_progress=on_progress, stop=stop)
     started = time.perf_counter()
     stopped = stop.is_set if stop is not None else None
 
@@ -209,3 +211,147 @@ def _fall_back_to_hint(outcome: EngineResult, hint, complete: bool) -> EngineRes
         workers=outcome.workers,
         details=outcome.details,
     )
+
+
+# -- instances with a horizon (formulation §8) ----------------------------------------------------
+
+TIMED_EXACT_MAX_STARTS = 20_000
+"""`engine="auto"` runs the exact timed engine up to this many (batch option, start) pairs plus
+(service option, slot) pairs, the large timed engine above."""
+
+TIMED_ENGINES = {"exact": ("scheduler.engines.timed_exact", "solve_timed_exact"),
+                 "large": ("scheduler.engines.timed_large", "solve_timed_large")}
+"""The timed engines' seam: ``solve_timed_<name>(problem, params, *, hint, on_progress, stop)``
+returns an `EngineResult` whose ``choice`` is a `TimedChoice` (or None)."""
+
+
+def timed_size(problem) -> int:
+    """(batch option, start) pairs plus (service option, slot) pairs of a timed problem."""
+    b = problem.batch
+    return int((b.last - b.first + 1).sum()) + problem.services.n_options * problem.slots
+
+
+def pick_timed_engine(problem, requested: str) -> str:
+    """The timed engine to run: as requested, or for "auto" by `timed_size`."""
+    if requested != "auto":
+        return requested
+    return "exact" if timed_size(problem) <= TIMED_EXACT_MAX_STARTS else "large"
+
+
+def timed_engine(name: str):
+    """The engine function, or None while its module is not in this tree (the greedy plan and
+    its simple bound stand in)."""
+    import importlib
+    import importlib.util
+
+    module, function = TIMED_ENGINES[name]
+    if importlib.util.find_spec(module) is None:
+        return None
+    return getattr(importlib.import_module(module), function)
+
+
+def solve_timed(
+    instance: Instance,
+    params: SolveParams,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Result:
+    """`solve` for an instance with a horizon: compile_timed -> greedy -> engine -> plan -> verify.
+
+    Same contract as `solve`: ``stop`` ends the search with the best plan so far (or raises
+    `Stopped` before the greedy plan exists); the time for itemizing and verifying is left over
+    from ``params.time_limit_s``.
+    """
+    from scheduler.engines.timed_greedy import solve_timed_greedy, timed_greedy, timed_lower_bound
+    from scheduler.timed import compile_timed
+    from scheduler.timed_decode import build_timed_plan, choice_objective
+
+    started = time.perf_counter()
+    stopped = stop.is_set if stop is not None else None
+
+    def tell(message: str, value: float | None = None) -> None:
+        if on_progress is not None:
+            on_progress(Progress("solve", time.perf_counter() - started, value, None, None,
+                                 message))
+
+    problem = compile_timed(instance, stop=stopped)
+    compiled = time.perf_counter()
+    tell("compiled")
+    hint, complete = timed_greedy(problem, stop=stopped)
+    hinted = time.perf_counter()
+    tell("first plan", choice_objective(problem, hint) if complete else None)
+    reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
+    remaining = params.time_limit_s - (hinted - started) - reserve
+    if remaining < 0:
+        tell(f"late: compiling took {hinted - started:.1f} s and itemizing and verifying the "
+             f"plan need about {reserve:.1f} s, of the {params.time_limit_s:g} s limit")
+    budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
+    engine = pick_timed_engine(problem, params.engine)
+    run = timed_engine(engine)
+    greedy_result = solve_timed_greedy(problem, hint, complete)
+    if stop is not None and stop.is_set():
+        outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search", workers=0)
+    elif run is None:
+        engine = "greedy"
+        outcome = greedy_result
+    else:
+        outcome = run(problem, budget, hint=hint if complete else None, on_progress=on_progress,
+                      stop=stop)
+    outcome = _fall_back_to_hint(outcome, hint, complete)
+    bound = _timed_bound(outcome, timed_lower_bound(problem), problem)
+    searched = time.perf_counter()
+    stats = SolveStats(
+        engine=engine,
+        solver_status=outcome.solver_status,
+        wall_time_s=searched - started,
+        time_limit_s=params.time_limit_s,
+        seed=params.seed,
+        workers=outcome.workers,
+        demands=len(instance.demands),
+        pools=problem.n_pools,
+        options=problem.batch.n_options + problem.services.n_options,
+        cost_scale=outcome.cost_scale,
+        rounding_bound_cny=outcome.rounding_bound_cny,
+        first_solution_s=outcome.first_solution_s,
+        details=outcome.details,
+    )
+    with no_gc():
+        plan = build_timed_plan(instance, problem, outcome.choice, status=outcome.status,
+                                lower_bound=bound, stats=stats)
+        itemized = time.perf_counter()
+        verification = verify(instance, plan)
+    finished = time.perf_counter()
+    phases = {
+        "compile_s": compiled - started,
+        "hint_s": hinted - compiled,
+        "reserve_s": reserve,
+        "search_s": searched - hinted,
+        "plan_s": itemized - searched,
+        "verify_s": finished - itemized,
+    }
+    stats = stats.model_copy(
+        update={"wall_time_s": finished - started, "details": {**stats.details, **phases}}
+    )
+    result = Result(plan=plan.model_copy(update={"stats": stats}), verification=verification)
+    if not verification.ok:
+        raise VerificationError(result)
+    return result
+
+
+def _timed_bound(outcome: EngineResult, simple: float | None, problem) -> float | None:
+    """The better of the engine's bound and the simple one (both valid); a simple bound above
+    the plan's objective only by float noise (prefix sums against slot-by-slot sums) is cut to
+    the objective."""
+    from scheduler.timed_decode import choice_objective
+
+    if outcome.choice is None:
+        return None
+    bounds = [x for x in (outcome.lower_bound, simple) if x is not None]
+    if not bounds:
+        return None
+    bound = max(bounds)
+    value = choice_objective(problem, outcome.choice)
+    if value < bound <= value + 1e-9 * max(abs(value), 1.0):
+        bound = value
+    return bound
