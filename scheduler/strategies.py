@@ -224,10 +224,12 @@ def timed_instances(
     services: bool = True,
     offers: bool = True,
     carbon_cap: bool = True,
+    connected: bool = False,
 ) -> Instance:
     """Small valid instances with a horizon (formulation §8): prices, tariff periods and carbon by
     slot, outages, bandwidth by slot, batch jobs with release and deadline slots and data to move,
     services with a load profile and traffic, and a carbon cap. Profiles have one value per slot.
+    Demands ask for a precision some pool has; with ``connected`` every region is reachable.
     Nothing guarantees a plan that serves every must-serve job."""
     _check_range("regions", min_regions, max_regions, 1)
     _check_range("demands", min_demands, max_demands, 1)
@@ -272,7 +274,9 @@ def timed_instances(
         regions.append(region)
     links = []
     for r in range(1, len(regions)):
-        for t in draw(st.lists(st.integers(0, r - 1), unique=True, max_size=2)):
+        parents = st.lists(st.integers(0, r - 1), unique=True, min_size=1 if connected else 0,
+                           max_size=2)
+        for t in draw(parents):
             row = {"source": f"r{t}", "target": f"r{r}",
                    "latency_ms": draw(st.integers(0, 20).map(float)),
                    "bandwidth_gbps": draw(st.sampled_from([0.01, 0.1, 1.0, 10.0])),
@@ -282,14 +286,15 @@ def timed_instances(
             links.append(row)
     pools = [p for region in regions for p in region["pools"]]
     largest = max(p["gpu_count"] for p in pools)
+    precisions = sorted({name for p in pools for name in p["tflops_by_precision"]})
     origins = st.integers(0, len(regions) - 1).map(lambda k: f"r{k}")
     demands, offer_rows = [], []
     for i in range(draw(st.integers(min_demands, max_demands))):
         common = {"id": f"d{i}", "origin": draw(origins),
                   "sector": draw(st.sampled_from(list(Sector))).value,
                   "gang_size": draw(st.integers(1, largest)),
-                  "precision": draw(st.sampled_from(list(Precision))).value,
-                  "strict_precision": draw(st.booleans()),
+                  "precision": draw(st.sampled_from(precisions)),
+                  "strict_precision": draw(st.booleans()) and draw(st.booleans()),
                   "priority": draw(st.sampled_from([1.0, 2.0])),
                   "max_latency_ms": draw(st.none() | st.integers(1, 30).map(float))}
         if services and draw(st.booleans()) and draw(st.booleans()):
@@ -304,7 +309,7 @@ def timed_instances(
         demand = common | {
             "work_pflop": draw(st.integers(1, 400).map(float)),
             "data_gb": draw(st.sampled_from([0.0, 1.0, 100.0])),
-            "must_serve": draw(st.booleans()) and draw(st.booleans()),
+            "must_serve": draw(st.integers(0, 7)) == 0,
             "unserved_penalty_cny": draw(_money(2000.0)),
             "release_slot": release,
             "deadline_slot": draw(st.integers(release + 1, slots)),

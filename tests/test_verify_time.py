@@ -720,3 +720,18 @@ def test_timed_instances_checks_its_arguments():
                    {"max_slots": 10**6}, {"min_demands": 0}):
         with pytest.raises(InvalidArgument):
             timed_instances(**kwargs).example()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(timed_instances(max_demands=6, max_slots=8, connected=True))
+def test_solved_horizon_plans_pass_the_verifier(inst):
+    """Every plan solve() returns over a random horizon instance passes the verifier (solve raises
+    VerificationError otherwise); a must-serve job that fits no window is refused as a RangeError."""
+    from scheduler import SolveParams, solve
+    from scheduler.compile import RangeError
+
+    try:
+        result = solve(inst, SolveParams(time_limit_s=5, workers=1, seed=0))
+    except RangeError:
+        return
+    assert verify(inst, result.plan).ok
