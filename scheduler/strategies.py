@@ -22,9 +22,9 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         "scheduler.strategies needs Hypothesis: pip install 'eastwest[strategies]'"
     ) from error
 
-from models import Instance, Plan, Precision, Sector, SolveStats, Status
+from models import MAX_SLOTS, TARIFF_PERIODS, Instance, Plan, Precision, Sector, SolveStats, Status
 
-__all__ = ["feasible_instances", "instances", "plans"]
+__all__ = ["feasible_instances", "instances", "plans", "timed_instances"]
 
 ACCELERATORS = ("H800", "H20", "910B")
 JURISDICTIONS = ("north", "east", "west")
@@ -211,6 +211,131 @@ def _instances(draw, min_regions, max_regions, min_demands, max_demands, max_poo
 
 
 @st.composite
+def timed_instances(
+    draw,
+    *,
+    min_regions: int = 1,
+    max_regions: int = 3,
+    min_demands: int = 1,
+    max_demands: int = 6,
+    min_slots: int = 1,
+    max_slots: int = 8,
+    max_pools_per_region: int = 2,
+    services: bool = True,
+    offers: bool = True,
+    carbon_cap: bool = True,
+    connected: bool = False,
+) -> Instance:
+    """Small valid instances with a horizon (formulation §8): prices, tariff periods and carbon by
+    slot, outages, bandwidth by slot, batch jobs with release and deadline slots and data to move,
+    services with a load profile and traffic, and a carbon cap. Profiles have one value per slot.
+    Demands ask for a precision some pool has; with ``connected`` every region is reachable.
+    Nothing guarantees a plan that serves every must-serve job."""
+    _check_range("regions", min_regions, max_regions, 1)
+    _check_range("demands", min_demands, max_demands, 1)
+    _check_range("slots", min_slots, max_slots, 1)
+    _check_range("pools_per_region", 1, max_pools_per_region, 1)
+    if max_slots > MAX_SLOTS:
+        raise InvalidArgument(f"max_slots={max_slots} must be at most MAX_SLOTS={MAX_SLOTS}")
+    slots = draw(st.integers(min_slots, max_slots))
+    hours = draw(st.sampled_from([0.5, 1.0, 2.0]))
+
+    def profile(values: st.SearchStrategy) -> st.SearchStrategy:
+        return st.lists(values, min_size=slots, max_size=slots)
+
+    regions = []
+    for r in range(draw(st.integers(min_regions, max_regions))):
+        pools = []
+        for k in range(draw(st.integers(1 if r == 0 else 0, max_pools_per_region))):
+            row = draw(_pool(r, k, universal=False))
+            budget = row["gpu_count"]  # outages never take out more GPUs than the pool has
+            outages = []
+            for _ in range(draw(st.integers(0, 2))):
+                if budget == 0:
+                    break
+                start = draw(st.integers(0, slots - 1))
+                gpus = draw(st.integers(1, budget))
+                budget -= gpus
+                outages.append({"start_slot": start, "end_slot": draw(st.integers(start + 1, slots)),
+                                "gpus": gpus, "kind": draw(st.sampled_from(["maintenance", "outage"]))})
+            pools.append(row | {"outages": outages})
+        region = {
+            "id": f"r{r}", "jurisdiction": draw(st.sampled_from(JURISDICTIONS)),
+            "lat": 20.0 + r, "lon": 100.0 + r, "pue": draw(st.sampled_from([1.1, 1.2, 1.5])),
+            "electricity_price_cny_per_kwh": draw(_money(1.0)),
+            "carbon_g_co2_per_kwh": draw(st.sampled_from([100.0, 500.0, 700.0])),
+            "pools": pools,
+        }
+        if draw(st.booleans()):
+            region["electricity_price_by_slot_cny_per_kwh"] = draw(profile(_money(1.5)))
+            region["tariff_periods"] = "".join(draw(profile(st.sampled_from(TARIFF_PERIODS))))
+        if draw(st.booleans()):
+            region["carbon_by_slot_g_co2_per_kwh"] = draw(profile(st.sampled_from([50.0, 300.0, 800.0])))
+        regions.append(region)
+    links = []
+    for r in range(1, len(regions)):
+        parents = st.lists(st.integers(0, r - 1), unique=True, min_size=1 if connected else 0,
+                           max_size=2)
+        for t in draw(parents):
+            row = {"source": f"r{t}", "target": f"r{r}",
+                   "latency_ms": draw(st.integers(0, 20).map(float)),
+                   "bandwidth_gbps": draw(st.sampled_from([0.01, 0.1, 1.0, 10.0])),
+                   "transfer_cost_cny_per_gb": draw(_money(1.0))}
+            if draw(st.booleans()):
+                row["bandwidth_by_slot_gbps"] = draw(profile(st.sampled_from([0.0, 0.05, 1.0, 10.0])))
+            links.append(row)
+    pools = [p for region in regions for p in region["pools"]]
+    largest = max(p["gpu_count"] for p in pools)
+    precisions = sorted({name for p in pools for name in p["tflops_by_precision"]})
+    origins = st.integers(0, len(regions) - 1).map(lambda k: f"r{k}")
+    demands, offer_rows = [], []
+    for i in range(draw(st.integers(min_demands, max_demands))):
+        common = {"id": f"d{i}", "origin": draw(origins),
+                  "sector": draw(st.sampled_from(list(Sector))).value,
+                  "gang_size": draw(st.integers(1, largest)),
+                  "precision": draw(st.sampled_from(precisions)),
+                  "strict_precision": draw(st.booleans()) and draw(st.booleans()),
+                  "priority": draw(st.sampled_from([1.0, 2.0])),
+                  "max_latency_ms": draw(st.none() | st.integers(1, 30).map(float))}
+        if services and draw(st.booleans()) and draw(st.booleans()):
+            demands.append(common | {
+                "kind": "service",
+                "load_pflop_per_hour": draw(profile(st.integers(0, 40).map(lambda x: x / 4))),
+                "traffic_gbps": draw(st.sampled_from([0.0, 0.01, 0.5])),
+                "unserved_penalty_cny_per_pflop": draw(_money(50.0)),
+            })
+            continue
+        release = draw(st.integers(0, slots - 1))
+        demand = common | {
+            "work_pflop": draw(st.integers(1, 400).map(float)),
+            "data_gb": draw(st.sampled_from([0.0, 1.0, 100.0])),
+            "must_serve": draw(st.integers(0, 7)) == 0,
+            "unserved_penalty_cny": draw(_money(2000.0)),
+            "release_slot": release,
+            "deadline_slot": draw(st.integers(release + 1, slots)),
+            "deadline_hours": draw(st.none() | st.sampled_from([1.0, 4.0, 24.0])),
+            "max_cost_cny": draw(st.none() | _money(3000.0)),
+        }
+        if offers:
+            for k in draw(st.lists(st.integers(0, len(pools) - 1), unique=True, max_size=2)):
+                offer_rows.append({"demand": f"d{i}", "pool": pools[k]["id"],
+                                   "gpu_hours": draw(st.integers(1, 40).map(lambda h: h / 4)),
+                                   "price_cny": draw(_money(500.0))})
+        demands.append(demand)
+    data = {
+        "schema_version": 2, "name": "hypothesis-timed",
+        "horizon": {"slots": slots, "slot_hours": hours},
+        "gpu_hour_quantum": draw(st.sampled_from(QUANTA)),
+        "load_quantum_pflop_per_hour": draw(st.sampled_from([0.01, 0.1, 0.5])),
+        "regions": regions, "links": links, "demands": demands, "offers": offer_rows,
+        "weights": {"carbon_price_cny_per_t_co2": draw(st.sampled_from([0.0, 50.0]))},
+    }
+    if carbon_cap and draw(st.booleans()):
+        data["carbon_cap_t_co2"] = draw(st.sampled_from([0.0, 0.001, 0.1, 10.0]))
+    return Instance.model_validate(data)
+
+
+@st.composite
 def plans(draw, instance: Instance) -> Plan:
     """Plans for ``instance`` that list every demand once, respect eligibility and capacity, and
     carry correctly itemized figures: demands take a random eligible option that still fits, or
@@ -220,6 +345,8 @@ def plans(draw, instance: Instance) -> Plan:
 
     if not isinstance(instance, Instance):
         raise InvalidArgument(f"plans() needs an Instance, not {type(instance).__name__}")
+    if instance.timed:
+        raise InvalidArgument("plans() draws plans for instances without a horizon only")
     options = compile_options(instance)
     remaining = options.capacity.copy()
     choice = np.full(options.n_demands, -1, dtype=np.int64)

@@ -50,6 +50,48 @@ Readings where the spec leaves room:
 * In an infeasible or unknown plan, must-serve demands may be unserved (every demand is), and the
   breakdown's ``unserved_penalty_cny`` may be 0 or the sum of the penalties.
 * An unserved ``work_pflop`` is checked only when given.
+
+Over a horizon (formulation §8; ``subject`` may also be ``pool@slot``, ``source-target@slot``,
+``demand@slot`` or ``demand/pool@slot``), every code above keeps its meaning except
+``over_capacity``, which the per-slot rows replace, and these are added:
+
+* ``ineligible:window`` (slots short: earliest start + run slots - deadline slot), and
+  ``ineligible:price_cap`` at the start the plan chose; services by rules 2 to 8 only.
+* ``missing_start`` (1); ``early_start`` (slots before release + 1 if the data moves, else
+  release); ``late_finish`` (slots past the deadline slot); ``mismatch:end_slot`` (slots off
+  start + n).
+* ``invalid_route`` (1: none where data moves, or not a simple path from the origin to the pool's
+  region over links); ``route_not_shortest`` (ms over the least latency);
+  ``route_not_cheapest`` (CNY/GB over the tie-break's transfer cost, at the least latency).
+* ``over_gpus`` (``pool@slot``: GPUs held beyond those available after outages);
+  ``over_bandwidth`` (``source-target@slot``: Gbps beyond the link's capacity, in quanta);
+  ``over_carbon_cap`` (grams beyond the cap, each choice rounded up).
+* ``over_replicas`` (``demand/pool@slot``: PFLOP/h served beyond kappa x replicas);
+  ``over_load`` (``demand@slot``: PFLOP/h served beyond the load in quanta);
+  ``load_not_in_quanta`` (PFLOP/h off the nearest quantum); ``negative_replicas``,
+  ``negative_served`` (by their size); ``wrong_slot_count`` (values missing or extra in a
+  placement's replicas or served load); ``duplicate_placement`` (extra placements on one pool).
+* ``wrong_kind`` (1): a service in ``assignments`` or ``unserved``, or a batch demand in
+  ``services`` (the entry still counts towards ``duplicate_demand``).
+* ``unknown_link``, ``duplicate_link`` (extra rows), ``missing_link_load`` (a link with traffic
+  but no row; amount: its peak in Gbps).
+* ``mismatch:<field>`` for the placement figures, ``unserved_pflop_per_hour``,
+  ``unserved_pflop``, the rows' ``gpus_by_slot``, ``available_by_slot``, ``load_gbps``,
+  ``bandwidth_gbps``, ``peak_utilization``, ``costs.energy_by_period_kwh.<period>`` and
+  ``costs.energy_by_period_cny.<period>``, and ``schema_version`` (2). A per-slot figure is off
+  by its largest difference, or, with the wrong number of values (null: none), by how many are
+  missing or extra.
+
+Readings over a horizon: ``used_gpu_hours`` is the batch usage plus the services' replica-hours
+(what is billed), ``capacity_gpu_hours`` the available GPUs summed over the slots times the slot
+length; a run or flow past the horizon's end counts only its slots inside it; an invalid route
+loads no link; an assignment without a start adds no GPUs, energy or cost; a period missing from
+the breakdown counts as 0; ``bandwidth`` is an accepted reason where an eligible option moves
+data, ``carbon_cap`` where a cap is set (both where ``capacity`` is). A service's unserved load
+is counted in quanta, ``(Lq - served) * Q`` per slot (never below 0); a service with no load in
+any slot has ``tau = 0``. Against the carbon cap each assignment and each placement (all its
+slots together) is rounded up to whole grams, so plans rounded per replica and slot, which weigh
+more, pass too.
 """
 
 from __future__ import annotations
@@ -58,12 +100,16 @@ import math
 from collections import Counter, defaultdict, deque
 
 from models import (
+    BANDWIDTH_QUANTUM_GBPS,
     INTRA_REGION_LATENCY_MS,
     OPTIMAL_GAP,
+    PERIOD_NAMES,
     PRECISION_FALLBACKS,
     QUANTUM_SLACK,
     RULES,
+    TIMED_SCHEMA_VERSION,
     Demand,
+    DemandKind,
     Instance,
     Plan,
     Reason,
@@ -183,7 +229,7 @@ class _Figures:
 
     __slots__ = (
         "units", "usage", "runtime", "energy_kwh", "co2_kg", "compute", "energy", "transfer",
-        "carbon", "cost", "price",
+        "carbon", "cost", "price", "compute_raw", "transfer_raw", "offered",
     )
 
     def __init__(self, d, p, offer, precision, transfer, q, w):
@@ -204,6 +250,9 @@ class _Figures:
         co2_kg = energy_kwh * p.carbon / 1000
         transfer_raw = d.data_gb * transfer
         self.price = compute_raw + energy_raw + transfer_raw
+        self.compute_raw = compute_raw
+        self.transfer_raw = transfer_raw
+        self.offered = offer is not None
         self.energy_kwh = energy_kwh
         self.co2_kg = co2_kg
         self.compute = w.compute * compute_raw
@@ -361,18 +410,11 @@ def verify(instance: Instance, plan: Plan) -> Verification:
         )
 
     seen: Counter[str] = Counter()
+    if instance.timed:
+        return _verify_timed(c, plan, solved, seen)
     load, terms = _check_assignments(c, plan, solved, seen)
     penalties = _check_unserved(c, plan, solved, seen)
-
-    for demand_id, count in seen.items():
-        if count > 1:
-            c.flag(
-                "duplicate_demand", demand_id, count - 1,
-                f"'{demand_id}' is listed {count} times",
-            )
-    for d in instance.demands:
-        if d.id not in seen:
-            c.flag("missing_demand", d.id, 1, f"'{d.id}' is neither assigned nor unserved")
+    _check_coverage(c, seen)
 
     window = instance.window_hours
     capacity = [math.floor(p.gpu_count * window / q + QUANTUM_SLACK) for p in c.pools]
@@ -385,7 +427,25 @@ def verify(instance: Instance, plan: Plan) -> Verification:
                 f"over by {excess!r} GPU-hours",
             )
     _check_pool_rows(c, plan, load, capacity)
+    return _check_totals(c, plan, solved, terms, penalties)
 
+
+def _check_coverage(c: _Checker, seen: Counter) -> None:
+    """Every demand listed exactly once."""
+    for demand_id, count in seen.items():
+        if count > 1:
+            c.flag(
+                "duplicate_demand", demand_id, count - 1,
+                f"'{demand_id}' is listed {count} times",
+            )
+    for d in c.inst.demands:
+        if d.id not in seen:
+            c.flag("missing_demand", d.id, 1, f"'{d.id}' is neither assigned nor unserved")
+
+
+def _check_totals(c: _Checker, plan: Plan, solved: bool, terms: dict, penalties: list,
+                  periods: tuple | None = None) -> Verification:
+    """The cost breakdown, objective, lower bound and gap; the verdict."""
     objective = math.fsum(terms["cost"] + penalties) if solved else None
     expected_penalty = math.fsum(penalties)
     if not solved and plan.costs.unserved_penalty_cny == 0.0:
@@ -398,6 +458,14 @@ def verify(instance: Instance, plan: Plan) -> Verification:
     c.figure("costs.unserved_penalty_cny", "costs", br.unserved_penalty_cny, expected_penalty)
     c.figure("costs.energy_kwh", "costs", br.energy_kwh, math.fsum(terms["energy_kwh"]))
     c.figure("costs.co2_t", "costs", br.co2_t, math.fsum(terms["co2_kg"]) / 1000)
+    if periods is not None:
+        for field, reported, expected in (
+            ("energy_by_period_kwh", br.energy_by_period_kwh, periods[0]),
+            ("energy_by_period_cny", br.energy_by_period_cny, periods[1]),
+        ):
+            for key in sorted(set(reported) | set(expected)):
+                total = math.fsum(expected.get(key, ()))
+                c.figure(f"costs.{field}.{key}", "costs", reported.get(key, 0.0), total)
 
     c.figure("objective", "objective", plan.objective, objective)
     if solved:
@@ -430,25 +498,7 @@ def _check_assignments(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> 
     load = [0] * len(c.pools)
     terms: dict[str, list[float]] = {name: [] for name in _TERMS}
     for a in plan.assignments:
-        seen[a.demand] += 1
-        if not solved:
-            c.flag(
-                "assignment_without_solution", a.demand, 1,
-                f"status {plan.status} but '{a.demand}' is assigned",
-            )
-        d = c.demands.get(a.demand)
-        p = c.pool_by_id.get(a.pool)
-        if d is None:
-            c.flag("unknown_demand", a.demand, 1, f"assignment names unknown demand '{a.demand}'")
-        if p is None:
-            c.flag("unknown_pool", a.demand, 1, f"assignment names unknown pool '{a.pool}'")
-        if a.region not in c.regions:
-            c.flag("unknown_region", a.demand, 1, f"assignment names unknown region '{a.region}'")
-        elif p is not None and p.region != a.region:
-            c.flag(
-                "pool_region_mismatch", a.demand, 1,
-                f"pool '{p.id}' is in '{p.region}', not '{a.region}'",
-            )
+        d, p = _assignment_ids(c, a, solved, seen, plan.status)
         if d is None or p is None:
             continue
         routes = c.routes(d.origin)
@@ -482,7 +532,33 @@ def _check_assignments(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> 
     return load, terms
 
 
-def _check_unserved(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> list[float]:
+def _assignment_ids(c: _Checker, a, solved: bool, seen: Counter, status: Status):
+    """An assignment's demand and pool, with its ids and status checked: (demand, pool), each
+    None when unknown."""
+    seen[a.demand] += 1
+    if not solved:
+        c.flag(
+            "assignment_without_solution", a.demand, 1,
+            f"status {status} but '{a.demand}' is assigned",
+        )
+    d = c.demands.get(a.demand)
+    p = c.pool_by_id.get(a.pool)
+    if d is None:
+        c.flag("unknown_demand", a.demand, 1, f"assignment names unknown demand '{a.demand}'")
+    if p is None:
+        c.flag("unknown_pool", a.demand, 1, f"assignment names unknown pool '{a.pool}'")
+    if a.region not in c.regions:
+        c.flag("unknown_region", a.demand, 1, f"assignment names unknown region '{a.region}'")
+    elif p is not None and p.region != a.region:
+        c.flag(
+            "pool_region_mismatch", a.demand, 1,
+            f"pool '{p.id}' is in '{p.region}', not '{a.region}'",
+        )
+    return d, p
+
+
+def _check_unserved(c: _Checker, plan: Plan, solved: bool, seen: Counter,
+                    timed: _Timed | None = None) -> list[float]:
     """Each unserved entry: known demand, must-serve, penalty, reason. Returns the penalties."""
     penalties: list[float] = []
     for u in plan.unserved:
@@ -494,6 +570,9 @@ def _check_unserved(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> lis
                 f"unserved entry names unknown demand '{u.demand}'",
             )
             continue
+        if timed is not None and d.kind == DemandKind.SERVICE:
+            c.flag("wrong_kind", d.id, 1, f"service '{d.id}' is listed as unserved, not in services")
+            continue
         if solved and d.must_serve:
             c.flag("must_serve_unserved", d.id, 1, f"must-serve demand '{d.id}' is unserved")
         pi = c.penalty(d)
@@ -501,7 +580,10 @@ def _check_unserved(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> lis
         c.figure("penalty_cny", d.id, u.penalty_cny, pi)
         if u.work_pflop is not None:
             c.figure("work_pflop", d.id, u.work_pflop, d.work_pflop)
-        _check_reason(c, d, u.reason, pi, solved)
+        if timed is None:
+            _check_reason(c, d, u.reason, pi, solved)
+        else:
+            timed.check_reason(d, u.reason, pi, solved)
 
     return penalties
 
@@ -562,3 +644,572 @@ def _check_pool_rows(c: _Checker, plan: Plan, load: list[int], capacity: list[in
                 "missing_pool_usage", p.id, load[p.index] * q,
                 f"pool '{p.id}' has load but no usage row",
             )
+
+
+# --- instances with a horizon (formulation §8) -------------------------------------------------
+
+
+def _ceil_quanta(value: float) -> int:
+    """Whole quanta, rounded up with the spec's slack (0 stays 0)."""
+    return max(0, math.ceil(value - QUANTUM_SLACK))
+
+
+def _expand(profile, slots: int) -> list:
+    """A profile's value in every slot: one per slot of a day (repeated) or one per slot."""
+    return [profile[t % len(profile)] for t in range(slots)]
+
+
+def _prefix(values: list[float]) -> list[float]:
+    out = [0.0]
+    for v in values:
+        out.append(out[-1] + v)
+    return out
+
+
+class _Run:
+    """A batch demand on one pool over a horizon: slots, window and the per-start figures."""
+
+    __slots__ = ("f", "n", "moves", "release", "deadline", "earliest", "kwh_full", "kwh_last")
+
+    def __init__(self, tm: _Timed, d: Demand, p: _Pool, f: _Figures):
+        h = tm.h
+        self.f = f
+        self.n = max(1, math.ceil(f.runtime / h - QUANTUM_SLACK))
+        self.moves = d.data_gb > 0 and p.region != d.origin
+        self.release = d.release_slot or 0
+        self.deadline = tm.slots if d.deadline_slot is None else d.deadline_slot
+        self.earliest = self.release + (1 if self.moves else 0)
+        draw = d.gang_size * p.power * p.pue
+        self.kwh_full = draw * h
+        self.kwh_last = draw * (f.runtime - (self.n - 1) * h)
+
+    def kwh(self, k: int) -> float:
+        """Energy in the k-th slot of the run."""
+        return self.kwh_last if k == self.n - 1 else self.kwh_full
+
+    def starts(self) -> range:
+        """The allowed starts (empty: the `window` rule rejects the pool)."""
+        return range(self.earliest, self.deadline - self.n + 1)
+
+
+class _Timed:
+    """The horizon's arrays and everything the time rules add up, filled as the plan is read."""
+
+    def __init__(self, c: _Checker):
+        inst = c.inst
+        self.c = c
+        self.slots = S = inst.horizon.slots
+        self.h = inst.horizon.slot_hours
+        self.price: dict[str, list[float]] = {}
+        self.carbon: dict[str, list[float]] = {}
+        self.period: dict[str, list[str]] = {}
+        for r in inst.regions:
+            by_slot = r.electricity_price_by_slot_cny_per_kwh
+            self.price[r.id] = (_expand(by_slot, S) if by_slot is not None
+                                else [r.electricity_price_cny_per_kwh] * S)
+            by_slot = r.carbon_by_slot_g_co2_per_kwh
+            self.carbon[r.id] = (_expand(by_slot, S) if by_slot is not None
+                                 else [r.carbon_g_co2_per_kwh] * S)
+            codes = _expand(r.tariff_periods, S) if r.tariff_periods else ["F"] * S
+            self.period[r.id] = [PERIOD_NAMES[code] for code in codes]
+        self._prefixes: dict[str, tuple] = {}
+        self.avail: list[list[int]] = []
+        for region, pool in inst.pools():
+            avail = [pool.gpu_count] * S
+            for outage in pool.outages:
+                for t in range(outage.start_slot, min(outage.end_slot, S)):
+                    avail[t] -= outage.gpus
+            self.avail.append(avail)
+        self.links = inst.links
+        self.link_index = {frozenset((k.source, k.target)): i for i, k in enumerate(inst.links)}
+        self.bandwidth = [
+            _expand(k.bandwidth_by_slot_gbps, S) if k.bandwidth_by_slot_gbps is not None
+            else [k.bandwidth_gbps] * S for k in inst.links
+        ]
+        self.link_cap = [[math.floor(bw / BANDWIDTH_QUANTUM_GBPS + QUANTUM_SLACK) for bw in row]
+                         for row in self.bandwidth]
+        # What the plan adds up.
+        self.gpus = [[0] * S for _ in c.pools]
+        self.units = [0] * len(c.pools)  # batch usage in quanta
+        self.rented = [[] for _ in c.pools]  # services' GPU-hours
+        self.link_q = [[0] * S for _ in inst.links]
+        self.grams: list[int] = []
+        self.terms: dict[str, list[float]] = {name: [] for name in _TERMS}
+        self.kwh_by_period: dict[str, list[float]] = defaultdict(list)
+        self.cny_by_period: dict[str, list[float]] = defaultdict(list)
+
+    # -- shared pieces --
+
+    def prefixes(self, region: str) -> tuple[list[float], list[float]]:
+        table = self._prefixes.get(region)
+        if table is None:
+            table = self._prefixes[region] = (_prefix(self.price[region]),
+                                              _prefix(self.carbon[region]))
+        return table
+
+    def route_links(self, subject: str, d: Demand, p: _Pool, route, required: bool):
+        """Check a plan's route (§8.4); return its link indices, or None if it is no path."""
+        c = self.c
+        table = c.routes(d.origin)
+        if not route:
+            if required:
+                c.flag("invalid_route", subject, 1,
+                       f"'{d.id}' on '{p.id}' moves data but names no route")
+                return None
+            return []
+        ends_ok = route[0] == d.origin and route[-1] == p.region
+        links = []
+        latency = cost = 0.0
+        for a, b in zip(route, route[1:]):
+            k = self.link_index.get(frozenset((a, b)))
+            if k is None:
+                ends_ok = False
+                break
+            links.append(k)
+            latency += self.links[k].latency_ms
+            cost += self.links[k].transfer_cost_cny_per_gb
+        if not ends_ok or len(set(route)) != len(route):
+            c.flag("invalid_route", subject, 1,
+                   f"route {'-'.join(route)} is no path from '{d.origin}' to '{p.region}'")
+            return None
+        if len(route) > 1:
+            best_latency, best_cost = table[p.region]
+            if latency > best_latency + _tol(best_latency):
+                c.flag("route_not_shortest", subject, latency - best_latency,
+                       f"route {'-'.join(route)} takes {latency!r} ms, the shortest {best_latency!r}")
+            elif cost > best_cost + _tol(best_cost):
+                c.flag("route_not_cheapest", subject, cost - best_cost,
+                       f"route {'-'.join(route)} costs {cost!r} CNY/GB, the tie-break {best_cost!r}")
+        return links
+
+    def add_energy(self, region: str, t: int, kwh: float, priced: bool) -> tuple[float, float]:
+        """Energy drawn in one slot: (raw energy cost, grams); booked by tariff period."""
+        raw = kwh * self.price[region][t] if priced else 0.0
+        label = self.period[region][t]
+        self.kwh_by_period[label].append(kwh)
+        self.cny_by_period[label].append(self.c.w.energy * raw)
+        return raw, kwh * self.carbon[region][t]
+
+    def book(self, figures: dict, grams: float) -> None:
+        for name in _TERMS:
+            self.terms[name].append(figures[name])
+        self.grams.append(_ceil_quanta(grams))
+
+    def series(self, field: str, subject: str, reported, expected: list) -> None:
+        """A per-slot figure: the right number of values, each within the tolerance."""
+        c = self.c
+        if reported is None or len(reported) != len(expected):
+            have = 0 if reported is None else len(reported)
+            c.flag(f"mismatch:{field}", subject, abs(len(expected) - have),
+                   f"{field} has {have} values, expected {len(expected)}")
+            return
+        worst, slot = 0.0, None
+        for t, (got, due) in enumerate(zip(reported, expected)):
+            if not _close(got, due) and abs(got - due) > worst:
+                worst, slot = abs(got - due), t
+        if slot is not None:
+            c.flag(f"mismatch:{field}", subject, worst,
+                   f"{field}[{slot}] is {reported[slot]!r}, recomputed {expected[slot]!r}")
+
+    # -- batch demands --
+
+    def check_assignment(self, a, d: Demand, p: _Pool, solved: bool) -> None:
+        c = self.c
+        routes = c.routes(d.origin)
+        offer = c.offers.get((d.id, p.id))
+        precision, f = None, None
+        if d.work_pflop is None and offer is None:
+            rule, amount = _NO_OFFER, 1.0
+        else:
+            rule, amount, precision = _static_rule(d, p, routes)
+            if precision is None:
+                precision = _run_precision(d, p.tflops)
+            if p.region in routes and (offer is not None or precision is not None):
+                f = _Figures(d, p, offer, precision, routes[p.region][1], c.q, c.w)
+        run = _Run(self, d, p, f) if f is not None else None
+        s = a.start_slot
+        if rule == _PASS and f is not None:
+            if d.deadline_hours is not None and f.runtime > d.deadline_hours:
+                rule, amount = _DEADLINE, f.runtime - d.deadline_hours
+            elif not run.starts():
+                rule, amount = _WINDOW, float(run.earliest + run.n - run.deadline)
+            elif s is not None and d.max_cost_cny is not None and 0 <= s <= self.slots - run.n:
+                price = f.compute_raw + self.energy_raw(run, p, s) + f.transfer_raw
+                if price > d.max_cost_cny:
+                    rule, amount = _PRICE_CAP, price - d.max_cost_cny
+        if rule != _PASS:
+            name = RULES[rule].value
+            c.flag(f"ineligible:{name}", d.id, amount,
+                   f"'{d.id}' on '{p.id}' fails rule {name} by {amount!r}")
+        if precision is not None and a.precision != precision:
+            c.flag("mismatch:precision", d.id, 1, f"precision is {a.precision}, runs at {precision}")
+        if f is None:
+            return
+        c.figure("latency_ms", d.id, a.latency_ms, routes[p.region][0])
+        c.figure("gpu_hours", d.id, a.gpu_hours, f.usage)
+        self.units[p.index] += f.units
+        links = self.route_links(d.id, d, p, a.route, run.moves)
+        if s is None:
+            c.flag("missing_start", d.id, 1, f"'{d.id}' has no start_slot")
+            return
+        if s < run.earliest:
+            why = " (its data moves first)" if run.moves else ""
+            c.flag("early_start", d.id, run.earliest - s,
+                   f"'{d.id}' starts in slot {s}, before slot {run.earliest}{why}")
+        if s + run.n > run.deadline:
+            c.flag("late_finish", d.id, s + run.n - run.deadline,
+                   f"'{d.id}' runs to slot {s + run.n}, past its deadline slot {run.deadline}")
+        if a.end_slot != s + run.n:
+            c.flag("mismatch:end_slot", d.id, abs((a.end_slot or 0) - (s + run.n)),
+                   f"end_slot is {a.end_slot!r}; {run.n} slots from {s} end at {s + run.n}")
+        # Held GPUs, and the energy of each slot run (only slots inside the horizon count).
+        energy_raw = grams = kwh_total = 0.0
+        for k in range(run.n):
+            t = s + k
+            if t >= self.slots:
+                break
+            self.gpus[p.index][t] += d.gang_size
+            raw, g = self.add_energy(p.region, t, run.kwh(k), not f.offered)
+            energy_raw += raw
+            grams += g
+            kwh_total += run.kwh(k)
+        # The data flow in slots rel .. s-1 on every link of the route.
+        if run.moves and links and s > run.release:
+            rate = _ceil_quanta(8 * d.data_gb / ((s - run.release) * self.h * 3600)
+                                / BANDWIDTH_QUANTUM_GBPS)
+            for t in range(run.release, min(s, self.slots)):
+                for k in links:
+                    self.link_q[k][t] += rate
+        co2_kg = grams / 1000
+        figures = {
+            "compute": f.compute, "transfer": f.transfer, "energy": c.w.energy * energy_raw,
+            "carbon": co2_kg / 1000 * c.w.carbon_price_cny_per_t_co2,
+            "energy_kwh": kwh_total, "co2_kg": co2_kg,
+        }
+        figures["cost"] = (figures["compute"] + figures["energy"] + figures["transfer"]
+                           + figures["carbon"])
+        for field in ("energy_kwh", "co2_kg"):
+            c.figure(field, d.id, getattr(a, field), figures[field])
+        for name in ("compute", "energy", "transfer", "carbon", "cost"):
+            c.figure(f"{name}_cny", d.id, getattr(a, f"{name}_cny"), figures[name])
+        self.book(figures, grams)
+
+    def energy_raw(self, run: _Run, p: _Pool, s: int) -> float:
+        """Raw energy cost of the run started at `s` (offers: 0), by prefix sums."""
+        if run.f.offered:
+            return 0.0
+        price = self.prefixes(p.region)[0]
+        last = s + run.n - 1
+        return run.kwh_full * (price[last] - price[s]) + run.kwh_last * (price[last + 1] - price[last])
+
+    def run_grams(self, run: _Run, p: _Pool, s: int) -> float:
+        carbon = self.prefixes(p.region)[1]
+        last = s + run.n - 1
+        return (run.kwh_full * (carbon[last] - carbon[s])
+                + run.kwh_last * (carbon[last + 1] - carbon[last]))
+
+    def scan(self, d: Demand) -> tuple[int, float | None, bool]:
+        """Nearest miss, cheapest allowed (pool, start) cost, and whether an eligible option
+        moves data (the timed twin of `_Checker.scan`)."""
+        c = self.c
+        routes = c.routes(d.origin)
+        worst, cheapest, moves = _NO_OFFER if d.work_pflop is None else _PASS, None, False
+        offered = {o.pool: o for o in c.offers_by_demand.get(d.id, ())}
+        w = c.w
+        if d.work_pflop is None and len(offered) == len(c.pools):
+            worst = _PASS
+        for p in c.pools:
+            offer = offered.get(p.id)
+            if d.work_pflop is None and offer is None:
+                continue
+            rule, _, precision = _static_rule(d, p, routes)
+            if rule != _PASS:
+                worst = max(worst, rule)
+                continue
+            f = _Figures(d, p, offer, precision, routes[p.region][1], c.q, w)
+            if d.deadline_hours is not None and f.runtime > d.deadline_hours:
+                worst = max(worst, _DEADLINE)
+                continue
+            run = _Run(self, d, p, f)
+            starts = run.starts()
+            if not starts:
+                worst = max(worst, _WINDOW)
+                continue
+            fixed = f.compute + f.transfer
+            best = None
+            for s in starts:
+                energy = self.energy_raw(run, p, s)
+                if d.max_cost_cny is not None and f.compute_raw + energy + f.transfer_raw > d.max_cost_cny:
+                    continue
+                cost = (fixed + w.energy * energy
+                        + self.run_grams(run, p, s) / 1e6 * w.carbon_price_cny_per_t_co2)
+                if best is None or cost < best:
+                    best = cost
+            if best is None:
+                worst = max(worst, _PRICE_CAP)
+                continue
+            moves = moves or run.moves
+            if cheapest is None or best < cheapest:
+                cheapest = best
+        return worst, cheapest, moves
+
+    def check_reason(self, d: Demand, reason: Reason, pi: float, solved: bool) -> None:
+        """An unserved batch demand's reason must agree with its options over the horizon."""
+        c = self.c
+        worst, cheapest, moves = self.scan(d)
+        if cheapest is None:
+            allowed = {RULES[worst]}
+        elif not solved:
+            allowed = {Reason.NOT_SOLVED}
+        else:
+            allowed = set()
+            if cheapest >= pi - _tol(pi):
+                allowed.add(Reason.UNECONOMIC)
+            if cheapest <= pi + _tol(pi):
+                allowed.add(Reason.CAPACITY)
+                if moves:
+                    allowed.add(Reason.BANDWIDTH)
+                if c.inst.carbon_cap_t_co2 is not None:
+                    allowed.add(Reason.CARBON_CAP)
+        if reason not in allowed:
+            expected = " or ".join(sorted(r.value for r in allowed))
+            detail = f"; cheapest option {cheapest!r}, penalty {pi!r}" if cheapest is not None else ""
+            c.flag("wrong_reason", d.id, 1, f"reason is {reason}, expected {expected}{detail}")
+
+    # -- services --
+
+    def check_service(self, sp, d: Demand, solved: bool) -> float:
+        """One service's placements and unserved load; returns its penalty."""
+        c = self.c
+        S, Q, h = self.slots, c.inst.load_quantum_pflop_per_hour, self.h
+        routes = c.routes(d.origin)
+        lq = [_ceil_quanta(v / Q) for v in _expand(d.load_pflop_per_hour, S)]
+        peak = max(lq)
+        traffic = d.traffic_gbps or 0.0
+        tau = _ceil_quanta(traffic / peak / BANDWIDTH_QUANTUM_GBPS) if peak else 0
+        gb_per_quantum = traffic * h * 3600 / 8 / peak if peak else 0.0
+        served = [0] * S
+        placed: Counter[str] = Counter()
+        for pl in sp.placements:
+            placed[pl.pool] += 1
+            if not solved:
+                c.flag("assignment_without_solution", d.id, 1,
+                       f"status unsolved but '{d.id}' is placed on '{pl.pool}'")
+            p = c.pool_by_id.get(pl.pool)
+            if p is None:
+                c.flag("unknown_pool", d.id, 1, f"placement names unknown pool '{pl.pool}'")
+            if pl.region not in c.regions:
+                c.flag("unknown_region", d.id, 1, f"placement names unknown region '{pl.region}'")
+            elif p is not None and p.region != pl.region:
+                c.flag("pool_region_mismatch", d.id, 1,
+                       f"pool '{p.id}' is in '{p.region}', not '{pl.region}'")
+            if p is None:
+                continue
+            rule, amount, precision = _static_rule(d, p, routes)
+            if rule != _PASS:
+                name = RULES[rule].value
+                c.flag(f"ineligible:{name}", d.id, amount,
+                       f"'{d.id}' on '{p.id}' fails rule {name} by {amount!r}")
+            if precision is None:
+                precision = _run_precision(d, p.tflops)
+            if precision is not None and pl.precision != precision:
+                c.flag("mismatch:precision", d.id, 1,
+                       f"precision on '{p.id}' is {pl.precision}, runs at {precision}")
+            if precision is None or p.region not in routes:
+                continue  # no capacity per replica or no route to recompute from
+            self.place(pl, d, p, precision, routes, served, tau, gb_per_quantum)
+        for pool_id, count in placed.items():
+            if count > 1:
+                c.flag("duplicate_placement", d.id, count - 1,
+                       f"'{d.id}' has {count} placements on '{pool_id}'")
+        for t in range(S):
+            if served[t] > lq[t]:
+                c.flag("over_load", f"{d.id}@{t}", (served[t] - lq[t]) * Q,
+                       f"'{d.id}' serves {served[t]} quanta in slot {t}, its load is {lq[t]}")
+        left = [max(0, lq[t] - served[t]) * Q for t in range(S)]
+        self.series("unserved_pflop_per_hour", d.id, sp.unserved_pflop_per_hour, left)
+        undone = math.fsum(left) * h
+        c.figure("unserved_pflop", d.id, sp.unserved_pflop, undone)
+        w = c.w
+        penalty = w.unserved * d.priority * (d.unserved_penalty_cny_per_pflop or 0.0) * undone
+        c.figure("penalty_cny", d.id, sp.penalty_cny, penalty)
+        return penalty
+
+    def place(self, pl, d: Demand, p: _Pool, precision, routes: dict, served: list,
+              tau: int, gb_per_quantum: float) -> None:
+        """One placement: replicas, served quanta, GPUs, traffic and figures, slot by slot."""
+        c = self.c
+        S, Q, h, w = self.slots, c.inst.load_quantum_pflop_per_hour, self.h, c.w
+        kappa = math.floor(d.gang_size * p.tflops[precision] * 3.6 / Q + QUANTUM_SLACK)
+        c.figure("latency_ms", d.id, pl.latency_ms, routes[p.region][0])
+        links = self.route_links(d.id, d, p, pl.route, p.region != d.origin)
+        for field in ("replicas", "served_pflop_per_hour"):
+            have = len(getattr(pl, field))
+            if have != S:
+                c.flag("wrong_slot_count", d.id, abs(have - S),
+                       f"{field} on '{p.id}' has {have} values, the horizon {S}")
+        gpu_hours = energy_raw = grams = kwh_total = quanta = 0.0
+        for t in range(S):
+            where = f"{d.id}/{p.id}@{t}"
+            m = pl.replicas[t] if t < len(pl.replicas) else 0
+            v = pl.served_pflop_per_hour[t] if t < len(pl.served_pflop_per_hour) else 0.0
+            if m < 0:
+                c.flag("negative_replicas", where, -m, f"{m} replicas of '{d.id}' in slot {t}")
+                m = 0
+            u = round(v / Q)
+            if abs(v - u * Q) > _tol(v):
+                c.flag("load_not_in_quanta", where, abs(v - u * Q),
+                       f"served {v!r} PFLOP/h is not a whole number of {Q!r} quanta")
+            if u < 0:
+                c.flag("negative_served", where, -u * Q, f"served {v!r} PFLOP/h in slot {t}")
+                u = 0
+            if u > kappa * m:
+                c.flag("over_replicas", where, (u - kappa * m) * Q,
+                       f"{u} quanta served by {m} replicas of {kappa} quanta each")
+            served[t] += u
+            quanta += u
+            if links and tau:
+                for k in links:
+                    self.link_q[k][t] += tau * u
+            if m:
+                self.gpus[p.index][t] += d.gang_size * m
+                hours = d.gang_size * h * m
+                gpu_hours += hours
+                kwh = hours * p.power * p.pue
+                kwh_total += kwh
+                raw, g = self.add_energy(p.region, t, kwh, True)
+                energy_raw += raw
+                grams += g
+        self.rented[p.index].append(gpu_hours)
+        transfer_raw = quanta * gb_per_quantum * routes[p.region][1] if p.region != d.origin else 0.0
+        co2_kg = grams / 1000
+        figures = {
+            "compute": w.compute * gpu_hours * p.price, "energy": w.energy * energy_raw,
+            "transfer": w.transfer * transfer_raw,
+            "carbon": co2_kg / 1000 * w.carbon_price_cny_per_t_co2,
+            "energy_kwh": kwh_total, "co2_kg": co2_kg,
+        }
+        figures["cost"] = (figures["compute"] + figures["energy"] + figures["transfer"]
+                           + figures["carbon"])
+        c.figure("gpu_hours", d.id, pl.gpu_hours, gpu_hours)
+        for field in ("energy_kwh", "co2_kg"):
+            c.figure(field, d.id, getattr(pl, field), figures[field])
+        for name in ("compute", "energy", "transfer", "carbon", "cost"):
+            c.figure(f"{name}_cny", d.id, getattr(pl, f"{name}_cny"), figures[name])
+        self.book(figures, grams)
+
+    # -- rows: pools, links, the carbon cap --
+
+    def check_pools(self, plan: Plan) -> None:
+        c, h = self.c, self.h
+        for p in c.pools:
+            for t, (held, avail) in enumerate(zip(self.gpus[p.index], self.avail[p.index])):
+                if held > avail:
+                    c.flag("over_gpus", f"{p.id}@{t}", held - avail,
+                           f"'{p.id}' holds {held} GPUs in slot {t}, {avail} available")
+        used = [self.units[p.index] * c.q + math.fsum(self.rented[p.index]) for p in c.pools]
+        rows: Counter[str] = Counter()
+        for row in plan.pools:
+            rows[row.pool] += 1
+            p = c.pool_by_id.get(row.pool)
+            if p is None:
+                c.flag("unknown_pool", row.pool, 1, f"usage row names unknown pool '{row.pool}'")
+                continue
+            if row.region not in c.regions:
+                c.flag("unknown_region", p.id, 1, f"usage row names unknown region '{row.region}'")
+            elif row.region != p.region:
+                c.flag("pool_region_mismatch", p.id, 1,
+                       f"pool '{p.id}' is in '{p.region}', not '{row.region}'")
+            if row.accelerator != p.accelerator:
+                c.flag("mismatch:accelerator", p.id, 1,
+                       f"accelerator is '{row.accelerator}', pool has '{p.accelerator}'")
+            cap = sum(self.avail[p.index]) * h
+            c.figure("used_gpu_hours", p.id, row.used_gpu_hours, used[p.index])
+            c.figure("capacity_gpu_hours", p.id, row.capacity_gpu_hours, cap)
+            if cap > 0:
+                c.figure("utilization", p.id, row.utilization, used[p.index] / cap)
+            self.series("gpus_by_slot", p.id, row.gpus_by_slot, self.gpus[p.index])
+            self.series("available_by_slot", p.id, row.available_by_slot, self.avail[p.index])
+        for pool_id, count in rows.items():
+            if count > 1:
+                c.flag("duplicate_pool", pool_id, count - 1, f"pool '{pool_id}' has {count} usage rows")
+        for p in c.pools:
+            if (used[p.index] or any(self.gpus[p.index])) and p.id not in rows:
+                c.flag("missing_pool_usage", p.id, used[p.index],
+                       f"pool '{p.id}' has load but no usage row")
+
+    def check_links(self, plan: Plan) -> None:
+        c, quantum = self.c, BANDWIDTH_QUANTUM_GBPS
+        for k, link in enumerate(self.links):
+            name = f"{link.source}-{link.target}"
+            for t, (q, cap) in enumerate(zip(self.link_q[k], self.link_cap[k])):
+                if q > cap:
+                    c.flag("over_bandwidth", f"{name}@{t}", (q - cap) * quantum,
+                           f"link {name} carries {q} quanta in slot {t}, capacity {cap}")
+        rows: Counter[int] = Counter()
+        for row in plan.links:
+            name = f"{row.source}-{row.target}"
+            k = self.link_index.get(frozenset((row.source, row.target)))
+            if k is None:
+                c.flag("unknown_link", name, 1, f"load row names no link {name}")
+                continue
+            rows[k] += 1
+            load = [q * quantum for q in self.link_q[k]]
+            bandwidth = self.bandwidth[k]
+            self.series("load_gbps", name, row.load_gbps, load)
+            self.series("bandwidth_gbps", name, row.bandwidth_gbps, bandwidth)
+            peak = max((x / bw for x, bw in zip(load, bandwidth) if bw > 0), default=0.0)
+            c.figure("peak_utilization", name, row.peak_utilization, peak)
+        for k, count in rows.items():
+            if count > 1:
+                link = self.links[k]
+                c.flag("duplicate_link", f"{link.source}-{link.target}", count - 1,
+                       f"link {link.source}-{link.target} has {count} load rows")
+        for k, link in enumerate(self.links):
+            if any(self.link_q[k]) and k not in rows:
+                c.flag("missing_link_load", f"{link.source}-{link.target}",
+                       max(self.link_q[k]) * quantum,
+                       f"link {link.source}-{link.target} carries traffic but has no load row")
+
+    def check_carbon(self) -> None:
+        cap = self.c.inst.carbon_cap_t_co2
+        if cap is None:
+            return
+        total, limit = sum(self.grams), cap * 1e6
+        if total > limit + _tol(limit):
+            self.c.flag("over_carbon_cap", "carbon_cap_t_co2", total - limit,
+                        f"the plan emits {total} g (each choice rounded up), the cap is {limit!r} g")
+
+
+def _verify_timed(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> Verification:
+    """formulation §8: batch jobs in time, services slot by slot, pool, link and carbon rows."""
+    tm = _Timed(c)
+    if plan.schema_version != TIMED_SCHEMA_VERSION:
+        c.flag("mismatch:schema_version", "schema_version", 1,
+               f"a plan over a horizon has schema_version {TIMED_SCHEMA_VERSION}, "
+               f"not {plan.schema_version}")
+    for a in plan.assignments:
+        d, p = _assignment_ids(c, a, solved, seen, plan.status)
+        if d is None or p is None:
+            continue
+        if d.kind == DemandKind.SERVICE:
+            c.flag("wrong_kind", d.id, 1, f"service '{d.id}' is listed as an assignment")
+            continue
+        tm.check_assignment(a, d, p, solved)
+    penalties = _check_unserved(c, plan, solved, seen, tm)
+    for sp in plan.services:
+        seen[sp.demand] += 1
+        d = c.demands.get(sp.demand)
+        if d is None:
+            c.flag("unknown_demand", sp.demand, 1,
+                   f"service plan names unknown demand '{sp.demand}'")
+        elif d.kind != DemandKind.SERVICE:
+            c.flag("wrong_kind", d.id, 1, f"batch demand '{d.id}' is listed as a service")
+        else:
+            penalties.append(tm.check_service(sp, d, solved))
+    _check_coverage(c, seen)
+    tm.check_pools(plan)
+    tm.check_links(plan)
+    tm.check_carbon()
+    return _check_totals(c, plan, solved, tm.terms, penalties,
+                         (tm.kwh_by_period, tm.cny_by_period))

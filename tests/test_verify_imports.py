@@ -121,3 +121,22 @@ def test_verify_runs_in_a_fresh_interpreter_without_the_scheduler_package():
     assert not tops & {"numpy", "ortools", "networkx"}
     assert "models" in tops and "verify_alone" in tops
     assert Path(out["models"]).resolve() == REPO / "models" / "__init__.py"
+
+
+def test_verify_runs_alone_on_a_plan_over_a_horizon(tmp_path):
+    """The time rules need nothing beyond models either: the hand-built horizon plan of
+    tests/test_verify_time.py verifies in a fresh interpreter without the scheduler package."""
+    from tests.test_verify_time import OBJECTIVE, instance, plan
+
+    inst_file, plan_file = tmp_path / "timed.json", tmp_path / "timed.plan.json"
+    inst_file.write_text(instance().model_dump_json())
+    plan_file.write_text(plan().model_dump_json())
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", ALONE, str(REPO), str(VERIFY), str(inst_file), str(plan_file)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["ok"] is True and abs(out["objective"] - OBJECTIVE) < 1e-9
+    assert out["bad"] == ["mismatch:objective"]
+    tops = {name.split(".")[0] for name in out["modules"]}
+    assert "scheduler" not in tops and not tops & {"numpy", "ortools", "networkx"}
