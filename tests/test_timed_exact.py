@@ -323,6 +323,20 @@ def test_too_large_a_model_is_refused(monkeypatch):
         solve_timed_exact(problem, EXACT)
 
 
+def test_too_large_a_model_exits_2_in_the_cli(monkeypatch, tmp_path, capsys):
+    """`eastwest solve --engine exact` on a horizon too large for it: exit 2, one line naming
+    the file and the large engine, no plan written."""
+    from scheduler.cli import main
+
+    monkeypatch.setattr(timed_exact, "MAX_VARIABLES", 1)
+    source = Path(__file__).resolve().parent.parent / "instances" / "tiny" / "timed_valley.json"
+    out = tmp_path / "plan.json"
+    assert main(["solve", str(source), "--engine", "exact", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "timed_valley.json" in err and "'large'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 # -- whole instances against tests/timed_reference.py ---------------------------------------------
 
 TINY = Path(__file__).resolve().parent.parent / "instances" / "tiny"

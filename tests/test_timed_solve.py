@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models import Instance, Reason, Status, Verification
+from models import Instance, Reason, Status
 from scheduler import solve
 from scheduler.engines import EngineResult
 from scheduler.io import read_instance

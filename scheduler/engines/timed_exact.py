@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import OPTIMAL_GAP, QUANTUM_SLACK, Status, relative_gap
-from scheduler.compile import OBJECTIVE_SUM_LIMIT, OBJECTIVE_UNITS_LIMIT
+from scheduler.compile import OBJECTIVE_SUM_LIMIT, OBJECTIVE_UNITS_LIMIT, RangeError
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import configure
 from scheduler.params import Progress, SolveParams
@@ -452,15 +452,16 @@ def solve_timed_exact(
 ) -> EngineResult:
     """Solve the time-expanded problem with CP-SAT within ``params.time_limit_s``.
 
-    Raises ValueError when the model would pass MAX_VARIABLES (the large engine's job).
+    Raises RangeError (a ValueError; exit 2 in the CLI) when the model would pass MAX_VARIABLES
+    (the large engine's job).
     """
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
     size = model_size(problem)
     if size > MAX_VARIABLES:
-        raise ValueError(f"the time-expanded problem needs {size:,} variables, more than the exact "
-                         f"engine takes ({MAX_VARIABLES:,}); use engine 'large'")
+        raise RangeError([f"instance: the exact engine takes at most {MAX_VARIABLES:,} variables and "
+                          f"this horizon needs {size:,}; use engine 'large' or 'auto'"])
     b = problem.batch
     columns = batch_columns(problem)
     m_max, u_max = replica_bounds(problem)
