@@ -116,3 +116,27 @@ def test_scale_smoke(tmp_path: Path) -> None:
     ew, cp = size["solvers"]["eastwest"], size["solvers"]["cp-sat"]
     expected = ew["objective"] / cp["objective"]
     assert comparison["objective_ratio_vs_cpsat"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_time_smoke(tmp_path: Path) -> None:
+    """`time --smoke`: 200 demands x 24 slots, all four solvers in children, each plan verified
+    on the original instance, costs as ratios to eastwest's objective."""
+    done = _run("time", "--smoke", "--time-limits", "3", "--workers", "1", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = _only(tmp_path, "time-*.md").read_text()
+    for line in PROTOCOL_LINES:
+        assert line in text, f"protocol line {line!r} missing"
+    assert "- Suite: time" in text
+    data = json.loads(_only(tmp_path, "time-*.json").read_text())
+    (case,) = data["cases"]
+    assert (case["size"], case["hours"]) == (200, 24)
+    solvers = case["solvers"]
+    assert set(solvers) == {"eastwest", "cp-sat", "no-time-shift", "no-space-shift"}
+    for name, record in solvers.items():
+        assert record["verified"] is True, (name, record)
+        assert record["co2_t"] is not None and record["peak_rss_bytes"] > 0
+    ew = solvers["eastwest"]["objective"]
+    for name, record in solvers.items():
+        expected = record["objective"] / ew
+        assert case["comparison"][f"cost_ratio_{name}"] == pytest.approx(expected)
