@@ -793,7 +793,7 @@ class _Timed:
     def book(self, figures: dict, grams: float) -> None:
         for name in _TERMS:
             self.terms[name].append(figures[name])
-        self.grams.append(_ceil_quanta(grams))
+        self.grams.append(_ceil_quanta(1000 * figures["co2_kg"]))  # formulation §8.6
 
     def series(self, field: str, subject: str, reported, expected: list) -> None:
         """A per-slot figure: the right number of values, each within the tolerance."""
