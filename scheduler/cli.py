@@ -307,6 +307,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from scheduler.io import read_instance
 
     instance = read_instance(args.instance)
+    if instance.timed:
+        return _validate_timed(instance)
     options = compile_options(instance)
     no_option = Counter(
         RULES[int(r)].value for r in options.nearest_miss if r != ELIGIBLE
@@ -322,6 +324,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if must_without:
         say(f"  warning: {must_without:,} must-serve demand(s) have no eligible option; "
               "the instance is infeasible")
+    return EXIT_OK
+
+
+def _validate_timed(instance) -> int:
+    """`validate` for a horizon instance: the time-expanded options of formulation §8."""
+    import numpy as np
+
+    from models import RULES
+    from scheduler.compile import ELIGIBLE
+    from scheduler.timed import compile_timed
+
+    problem = compile_timed(instance)  # RangeError (exit 2) names what no plan can get around
+    b, sv = problem.batch, problem.services
+    starts = int((b.last - b.first + 1).sum())
+    say(f"ok: instance '{instance.name}' is valid")
+    say(f"  {len(instance.regions):,} regions, {len(instance.links):,} links, "
+        f"{len(instance.pools()):,} pools, {b.n_demands:,} batch jobs, {sv.n_services:,} services, "
+        f"{problem.slots:,} slots of {problem.slot_hours:g} h")
+    say(f"  {b.n_options:,} eligible (job, pool) options with {starts:,} allowed starts, "
+        f"{sv.n_options:,} eligible (service, pool) pairs")
+    misses = Counter(RULES[int(r)].value for r in b.nearest_miss[np.diff(b.start) == 0])
+    misses.update(RULES[int(r)].value for r in sv.nearest_miss[np.diff(sv.start) == 0])
+    if misses:
+        say("  demands with no eligible option, by nearest miss: "
+            + ", ".join(f"{k} {v:,}" for k, v in sorted(misses.items())))
+    must_without = int((b.must_serve & (b.nearest_miss != ELIGIBLE)).sum())
+    if must_without:
+        say(f"  warning: {must_without:,} must-serve demand(s) have no eligible option; "
+            "the instance is infeasible")
     return EXIT_OK
 
 

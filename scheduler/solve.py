@@ -263,7 +263,7 @@ def solve_timed(
     `Stopped` before the greedy plan exists); the time for itemizing and verifying is left over
     from ``params.time_limit_s``.
     """
-    from scheduler.engines.timed_greedy import solve_timed_greedy, timed_greedy, timed_lower_bound
+    from scheduler.engines.timed_greedy import TimedGreedy, solve_timed_greedy, timed_lower_bound
     from scheduler.timed import compile_timed
     from scheduler.timed_decode import build_timed_plan, choice_objective
 
@@ -278,7 +278,9 @@ def solve_timed(
     problem = compile_timed(instance, stop=stopped)
     compiled = time.perf_counter()
     tell("compiled")
-    hint, complete = timed_greedy(problem, stop=stopped)
+    greedy = TimedGreedy(problem, stopped)
+    hint, complete = greedy.run()
+    simple_bound = timed_lower_bound(problem, greedy.cheapest)
     hinted = time.perf_counter()
     tell("first plan", choice_objective(problem, hint) if complete else None)
     reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
@@ -289,17 +291,16 @@ def solve_timed(
     budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
     engine = pick_timed_engine(problem, params.engine)
     run = timed_engine(engine)
-    greedy_result = solve_timed_greedy(problem, hint, complete)
     if stop is not None and stop.is_set():
         outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search", workers=0)
     elif run is None:
         engine = "greedy"
-        outcome = greedy_result
+        outcome = solve_timed_greedy(problem, hint, complete, simple_bound)
     else:
         outcome = run(problem, budget, hint=hint if complete else None, on_progress=on_progress,
                       stop=stop)
     outcome = _fall_back_to_hint(outcome, hint, complete)
-    bound = _timed_bound(outcome, timed_lower_bound(problem), problem)
+    bound = _timed_bound(outcome, simple_bound, problem)
     searched = time.perf_counter()
     stats = SolveStats(
         engine=engine,

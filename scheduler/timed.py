@@ -174,13 +174,19 @@ class TimedProblem:
         return self.bandwidth.shape[0]
 
     @cached_property
-    def _prefix(self) -> dict[str, np.ndarray]:
-        """Prefix sums over the slots: ``x[:, t]`` summed over slots before ``t`` ([P, S+1])."""
-        def cum(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((a.shape[0], a.shape[1] + 1))
-            np.cumsum(a, axis=1, out=out[:, 1:])
-            return out
-        return {"price": cum(self.price), "raw": cum(self.raw_price), "carbon": cum(self.carbon)}
+    def _flat(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per (pool, slot) values raveled for fast gathers, with their prefix sums over the
+        slots (``cum[p * (S+1) + t]`` sums slots before ``t``): the cost of a kWh with its carbon
+        (priced energy), the carbon cost of a kWh alone (offers), grid intensity, raw price."""
+        carbon_cost = self.carbon * self.carbon_price / 1000.0
+
+        def flat(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            cum = np.zeros((a.shape[0], a.shape[1] + 1))
+            np.cumsum(a, axis=1, out=cum[:, 1:])
+            return cum.ravel(), np.ascontiguousarray(a).ravel()
+
+        return {"cost": flat(self.price + carbon_cost), "carbon_cost": flat(carbon_cost),
+                "carbon": flat(self.carbon), "raw": flat(self.raw_price)}
 
     @cached_property
     def route_links(self) -> np.ndarray:
@@ -200,33 +206,39 @@ class TimedProblem:
         out = np.ceil(raw - QUANTUM_SLACK)
         return np.where(b.route[k] >= 0, np.maximum(out, 0.0), 0.0).astype(np.int64)
 
-    def evaluate(self, k: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, ...]:
+    def evaluate(self, k: np.ndarray, s: np.ndarray, co2: bool = True) -> tuple[np.ndarray, ...]:
         """(cost, co2_kg, rate, allowed) of options ``k`` started at ``s`` (same-shaped arrays).
 
         ``allowed``: ``first <= s <= last`` and the start's raw price is within the cap. Values
-        at starts that are not allowed are meaningless (but finite).
+        at starts that are not allowed are meaningless (but finite). With ``co2`` False the
+        emissions are not computed (zeros): the cost includes their price either way.
         """
-        b, pre = self.batch, self._prefix
+        b, flat, S = self.batch, self._flat, self.slots
         k = np.asarray(k, dtype=np.int64)
         s = np.asarray(s, dtype=np.int64)
         inside = (s >= b.first[k]) & (s <= b.last[k])
-        sc = np.clip(s, 0, self.slots - 1)
+        sc = np.clip(s, 0, S - 1)
         p = b.pool[k].astype(np.int64)
-        n = b.slots[k].astype(np.int64)
-        end = np.minimum(sc + n - 1, self.slots - 1)  # the last slot run
-        full_w = pre["price"][p, end] - pre["price"][p, sc]
-        full_c = pre["carbon"][p, end] - pre["carbon"][p, sc]
+        end = np.minimum(sc + b.slots[k] - 1, S - 1)  # the last slot run
+        at_s, at_end, value_end = p * (S + 1) + sc, p * (S + 1) + end, p * S + end
         kf, kl = b.kwh_full[k], b.kwh_last[k]
-        energy = np.where(b.priced_energy[k], kf * full_w + kl * self.price[p, end], 0.0)
-        co2 = (kf * full_c + kl * self.carbon[p, end]) / 1000.0
-        cost = b.fixed_cost[k] + energy + co2 * self.carbon_price
+
+        def drawn(name: str) -> np.ndarray:
+            cum, value = flat[name]
+            return kf * (cum.take(at_end) - cum.take(at_s)) + kl * value.take(value_end)
+
+        per_start = drawn("cost")
+        priced = b.priced_energy[k]
+        if not priced.all():
+            per_start = np.where(priced, per_start, drawn("carbon_cost"))
+        cost = b.fixed_cost[k] + per_start
+        kg = drawn("carbon") / 1000.0 if co2 else np.zeros(cost.shape)
         allowed = inside
         capped = np.isfinite(b.max_price[k])
-        if np.any(capped):
-            full_r = pre["raw"][p, end] - pre["raw"][p, sc]
-            raw = np.where(b.priced_energy[k], kf * full_r + kl * self.raw_price[p, end], 0.0)
+        if capped.any():
+            raw = np.where(priced, drawn("raw"), 0.0)
             allowed = inside & (b.price_fixed[k] + raw <= b.max_price[k])
-        return cost, co2, self.rate(k, s), allowed
+        return cost, kg, self.rate(k, s), allowed
 
     def start_costs(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(starts, cost, co2_kg, rate) over the allowed starts of batch option ``k``."""
@@ -816,36 +828,62 @@ class TimedLoad:
         np.add.at(self.service_kg, js, replicas * sv.co2_kg[js, ts])
         self.service_grams += int(grams(self.service_kg[touched]).sum()) - before
 
-    def feasible(self, ks: np.ndarray, ss: np.ndarray, co2_kg: np.ndarray, rate: np.ndarray,
-                 free: np.ndarray | None = None, free_bw: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(capacity, bandwidth, carbon) fit of options ``ks`` at starts ``ss`` (2-D, one row per
-        option, starts along the row) alone on top of this load."""
-        b, pr = self.problem.batch, self.problem
-        S = pr.slots
+    def capacity_fit(self, ks: np.ndarray, ss: np.ndarray, free: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """bool: option ``ks[r, 0]`` (one option per row) started at ``ss[r, c]`` finds its gang
+        free in every slot of the run, on top of this load (or of ``free`` GPUs)."""
+        b, S = self.problem.batch, self.problem.slots
         free = self.free_gpus() if free is None else free
         p = b.pool[ks[:, 0]].astype(np.int64)
         gang = b.gang[b.demand[ks[:, 0]]].astype(np.int64)
-        short = (free[p] < gang[:, None]).astype(np.int64)  # [rows, S]
-        cum = np.zeros((len(p), S + 1), dtype=np.int64)
-        np.cumsum(short, axis=1, out=cum[:, 1:])
-        sc = np.clip(ss, 0, S)
-        end = np.clip(ss + b.slots[ks].astype(np.int64), 0, S)
-        rows = np.arange(len(p))[:, None]
-        cap_ok = (cum[rows, end] - cum[rows, sc]) == 0
+        ok = np.ones(ss.shape, dtype=bool)
+        tight = np.flatnonzero(free.min(axis=1)[p] < gang)  # the other rows fit in every slot
+        if len(tight):
+            short = free[p[tight]] < gang[tight, None]
+            cum = np.zeros((len(tight), S + 1), dtype=np.int64)
+            np.cumsum(short, axis=1, out=cum[:, 1:])
+            st = np.clip(ss[tight], 0, S)
+            end = np.clip(ss[tight] + b.slots[ks[tight]].astype(np.int64), 0, S)
+            rows = np.arange(len(tight))[:, None]
+            ok[tight] = (cum[rows, end] - cum[rows, st]) == 0
+        return ok
+
+    def bandwidth_fit(self, ks: np.ndarray, ss: np.ndarray, rate: np.ndarray,
+                      route_free: np.ndarray | None = None) -> np.ndarray:
+        """bool: the data of option ``ks[r, 0]`` started at ``ss[r, c]`` finds ``rate`` quanta
+        on every route link in every slot from its release to the start (``route_free``: the
+        least bandwidth left per route and slot, [routes, S], if already known)."""
+        b, S = self.problem.batch, self.problem.slots
         r = b.route[ks[:, 0]].astype(np.int64)
-        bw_ok = np.ones(ss.shape, dtype=bool)
+        ok = np.ones(ss.shape, dtype=bool)
         moving = np.flatnonzero(r >= 0)
-        if len(moving):
-            least = self.route_free(r[moving], free_bw)  # [m, S]
-            rel = b.release[b.demand[ks[moving, 0]]].astype(np.int64)
-            t = np.arange(S)[None, :]
-            least = np.where(t >= rel[:, None], least, np.iinfo(np.int64).max)
-            least = np.minimum.accumulate(least, axis=1)  # least over rel..t
-            idx = np.clip(ss[moving] - 1, 0, S - 1)
-            bw_ok[moving] = least[np.arange(len(moving))[:, None], idx] >= rate[moving]
-        co2_ok = grams(co2_kg) <= self.grams_left()
-        return cap_ok, bw_ok, co2_ok
+        if not len(moving):
+            return ok
+        rel = b.release[b.demand[ks[moving, 0]]].astype(np.int64)
+        # One running minimum per distinct (route, release), however many rows share it.
+        key, row_of = np.unique(r[moving] * (S + 1) + rel, return_inverse=True)
+        routes, rels = np.divmod(key, S + 1)
+        least = self.route_free(routes) if route_free is None else route_free[routes]
+        least = np.where(np.arange(S)[None, :] >= rels[:, None], least, np.iinfo(np.int64).max)
+        least = np.minimum.accumulate(least, axis=1)  # least over rel..t
+        idx = np.clip(ss[moving] - 1, 0, S - 1)
+        ok[moving] = least[row_of.reshape(-1)[:, None], idx] >= rate[moving]
+        return ok
+
+    def all_route_free(self) -> np.ndarray:
+        """[routes, S]: the least bandwidth left on any link of each route, slot by slot."""
+        return self.route_free(np.arange(max(len(self.problem.routes), 1)))
+
+    def feasible(self, ks: np.ndarray, ss: np.ndarray, co2_kg: np.ndarray, rate: np.ndarray,
+                 free: np.ndarray | None = None, route_free: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(capacity, bandwidth, carbon) fit of options ``ks`` at starts ``ss`` (2-D, one
+        option per row, starts along the row) alone on top of this load."""
+        cap_ok = self.capacity_fit(ks, ss, free)
+        bw_ok = self.bandwidth_fit(ks, ss, rate, route_free)
+        if self.problem.carbon_cap_g is None:
+            return cap_ok, bw_ok, np.ones(ss.shape, dtype=bool)
+        return cap_ok, bw_ok, grams(co2_kg) <= self.grams_left()
 
     def fits(self, k: int, s: int, rate: int, co2_kg: float) -> bool:
         """Whether option ``k`` started at ``s`` (with that start's ``rate`` and ``co2_kg``) fits

@@ -26,38 +26,18 @@ import numpy as np
 from models import OPTIMAL_GAP, Status, relative_gap
 from scheduler.engines import EngineResult
 from scheduler.params import Stopped
-from scheduler.timed import TimedChoice, TimedLoad, TimedProblem
+from scheduler.timed import TimedChoice, TimedLoad, TimedProblem, grams
 
 UNSERVED = -1
 STOP_CHECK_EVERY = 256  # demands between two looks at the stop request
 
 
-def cheapest_per_demand(problem: TimedProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each batch demand's cheapest (option, start) with no coupling row: (cost, option, start);
-    cost inf and -1 where a demand has no option."""
-    b = problem.batch
-    cost_k, start_k = problem.best_starts()
-    cost = np.full(b.n_demands, np.inf)
-    option = np.full(b.n_demands, UNSERVED, dtype=np.int64)
-    start = np.full(b.n_demands, UNSERVED, dtype=np.int64)
-    has = np.diff(b.start) > 0
-    if b.n_options:
-        seg = b.start[:-1][has]
-        cost[has] = np.minimum.reduceat(cost_k, seg)
-        # The first option reaching its demand's minimum.
-        hit = cost_k == cost[b.demand]
-        first_hit = np.full(b.n_demands, b.n_options, dtype=np.int64)
-        np.minimum.at(first_hit, b.demand[hit], np.flatnonzero(hit))
-        option[has] = first_hit[has]
-        start[has] = start_k[option[has]]
-    return cost, option, start
-
-
 def timed_lower_bound(problem: TimedProblem, cheapest: np.ndarray | None = None) -> float | None:
     """Σ over demands of the cheapest alternative with every coupling row dropped (§8.5 at zero
-    multipliers); None when a must-serve job has no option (no plan exists)."""
+    multipliers), a job's starts limited to those that fit alone (no plan uses another); None
+    when a must-serve job has none (no plan exists). ``cheapest``: `Candidates` column 0."""
     b, sv = problem.batch, problem.services
-    cheapest = cheapest_per_demand(problem)[0] if cheapest is None else cheapest
+    cheapest = Candidates(problem, keep=1).cost[:, 0] if cheapest is None else cheapest
     batch = np.where(b.must_serve, cheapest, np.minimum(cheapest, b.penalty))
     if not np.all(np.isfinite(batch)):
         return None
@@ -69,6 +49,94 @@ def timed_lower_bound(problem: TimedProblem, cheapest: np.ndarray | None = None)
             per_quantum = np.minimum(per_quantum, problem.service_quantum_cost(js).min(axis=0))
         parts.append(math.fsum((sv.load[d] * per_quantum).tolist()))
     return math.fsum(parts)
+
+
+CANDIDATES = 8
+"""Cheapest starts kept per batch job before the greedy runs; a job tries them in order and prices
+all its starts again only if none of them fits what is left."""
+
+
+class Candidates:
+    """Each batch job's `CANDIDATES` cheapest (option, start) pairs that fit alone: within the
+    GPUs its pool has in every slot of the run and the bandwidth its route has while the data
+    moves, and (optional jobs) below the penalty. Rows sorted by cost, inf-padded.
+
+    Priced in chunks of consecutive jobs (at most `CHUNK_ELEMENTS` pairs at a time). Column 0 is
+    also a lower bound per job: a plan can only use starts that fit alone.
+    """
+
+    def __init__(self, problem: TimedProblem, keep: int = CANDIDATES,
+                 stop: Callable[[], bool] | None = None):
+        from scheduler.timed import CHUNK_ELEMENTS
+
+        b = problem.batch
+        nb = b.n_demands
+        self.cost = np.full((nb, keep), np.inf)
+        self.option = np.full((nb, keep), UNSERVED, dtype=np.int64)
+        self.start = np.full((nb, keep), UNSERVED, dtype=np.int64)
+        self.rate = np.zeros((nb, keep), dtype=np.int64)
+        self.co2 = np.zeros((nb, keep))
+        empty = TimedLoad(problem)
+        free, route_free = empty.free_gpus(), empty.all_route_free()
+        counts = np.diff(b.start)
+        width = np.zeros(nb, dtype=np.int64)
+        has = counts > 0
+        if b.n_options:
+            width[has] = np.maximum.reduceat((b.last - b.first + 1).astype(np.int64), b.start[:-1][has])
+        lo = 0
+        while lo < nb:
+            hi, size = lo, 0
+            while hi < nb and (hi == lo or size + counts[hi] * width[hi] <= CHUNK_ELEMENTS):
+                size += counts[hi] * width[hi]
+                hi += 1
+            if stop is not None and stop():
+                raise Stopped("stopped while building the first plan")
+            self._price(problem, empty, free, route_free, lo, hi, keep)
+            lo = hi
+
+    def _price(self, problem, empty, free, route_free, lo, hi, keep) -> None:
+        b = problem.batch
+        ks = np.arange(b.start[lo], b.start[hi], dtype=np.int64)
+        if not len(ks):
+            return
+        w = int((b.last[ks] - b.first[ks]).max()) + 1
+        ss = b.first[ks].astype(np.int64)[:, None] + np.arange(w, dtype=np.int64)[None, :]
+        kk = np.broadcast_to(ks[:, None], ss.shape)
+        # Priced only inside each option's own range (the grid is as wide as the widest).
+        inside = ss <= b.last[ks][:, None]
+        cost = np.full(ss.shape, np.inf)
+        co2 = np.zeros(ss.shape)
+        rate = np.zeros(ss.shape, dtype=np.int64)
+        ok = np.zeros(ss.shape, dtype=bool)
+        cost[inside], co2[inside], rate[inside], ok[inside] = problem.evaluate(
+            kk[inside], ss[inside], co2=problem.carbon_cap_g is not None)
+        demand = b.demand[ks]
+        ok &= b.must_serve[demand][:, None] | (cost < b.penalty[demand][:, None])
+        cap_ok, bw_ok, co2_ok = empty.feasible(kk, ss, co2, rate, free, route_free)
+        ok &= cap_ok & bw_ok & co2_ok
+        cost = np.where(ok, cost, np.inf)
+        # Lay each job's options side by side: [jobs, most options x w].
+        local = ks - b.start[demand]
+        most = int(np.diff(b.start[lo:hi + 1]).max())
+        grid = np.full((hi - lo, most * w), np.inf)
+        cols = local[:, None] * w + np.arange(w)[None, :]
+        grid[(demand - lo)[:, None], cols] = cost
+        m = min(keep, grid.shape[1])
+        part = np.argpartition(grid, m - 1, axis=1)[:, :m] if grid.shape[1] > m else \
+            np.broadcast_to(np.arange(grid.shape[1]), (hi - lo, grid.shape[1]))
+        rows = np.arange(hi - lo)[:, None]
+        order = np.argsort(grid[rows, part], axis=1, kind="stable")
+        pick = part[rows, order]  # [jobs, m] columns, cheapest first
+        best = grid[rows, pick]
+        opt_local, off = np.divmod(pick, w)
+        valid = np.isfinite(best)
+        k_of = np.where(valid, b.start[lo:hi, None] + opt_local, 0)
+        row_of = np.searchsorted(ks, k_of)  # the row of that option in this chunk
+        self.cost[lo:hi, :m] = best
+        self.option[lo:hi, :m] = np.where(valid, k_of, UNSERVED)
+        self.start[lo:hi, :m] = np.where(valid, ss[row_of, off], UNSERVED)
+        self.rate[lo:hi, :m] = np.where(valid, rate[row_of, off], 0)
+        self.co2[lo:hi, :m] = np.where(valid, co2[row_of, off], 0.0)
 
 
 class TimedGreedy:
@@ -83,13 +151,8 @@ class TimedGreedy:
         self.start = np.full(b.n_demands, UNSERVED, dtype=np.int64)
         self.replicas = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
         self.served = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
-        self.cheapest, self.best_option, self.best_start = cheapest_per_demand(problem)
-        self.best_co2 = np.zeros(b.n_demands)
-        self.best_rate = np.zeros(b.n_demands, dtype=np.int64)
-        has = self.best_option >= 0
-        if has.any():
-            _, co2, rate, _ = problem.evaluate(self.best_option[has], self.best_start[has])
-            self.best_co2[has], self.best_rate[has] = co2, rate
+        self.candidates = Candidates(problem, stop=stop)
+        self.cheapest = self.candidates.cost[:, 0]
         self._checked = 0
 
     def _check_stop(self) -> None:
@@ -121,16 +184,16 @@ class TimedGreedy:
 
     def place(self, i: int) -> bool:
         """Place batch demand ``i`` on its cheapest fitting (option, start); whether it was."""
-        b = self.problem.batch
-        k = int(self.best_option[i])
-        if k < 0:
-            return False
-        must = bool(b.must_serve[i])
-        if not must and self.cheapest[i] >= b.penalty[i]:
-            return False
-        s = int(self.best_start[i])
-        rate, co2 = int(self.best_rate[i]), float(self.best_co2[i])
-        if not self.load.fits(k, s, rate, co2):
+        b, c = self.problem.batch, self.candidates
+        if not np.isfinite(c.cost[i, 0]):
+            return False  # no start fits even alone (or, optional, none below the penalty)
+        for m in range(c.cost.shape[1]):
+            if not np.isfinite(c.cost[i, m]):
+                return False  # every start that fits alone was tried
+            k, s, rate, co2 = int(c.option[i, m]), int(c.start[i, m]), int(c.rate[i, m]), float(c.co2[i, m])
+            if self.load.fits(k, s, rate, co2):
+                break
+        else:
             found = self._cheapest_fitting(i)
             if found is None:
                 return False
@@ -141,24 +204,30 @@ class TimedGreedy:
 
     def _cheapest_fitting(self, i: int) -> tuple[int, int, int, float] | None:
         """Every allowed start of every option of ``i`` against the load left: the cheapest that
-        fits (below the penalty unless must-serve), or None."""
-        b, pr = self.problem.batch, self.problem
+        fits (below the penalty unless must-serve), or None. GPUs are checked first, and only
+        the starts that find them are priced."""
+        b, pr, load = self.problem.batch, self.problem, self.load
         ks = np.arange(b.start[i], b.start[i + 1], dtype=np.int64)
         width = int((b.last[ks] - b.first[ks]).max()) + 1
         ss = b.first[ks].astype(np.int64)[:, None] + np.arange(width, dtype=np.int64)[None, :]
         kk = np.broadcast_to(ks[:, None], ss.shape)
-        cost, co2, rate, ok = pr.evaluate(kk, ss)
+        room = (ss <= b.last[ks][:, None]) & load.capacity_fit(kk, ss)
+        if not room.any():
+            return None
+        rows, cols = np.nonzero(room)
+        k1, s1 = ks[rows], ss[rows, cols]
+        cost, co2, rate, ok = pr.evaluate(k1, s1, co2=pr.carbon_cap_g is not None)
         if not b.must_serve[i]:
-            ok = ok & (cost < b.penalty[i])
+            ok &= cost < b.penalty[i]
         if not ok.any():
             return None
-        cap_ok, bw_ok, co2_ok = self.load.feasible(kk, ss, co2, rate)
-        ok &= cap_ok & bw_ok & co2_ok
+        ok[ok] = load.bandwidth_fit(k1[ok][:, None], s1[ok][:, None], rate[ok][:, None])[:, 0]
+        if pr.carbon_cap_g is not None:
+            ok &= grams(co2) <= load.grams_left()
         if not ok.any():
             return None
-        flat = int(np.argmin(np.where(ok, cost, np.inf)))
-        r, c = divmod(flat, width)
-        return int(ks[r]), int(ss[r, c]), int(rate[r, c]), float(co2[r, c])
+        m = int(np.argmin(np.where(ok, cost, np.inf)))
+        return int(k1[m]), int(s1[m]), int(rate[m]), float(co2[m])
 
     # -- services ---------------------------------------------------------------------------
 
@@ -226,7 +295,7 @@ def timed_greedy(problem: TimedProblem, *, stop: Callable[[], bool] | None = Non
 
 
 def solve_timed_greedy(problem: TimedProblem, hint: TimedChoice | None = None,
-                       complete: bool | None = None) -> EngineResult:
+                       complete: bool | None = None, bound: float | None = None) -> EngineResult:
     """The greedy plan as an engine result, with the lower bound of `timed_lower_bound`.
 
     Status: optimal when the gap to that bound is within OPTIMAL_GAP, feasible otherwise;
@@ -236,8 +305,11 @@ def solve_timed_greedy(problem: TimedProblem, hint: TimedChoice | None = None,
     from scheduler.timed_decode import choice_objective
 
     if hint is None or complete is None:
-        hint, complete = timed_greedy(problem)
-    bound = timed_lower_bound(problem)
+        greedy = TimedGreedy(problem)
+        hint, complete = greedy.run()
+        bound = timed_lower_bound(problem, greedy.cheapest)
+    elif bound is None:
+        bound = timed_lower_bound(problem)
     b = problem.batch
     if np.any(b.must_serve & (np.diff(b.start) == 0)):
         return EngineResult(None, Status.INFEASIBLE, None, "a must-serve job has no option",
