@@ -790,10 +790,10 @@ class _Timed:
         self.cny_by_period[label].append(self.c.w.energy * raw)
         return raw, kwh * self.carbon[region][t]
 
-    def book(self, figures: dict, grams: float) -> None:
+    def book(self, figures: dict) -> None:
         for name in _TERMS:
             self.terms[name].append(figures[name])
-        self.grams.append(_ceil_quanta(grams))
+        self.grams.append(_ceil_quanta(1000 * figures["co2_kg"]))  # formulation §8.6
 
     def series(self, field: str, subject: str, reported, expected: list) -> None:
         """A per-slot figure: the right number of values, each within the tolerance."""
@@ -892,7 +892,7 @@ class _Timed:
             c.figure(field, d.id, getattr(a, field), figures[field])
         for name in ("compute", "energy", "transfer", "carbon", "cost"):
             c.figure(f"{name}_cny", d.id, getattr(a, f"{name}_cny"), figures[name])
-        self.book(figures, grams)
+        self.book(figures)
 
     def energy_raw(self, run: _Run, p: _Pool, s: int) -> float:
         """Raw energy cost of the run started at `s` (offers: 0), by prefix sums."""
@@ -1096,7 +1096,7 @@ class _Timed:
             c.figure(field, d.id, getattr(pl, field), figures[field])
         for name in ("compute", "energy", "transfer", "carbon", "cost"):
             c.figure(f"{name}_cny", d.id, getattr(pl, f"{name}_cny"), figures[name])
-        self.book(figures, grams)
+        self.book(figures)
 
     # -- rows: pools, links, the carbon cap --
 
