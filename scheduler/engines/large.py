@@ -17,7 +17,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,16 +35,15 @@ from scheduler.engines.lns import (
     Neighbourhood,
     Problem,
     Solvers,
+    Strategy,
     SubSolve,
     residual_room,
     solve_subproblem,
 )
 from scheduler.engines.primal import (
-    UNSERVED,
     big_penalty,
     construct,
     demand_costs,
-    is_feasible,
     loads,
     objective,
     shift_moves,
@@ -217,7 +218,7 @@ def solve_large(
 
     # 3. CP-SAT neighbourhood search around the incumbent.
     if o.n_options and run.choice is not None and not run.done():
-        _search(run, rc, dual.best.bound, workers, details)
+        _Search(run, rc, dual.best.bound, workers).run_until_done(details)
 
     details["bound_method"] = run.bound_method
     if run.best_s is not None:
@@ -263,224 +264,336 @@ def _hint_is_valid(o: Options, hint: np.ndarray) -> bool:
     return bool(np.all(loads(o, hint) <= o.capacity))
 
 
-def _search(run: _Run, rc: np.ndarray, lagrangian_bound: float, workers: int,
-            details: dict) -> None:
-    """The LNS loop: up to ``workers`` sub-solves at once, on disjoint pools and demands."""
-    o, params = run.o, run.params
-    rng = np.random.default_rng(params.seed)
-    scale = run.scale
-    cost_int, pen_int = scaled_costs(o, scale)
-    pb = Problem(o, scale, cost_int, pen_int)
-    demand_error = rounding_errors(o, scale, cost_int, pen_int)
-    run.rounding_bound = math.fsum(demand_error)
-    chooser = Chooser(o, rng, rc, lagrangian_bound)
-    chooser.refresh(run.choice)
-    choice = run.choice.copy()
-    load = loads(o, choice)
-    costs = demand_costs(o, choice, run.big)
-    deterministic = params.iteration_limit is not None
-    limit = float(np.clip(params.time_limit_s / 100.0, 0.1, 1.0))
-    locked_pools = np.zeros(o.n_pools, dtype=bool)
-    locked_demands = np.zeros(o.n_demands, dtype=bool)
-    solvers = Solvers()
-    flying: dict = {}  # future -> (neighbourhood, strategy, its current choice, pools it locks)
-    rounds = launched = improvements = exchanges = 0
-    exclusive = False
-    waiting = None  # a strategy drawn but not launched yet
-    exchanger = Exchanger(o) if _exchange_fits(o) else None
-    exchange_rng = np.random.default_rng(params.seed + 1)
-    stale = False  # no exchange left for the incumbent and locks as they stand
-    kicks = touched = 0  # touched: changes the exchange search made (a core bound needs none)
-    core_work = total_work = 0.0  # CP-SAT deterministic time spent (core runs, all runs)
-    touched_at_launch: dict[int, int] = {}
-    if exchanger is not None:  # first to a local optimum of the exchanges, nothing locked
-        while not (run.stopped() or run.out_of_time()):
-            before = choice.copy()
-            made = _improve(run, exchanger, choice, load, exchange_rng, passes=8)
-            if not made:
-                break
-            exchanges += made
-            moved = np.flatnonzero(before != choice)
-            costs[moved] = o.cost[choice[moved]]
-            run.offer(choice.copy())
-        chooser.refresh(choice)
+@dataclass
+class _Counters:
+    """What the search has done so far (reported in ``details``)."""
 
-    def stopping() -> bool:
+    launched: int = 0  # neighbourhoods launched, or draws that found none: the iteration count
+    rounds: int = 0  # sub-solves finished
+    improvements: int = 0  # sub-solves that strictly improved the plan
+    exchanges: int = 0  # improving exchanges applied
+    kicks: int = 0  # perturbations of the exchange search
+    touched: int = 0  # changes the exchange search made (a core bound needs none meanwhile)
+    core_work: float = 0.0  # CP-SAT deterministic time spent in core runs
+    total_work: float = 0.0  # ... in all runs
+
+
+@dataclass
+class _InFlight:
+    """A launched sub-solve: its neighbourhood, strategy, the free demands' options at launch,
+    the pools it locks and the exchange changes made before it."""
+
+    nb: Neighbourhood
+    strategy: Strategy
+    current: np.ndarray
+    lock: np.ndarray
+    touched: int
+
+
+class _Search:
+    """The neighbourhood search around the incumbent, and all its state.
+
+    It works on a copy of the incumbent (``choice``, with its pool ``load`` and per-demand
+    ``costs``) and offers every improvement to the run. Three kinds of move change the plan:
+    exchanges (`exchange_step`, `descend`) and kicks (`kick`) on GAP-sized instances, and CP-SAT
+    sub-solves of neighbourhoods (`launch`, `finish`); whole and core sub-solves also raise the
+    bound (`raise_bound`). Demands and pools held by a sub-solve in flight are locked.
+    """
+
+    def __init__(self, run: _Run, rc: np.ndarray, lagrangian_bound: float, workers: int):
+        o, params = run.o, run.params
+        self.run, self.o, self.params, self.workers = run, o, params, workers
+        cost_int, pen_int = scaled_costs(o, run.scale)
+        self.problem = Problem(o, run.scale, cost_int, pen_int)
+        self.demand_error = rounding_errors(o, run.scale, cost_int, pen_int)
+        run.rounding_bound = math.fsum(self.demand_error)
+        self.chooser = Chooser(o, np.random.default_rng(params.seed), rc, lagrangian_bound)
+        self.chooser.refresh(run.choice)
+        self.choice = run.choice.copy()
+        self.load = loads(o, self.choice)
+        self.costs = demand_costs(o, self.choice, run.big)
+        self.deterministic = params.iteration_limit is not None
+        self.limit = float(np.clip(params.time_limit_s / 100.0, 0.1, 1.0))  # per sub-solve
+        self.locked_pools = np.zeros(o.n_pools, dtype=bool)
+        self.locked_demands = np.zeros(o.n_demands, dtype=bool)
+        self.solvers = Solvers()
+        self.flying: dict = {}  # future -> _InFlight
+        self.exclusive = False  # an exclusive sub-solve is in flight
+        self.waiting: Strategy | None = None  # a strategy drawn but not launched yet
+        self.exchanger = Exchanger(o) if _exchange_fits(o) else None
+        self.exchange_rng = np.random.default_rng(params.seed + 1)
+        self.stale = False  # no exchange left for the plan and locks as they stand
+        self.count = _Counters()
+        self.executor: ThreadPoolExecutor | None = None
+
+    # -- driver --------------------------------------------------------------------------------
+    def run_until_done(self, details: dict) -> None:
+        """Search until a limit: exchange steps while nothing is in flight, launches while a
+        worker is free, and the sub-solves' results as they finish."""
+        if self.exchanger is not None:
+            self.descend()
+        with self._threads():
+            while True:
+                if self.exchanger is not None and not self.stopping() and not self.flying:
+                    for _ in range(EXCHANGE_STEPS if self.executor is None else 1):
+                        self.exchange_step()
+                self.launch()
+                if not self.flying:
+                    break
+                for future in self._finished():
+                    self.finish(self.flying.pop(future), future.result())
+        self._report(details)
+
+    def stopping(self) -> bool:
+        """Whether no more sub-solves may be launched."""
+        run, limit = self.run, self.params.iteration_limit
         if run.stopped() or run.out_of_time() or run.done():
             return True
-        return params.iteration_limit is not None and launched >= params.iteration_limit
+        return limit is not None and self.count.launched >= limit
 
-    def watch() -> None:
-        while not watcher_done.wait(0.02):
-            if run.stopped() or (not deterministic and run.out_of_time()):
-                solvers.stop_all()
-                return
+    @contextmanager
+    def _threads(self):
+        """The worker pool (with more than one worker) and a watcher that stops the running
+        CP-SAT solves at the time limit (not on an iteration budget) or on the stop event."""
+        watcher_done = threading.Event()
 
-    watcher_done = threading.Event()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        def watch() -> None:
+            while not watcher_done.wait(0.02):
+                if self.run.stopped() or (not self.deterministic and self.run.out_of_time()):
+                    self.solvers.stop_all()
+                    return
 
-    def local_search() -> None:
-        """One step of the exchange search on what no sub-solve holds: exchanges to a local
-        optimum, then iterated kicks (random shifts and swaps, then exchanges), keeping a kicked
-        plan unless it is clearly worse than the best."""
-        nonlocal stale, exchanges, kicks, touched
-        before = choice.copy()
-        if not stale:
-            made = _improve(run, exchanger, choice, load, exchange_rng, locked_pools,
-                            locked_demands, passes=4)
-            stale = not made
-            exchanges += made
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        self.executor = ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        try:
+            yield
+        finally:
+            self.solvers.stop_all()
+            watcher_done.set()
+            watcher.join()
+            if self.executor is not None:
+                self.executor.shutdown(wait=True)
+
+    def _finished(self) -> list:
+        """The finished sub-solves, in order of their first demand. With workers, when none has
+        finished the main thread makes an exchange step instead (or waits briefly)."""
+        if self.executor is None:
+            done = list(self.flying)
         else:
-            kicks += 1
-            before_load = load.copy()
-            perturb(o, choice, load, exchange_rng, int(exchange_rng.integers(2, 6)),
-                    locked_pools, locked_demands)
-            exchanges += _improve(run, exchanger, choice, load, exchange_rng, locked_pools,
-                                  locked_demands, passes=50)
-            changed = np.flatnonzero(before != choice)
-            after = math.fsum(costs) - math.fsum(costs[changed]) + math.fsum(o.cost[choice[changed]])
-            if after > run.objective + KICK_THRESHOLD * max(abs(run.objective), 1.0):
-                choice[:], load[:] = before, before_load
-        if not np.array_equal(before, choice):
-            touched += 1
-            _moved(o, before, choice, costs, chooser)
-            run.offer(choice.copy())
+            done = [f for f in self.flying if f.done()]
+            if not done and self.exchanger is not None and not self.exclusive \
+                    and not self.stopping():
+                self.exchange_step()  # the main thread searches while the workers solve
+                return []
+            if not done:
+                done, _ = wait(list(self.flying), timeout=0.05, return_when=FIRST_COMPLETED)
+        return sorted(done, key=lambda f: self.flying[f].nb.demands[0])
 
-    try:
-        while True:
-            if exchanger is not None and not stopping() and not flying:
-                for _ in range(EXCHANGE_STEPS if pool is None else 1):
-                    local_search()
-            # Launch sub-solves while there is a free worker (an exclusive one waits for all).
-            while not stopping() and not exclusive and len(flying) < workers:
-                nb = None
-                for _attempt in range(8):
-                    if waiting is None:
-                        waiting = chooser.pick()
-                    strategy = waiting
-                    if strategy.name == "core" and core_work > CORE_SHARE * total_work:
-                        waiting = None  # core runs have had their share of the time
-                        continue
-                    if strategy.name == "core" and flying:
-                        break  # the core neighbourhood runs alone: let the others finish
-                    waiting = None
-                    nb = chooser.make(strategy, choice, locked_pools, locked_demands)
-                    if nb is not None and len(nb.demands):
-                        break
-                    nb = None
-                if waiting is not None:
-                    break
-                if nb is None:
-                    if not flying:
-                        launched += 1  # nothing to free now; still counts towards the limits
-                        continue
-                    break
-                current = choice[nb.demands].copy()
-                residual = residual_room(o, load, current)
-                moving = nb.rows[nb.rows != np.repeat(current, nb.counts)]
-                lock = np.unique(o.pool[moving])
-                locked_pools[lock] = True
-                locked_demands[nb.demands] = True
-                exclusive = nb.exclusive
-                touched_at_launch[id(nb)] = touched
-                task = dict(seed=params.seed + launched, deterministic_limit=limit * (
-                    5 if nb.exclusive else 1), wall_limit=run.deadline - time.perf_counter(),
-                    solvers=solvers)
-                launched += 1
-                if pool is None:
-                    sub = solve_subproblem(pb, nb, current, residual, **task)
-                    flying[_Done(sub)] = (nb, strategy, current, lock)
-                else:
-                    future = pool.submit(solve_subproblem, pb, nb, current, residual, **task)
-                    flying[future] = (nb, strategy, current, lock)
-            if not flying:
+    def _report(self, details: dict) -> None:
+        c = self.count
+        details["lns_rounds"] = c.rounds
+        details["lns_improvements"] = c.improvements
+        details["exchanges"] = c.exchanges
+        details["kicks"] = c.kicks
+        for s in self.chooser.strategies:
+            details[f"lns_{s.name}_tries"] = s.tries
+            details[f"lns_{s.name}_wins"] = s.wins
+            details[f"lns_{s.name}_rows"] = int(s.rows)
+
+    # -- exchanges and kicks -------------------------------------------------------------------
+    def descend(self) -> None:
+        """Exchanges to a first local optimum, nothing locked, before any sub-solve."""
+        o, run = self.o, self.run
+        while not (run.stopped() or run.out_of_time()):
+            before = self.choice.copy()
+            made = self._exchange(passes=8, locked=False)
+            if not made:
                 break
-            if pool is None:
-                done = list(flying)
-            else:
-                done = [f for f in flying if f.done()]
-                if not done and exchanger is not None and not exclusive and not stopping():
-                    local_search()  # the main thread searches while the workers solve
+            self.count.exchanges += made
+            moved = np.flatnonzero(before != self.choice)
+            self.costs[moved] = o.cost[self.choice[moved]]
+            run.offer(self.choice.copy())
+        self.chooser.refresh(self.choice)
+
+    def exchange_step(self) -> None:
+        """One step of the exchange search on what no sub-solve holds: exchanges towards a local
+        optimum, or, once there is none left, a kick; any change is offered to the run."""
+        before = self.choice.copy()
+        if not self.stale:
+            made = self._exchange(passes=4)
+            self.stale = not made
+            self.count.exchanges += made
+        else:
+            self.kick()
+        if not np.array_equal(before, self.choice):
+            self.count.touched += 1
+            moved = np.flatnonzero(before != self.choice)
+            self.costs[moved] = self.o.cost[self.choice[moved]]
+            self.chooser.touch(np.unique(self.o.pool[np.concatenate(
+                [before[moved], self.choice[moved]])]))
+            self.run.offer(self.choice.copy())
+
+    def kick(self) -> None:
+        """Iterated local search: 2-5 random feasible shifts or swaps, then exchanges; the kicked
+        plan is undone if it costs clearly more (KICK_THRESHOLD) than the best."""
+        o, run, choice, load = self.o, self.run, self.choice, self.load
+        self.count.kicks += 1
+        before, before_load = choice.copy(), load.copy()
+        rng = self.exchange_rng
+        perturb(o, choice, load, rng, int(rng.integers(2, 6)), self.locked_pools,
+                self.locked_demands)
+        self.count.exchanges += self._exchange(passes=50)
+        changed = np.flatnonzero(before != choice)
+        costs = self.costs
+        after = math.fsum(costs) - math.fsum(costs[changed]) + math.fsum(o.cost[choice[changed]])
+        if after > run.objective + KICK_THRESHOLD * max(abs(run.objective), 1.0):
+            choice[:], load[:] = before, before_load
+
+    def _exchange(self, passes: int, locked: bool = True) -> int:
+        """``Exchanger.improve`` one pass at a time (the same moves, the same random draws), so
+        that the stop request and the deadline are seen between passes (one pass: up to 0.5 s at
+        3,000 demands). Returns how many exchanges were made."""
+        run = self.run
+        pools, demands = (self.locked_pools, self.locked_demands) if locked else (None, None)
+        made = 0
+        for _ in range(passes):
+            if run.stopped() or run.out_of_time():
+                break
+            step = self.exchanger.improve(self.choice, self.load, self.exchange_rng, pools,
+                                          demands, passes=1)
+            made += step
+            if not step:
+                break
+        return made
+
+    # -- CP-SAT neighbourhoods -----------------------------------------------------------------
+    def launch(self) -> None:
+        """Launch sub-solves while a worker is free (an exclusive one waits for all)."""
+        while not self.stopping() and not self.exclusive and len(self.flying) < self.workers:
+            drawn = self._draw()
+            if self.waiting is not None:
+                return  # a core run waits for the sub-solves in flight to finish
+            if drawn is None:
+                if self.flying:
+                    return
+                self.count.launched += 1  # nothing to free now; still counts towards the limits
+                continue
+            self._start(*drawn)
+
+    def _draw(self) -> tuple[Strategy, Neighbourhood] | None:
+        """Up to 8 draws of a strategy and its neighbourhood. A core draw is dropped once core
+        runs have had their share of the time, and kept in ``waiting`` while others fly."""
+        for _attempt in range(8):
+            if self.waiting is None:
+                self.waiting = self.chooser.pick()
+            strategy = self.waiting
+            if strategy.name == "core":
+                if self.count.core_work > CORE_SHARE * self.count.total_work:
+                    self.waiting = None
                     continue
-                if not done:
-                    done, _ = wait(list(flying), timeout=0.05, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: flying[f][0].demands[0]):
-                nb, strategy, current, lock = flying.pop(future)
-                stale = False  # pools and demands come free
-                sub = future.result()
-                rounds += 1
-                locked_pools[lock] = False
-                locked_demands[nb.demands] = False
-                if nb.exclusive:
-                    exclusive = False
-                fixed = _fixed_cost(o, choice, nb) if sub.bound is not None else 0.0
-                before = (run.objective, run.bound, run.missing)
-                changed = _apply(run, nb, sub, current, choice, load, costs)
-                improved = changed is not None and changed[1]
-                if changed is not None:
-                    chooser.touch(changed[0])
-                    stale = False
-                if sub.proven:
-                    chooser.remember(nb)
-                if improved:
-                    improvements += 1
-                    run.offer(choice.copy())
-                    if improvements % 20 == 0:
-                        chooser.refresh(choice)
-                untouched = touched_at_launch.pop(id(nb), None) == touched
-                total_work += sub.deterministic_time
-                if nb.exclusive:
-                    core_work += sub.deterministic_time
-                if sub.bound is not None and untouched and (nb.whole or nb.excluded_bound is not None):
-                    # Plans within the neighbourhood's options cost >= fixed + CP-SAT's bound;
-                    # any other plan costs >= the excluded bound (reduced-cost argument).
-                    inside = sub.bound / scale - math.fsum(demand_error[nb.demands])
-                    value = fixed + inside - 1e-12 * (abs(fixed) + abs(inside))
-                    if nb.excluded_bound is not None:
-                        value = min(value, nb.excluded_bound)
-                    run.raise_bound(value, "cp-sat" if nb.whole else "core")
-                chooser.record(strategy, sub, _progress(before, run), limit)
-    finally:
-        solvers.stop_all()
-        watcher_done.set()
-        watcher.join()
-        if pool is not None:
-            pool.shutdown(wait=True)
-    details["lns_rounds"] = rounds
-    details["lns_improvements"] = improvements
-    details["exchanges"] = exchanges
-    details["kicks"] = kicks
-    for s in chooser.strategies:
-        details[f"lns_{s.name}_tries"] = s.tries
-        details[f"lns_{s.name}_wins"] = s.wins
-        details[f"lns_{s.name}_rows"] = int(s.rows)
+                if self.flying:
+                    return None  # the core neighbourhood runs alone
+            self.waiting = None
+            nb = self.chooser.make(strategy, self.choice, self.locked_pools, self.locked_demands)
+            if nb is not None and len(nb.demands):
+                return strategy, nb
+        return None
 
+    def _start(self, strategy: Strategy, nb: Neighbourhood) -> None:
+        """Lock the neighbourhood's demands and the pools its new options touch, and solve it
+        (inline with one worker, in the pool otherwise)."""
+        o, c = self.o, self.count
+        current = self.choice[nb.demands].copy()
+        residual = residual_room(o, self.load, current)
+        moving = nb.rows[nb.rows != np.repeat(current, nb.counts)]
+        lock = np.unique(o.pool[moving])
+        self.locked_pools[lock] = True
+        self.locked_demands[nb.demands] = True
+        self.exclusive = nb.exclusive
+        flight = _InFlight(nb, strategy, current, lock, c.touched)
+        task = dict(seed=self.params.seed + c.launched,
+                    deterministic_limit=self.limit * (5 if nb.exclusive else 1),
+                    wall_limit=self.run.deadline - time.perf_counter(), solvers=self.solvers)
+        c.launched += 1
+        if self.executor is None:
+            sub = solve_subproblem(self.problem, nb, current, residual, **task)
+            self.flying[_Done(sub)] = flight
+        else:
+            future = self.executor.submit(solve_subproblem, self.problem, nb, current, residual,
+                                          **task)
+            self.flying[future] = flight
 
-def _improve(run: _Run, exchanger: Exchanger, choice: np.ndarray, load: np.ndarray,
-             rng: np.random.Generator, locked_pools: np.ndarray | None = None,
-             locked_demands: np.ndarray | None = None, passes: int = 10) -> int:
-    """``exchanger.improve`` one pass at a time (the same moves, the same random draws), so
-    that the stop request and the deadline are seen between passes (one pass: up to 0.5 s at
-    3,000 demands)."""
-    made = 0
-    for _ in range(passes):
-        if run.stopped() or run.out_of_time():
-            break
-        step = exchanger.improve(choice, load, rng, locked_pools, locked_demands, passes=1)
-        made += step
-        if not step:
-            break
-    return made
+    def finish(self, flight: _InFlight, sub: SubSolve) -> None:
+        """Unlock a finished sub-solve, take its plan if it is no worse, raise the bound from it
+        and let the chooser learn from it."""
+        nb, c, chooser, run = flight.nb, self.count, self.chooser, self.run
+        self.stale = False  # pools and demands come free
+        c.rounds += 1
+        self.locked_pools[flight.lock] = False
+        self.locked_demands[nb.demands] = False
+        if nb.exclusive:
+            self.exclusive = False
+        before = (run.objective, run.bound, run.missing)
+        changed = self._take(flight, sub)
+        if changed is not None:
+            chooser.touch(changed[0])
+        if sub.proven:
+            chooser.remember(nb)
+        if changed is not None and changed[1]:
+            c.improvements += 1
+            run.offer(self.choice.copy())
+            if c.improvements % 20 == 0:
+                chooser.refresh(self.choice)
+        c.total_work += sub.deterministic_time
+        if nb.exclusive:
+            c.core_work += sub.deterministic_time
+        if flight.touched == c.touched:  # nothing outside the neighbourhood changed meanwhile
+            self.raise_bound(nb, sub)
+        chooser.record(flight.strategy, sub, _progress(before, run), self.limit)
 
+    def _take(self, flight: _InFlight, sub: SubSolve) -> tuple[np.ndarray, bool] | None:
+        """Take the sub-solution if it places more must-serve demands or costs no more.
 
-def _moved(o: Options, before: np.ndarray, choice: np.ndarray, costs: np.ndarray,
-           chooser: Chooser) -> None:
-    """Book-keeping after exchanges changed served demands' options."""
-    moved = np.flatnonzero(before != choice)
-    costs[moved] = o.cost[choice[moved]]
-    chooser.touch(np.unique(o.pool[np.concatenate([before[moved], choice[moved]])]))
+        Returns the pools whose demands changed and whether the plan strictly improved, or None.
+        """
+        if sub.new is None:
+            return None
+        o, nb, old, new = self.o, flight.nb, flight.current, sub.new
+        if np.array_equal(old, new):
+            return None
+        must = o.must_serve[nb.demands]
+        old_missing = int(np.count_nonzero(must & (old < 0)))
+        new_missing = int(np.count_nonzero(must & (new < 0)))
+        new_costs = np.where(new >= 0, o.cost[np.maximum(new, 0)],
+                             np.where(must, self.run.big, o.penalty[nb.demands]))
+        before = math.fsum(self.costs[nb.demands])
+        after = math.fsum(new_costs)
+        if new_missing > old_missing or (new_missing == old_missing and after > before):
+            return None
+        strictly = new_missing < old_missing or after < before
+        moved = old != new
+        was, now = old[moved], new[moved]
+        np.subtract.at(self.load, o.pool[was[was >= 0]], o.units[was[was >= 0]])
+        np.add.at(self.load, o.pool[now[now >= 0]], o.units[now[now >= 0]])
+        self.choice[nb.demands] = new
+        self.costs[nb.demands] = new_costs
+        pools = np.unique(np.concatenate([o.pool[was[was >= 0]], o.pool[now[now >= 0]]]))
+        return pools, strictly
+
+    # -- bounds --------------------------------------------------------------------------------
+    def raise_bound(self, nb: Neighbourhood, sub: SubSolve) -> None:
+        """A global bound from a whole or core sub-solve: plans within the neighbourhood's
+        options cost at least the fixed demands' cost plus CP-SAT's bound (less the rounding
+        error); any other plan costs at least the excluded bound (reduced-cost argument)."""
+        if sub.bound is None or not (nb.whole or nb.excluded_bound is not None):
+            return
+        fixed = _fixed_cost(self.o, self.choice, nb)  # the demands outside nb, unchanged by it
+        inside = sub.bound / self.run.scale - math.fsum(self.demand_error[nb.demands])
+        value = fixed + inside - 1e-12 * (abs(fixed) + abs(inside))
+        if nb.excluded_bound is not None:
+            value = min(value, nb.excluded_bound)
+        self.run.raise_bound(value, "cp-sat" if nb.whole else "core")
 
 
 def _exchange_fits(o: Options) -> bool:
@@ -510,7 +623,6 @@ class _Done:
         return self.sub
 
 
-
 def _fixed_cost(o: Options, choice: np.ndarray, nb: Neighbourhood) -> float:
     """What the demands outside the neighbourhood cost as they stand."""
     outside = np.ones(o.n_demands, dtype=bool)
@@ -518,35 +630,3 @@ def _fixed_cost(o: Options, choice: np.ndarray, nb: Neighbourhood) -> float:
     picked = choice[outside]
     served = picked >= 0
     return math.fsum(o.cost[picked[served]]) + math.fsum(o.penalty[outside][~served])
-
-
-def _apply(run: _Run, nb: Neighbourhood, sub: SubSolve, old: np.ndarray, choice: np.ndarray,
-           load: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, bool] | None:
-    """Take the sub-solution if it places more must-serve demands or costs no more.
-
-    Returns the pools whose demands changed and whether the plan strictly improved, or None.
-    """
-    if sub.new is None:
-        return None
-    o = run.o
-    new = sub.new
-    if np.array_equal(old, new):
-        return None
-    must = o.must_serve[nb.demands]
-    old_missing = int(np.count_nonzero(must & (old < 0)))
-    new_missing = int(np.count_nonzero(must & (new < 0)))
-    new_costs = np.where(new >= 0, o.cost[np.maximum(new, 0)],
-                         np.where(must, run.big, o.penalty[nb.demands]))
-    before = math.fsum(costs[nb.demands])
-    after = math.fsum(new_costs)
-    if new_missing > old_missing or (new_missing == old_missing and after > before):
-        return None
-    strictly = new_missing < old_missing or after < before
-    moved = old != new
-    was, now = old[moved], new[moved]
-    np.subtract.at(load, o.pool[was[was >= 0]], o.units[was[was >= 0]])
-    np.add.at(load, o.pool[now[now >= 0]], o.units[now[now >= 0]])
-    choice[nb.demands] = new
-    costs[nb.demands] = new_costs
-    pools = np.unique(np.concatenate([o.pool[was[was >= 0]], o.pool[now[now >= 0]]]))
-    return pools, strictly
