@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -205,6 +206,49 @@ def test_deterministic_with_one_worker_and_an_iteration_limit():
     history = ("lns_rounds", "exchanges", "kicks")
     assert (assignments(other.plan), [other.plan.stats.details[k] for k in history]) != (
         assignments(first.plan), [details[k] for k in history])
+
+
+# The search's whole path, pinned: recorded at commit 90fb41a, before the search was
+# restructured into one state object (one worker, seed 3, an iteration limit, the engine called
+# on the options; the 60 s time limit matters: it sets each sub-solve's deterministic limit,
+# clip(60 / 100, 0.1, 1) = 0.6). The plan is pinned by a SHA-256 prefix of its choice array, the path by the
+# counters; none is derived, each is what that commit's engine returned.
+PINNED = {
+    # Exchanges, kicks and a core bound: 7 of 10 draws launched, 1 improvement.
+    "hard_gap": dict(
+        iterations=10, objective=12324.0, lower_bound=12277, plan="234e865b64b03ba3",
+        details=dict(construct_objective=12384.0, lns_rounds=7, lns_improvements=1,
+                     exchanges=170, kicks=31, lns_pools_tries=1, lns_eject_tries=4,
+                     lns_regret_tries=1, lns_core_tries=1, lns_core_wins=1,
+                     lns_eject_rows=1399, bound_method="core")),
+    # 3,001 demands: above exchange.MAX_DEMANDS, so CP-SAT neighbourhoods alone.
+    "random_3001": dict(
+        iterations=8, objective=37551.12, lower_bound=37547.152736421194,
+        plan="0ee7370035e6c1a0",
+        details=dict(construct_objective=37566.72, lns_rounds=8, lns_improvements=4,
+                     exchanges=0, kicks=0, lns_pools_tries=1, lns_eject_tries=1,
+                     lns_regret_tries=5, lns_regret_wins=4, lns_core_tries=1,
+                     lns_regret_rows=1624, bound_method="lagrangian")),
+}
+
+
+def pinned_options(name: str) -> Options:
+    if name == "hard_gap":
+        return compile_options(gap_to_instance(hard_gap()))
+    return random_options(7, demands=3001, pools=8, must_share=0.5, tight=0.35)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_search_path_is_pinned(name):
+    """One worker, a seed and an iteration limit end at the recorded plan, bound and counters."""
+    expected = PINNED[name]
+    options = pinned_options(name)
+    result = solve_large(options, SolveParams(time_limit_s=60, workers=1, seed=3,
+                                              iteration_limit=expected["iterations"]))
+    assert hashlib.sha256(result.choice.tobytes()).hexdigest()[:16] == expected["plan"]
+    assert objective(options, result.choice) == expected["objective"]
+    assert result.lower_bound == expected["lower_bound"]
+    assert {k: result.details[k] for k in expected["details"]} == expected["details"]
 
 
 def test_exact_engine_is_deterministic_on_a_deterministic_budget():
