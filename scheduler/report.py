@@ -71,7 +71,11 @@ def percent(value: float | None, digits: int = 1) -> str:
 
 
 def sector_table(instance: Instance, plan: Plan, *, max_width: int | None = None, ellipsis: str = "…") -> str:
-    """Served and unserved demands and work by sector."""
+    """Served and unserved demands and work by sector.
+
+    A service counts as served when all its load is served and as unserved when any of it is not;
+    the work column shows how much of its load was served.
+    """
     sector = {d.id: d.sector.value for d in instance.demands}
     work = {d.id: d.work_pflop or 0.0 for d in instance.demands}
     counts: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0, 0.0])
@@ -84,6 +88,14 @@ def sector_table(instance: Instance, plan: Plan, *, max_width: int | None = None
         row = counts[sector[u.demand]]
         row[1] += 1
         row[3] += work[u.demand]
+    slot_hours = instance.horizon.slot_hours if instance.horizon is not None else 1.0
+    for s in plan.services:
+        row = counts[sector[s.demand]]
+        served = sum(sum(p.served_pflop_per_hour) for p in s.placements) * slot_hours
+        row[0 if s.unserved_pflop <= 0 else 1] += 1
+        row[2] += served
+        row[3] += s.unserved_pflop
+        row[4] += sum(p.cost_cny for p in s.placements)
     rows, totals = [], [0, 0, 0.0, 0.0, 0.0]
     for name in sorted(counts):
         row = counts[name]

@@ -431,3 +431,15 @@ def test_show_a_plan_without_a_horizon(capsys):
     assert main(["show", *args, "--demand", "d1"]) == 0
     out = capsys.readouterr().out
     assert "pool west-a  region west  bf16  latency 20 ms" in out and "runs" not in out
+
+
+def test_sector_table_counts_services():
+    """svc1 has 1 of its 48 PFLOP unserved: it counts as unserved, its served load as served work."""
+    from scheduler.report import sector_table
+
+    text = sector_table(week_instance(), week_plan())
+    total = text.strip().split("\n")[-1].split()
+    served_work = (6 + 8 + 1.5) * GPU_HOUR_PFLOP + 47
+    unserved_work = 100 * GPU_HOUR_PFLOP + 1
+    share = 100 * served_work / (served_work + unserved_work)
+    assert total == ["total", "3", "2", f"{share:.1f}%", "730.70"]
