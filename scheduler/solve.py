@@ -280,6 +280,11 @@ def solve_timed(
         problem = earliest_starts(problem)
     compiled = time.perf_counter()
     tell("compiled")
+    engine = pick_timed_engine(problem, params.engine)
+    if engine == "exact" and timed_engine(engine) is not None:
+        from scheduler.engines.timed_exact import check_model_size
+
+        check_model_size(problem)  # refuse before spending time on a first plan
     greedy = TimedGreedy(problem, stopped)
     hint, complete = greedy.run()
     simple_bound = timed_lower_bound(problem, greedy.cheapest)
@@ -291,7 +296,6 @@ def solve_timed(
         tell(f"late: compiling took {hinted - started:.1f} s and itemizing and verifying the "
              f"plan need about {reserve:.1f} s, of the {params.time_limit_s:g} s limit")
     budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
-    engine = pick_timed_engine(problem, params.engine)
     run = timed_engine(engine)
     if stop is not None and stop.is_set():
         outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search", workers=0)

@@ -337,6 +337,22 @@ def test_too_large_a_model_exits_2_in_the_cli(monkeypatch, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_too_large_a_model_is_refused_before_the_first_plan(monkeypatch):
+    """`solve` refuses the exact engine right after compiling, without building a greedy plan."""
+    from scheduler.engines import timed_greedy
+    from scheduler.solve import solve
+
+    def no_greedy(self):
+        raise AssertionError("the greedy plan was built before the refusal")
+
+    monkeypatch.setattr(timed_exact, "MAX_VARIABLES", 1)
+    monkeypatch.setattr(timed_greedy.TimedGreedy, "run", no_greedy)
+    source = Path(__file__).resolve().parent.parent / "instances" / "tiny" / "timed_valley.json"
+    instance = Instance.model_validate_json(source.read_text())
+    with pytest.raises(ValueError, match="large"):
+        solve(instance, SolveParams(engine="exact", time_limit_s=5))
+
+
 # -- whole instances against tests/timed_reference.py ---------------------------------------------
 
 TINY = Path(__file__).resolve().parent.parent / "instances" / "tiny"

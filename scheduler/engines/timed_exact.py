@@ -41,7 +41,7 @@ from scheduler.engines.exact import configure
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
 
-__all__ = ["MAX_VARIABLES", "BatchColumns", "TimedScaling", "batch_columns", "choice_grams",
+__all__ = ["MAX_VARIABLES", "BatchColumns", "check_model_size", "TimedScaling", "batch_columns", "choice_grams",
            "choice_objective", "model_size", "placement_grams", "replica_bounds", "solve_timed_exact",
            "timed_scaling"]
 
@@ -71,6 +71,14 @@ class BatchColumns:
     grams: np.ndarray  # int64 [C]: emissions in whole grams, rounded up
     rate: np.ndarray  # int64 [C]: bandwidth quanta on every route link while the data moves
     start_of: np.ndarray  # int64 [batch + 1]: the columns of batch demand b are start_of[b]:start_of[b+1]
+
+
+def check_model_size(problem: TimedProblem) -> None:
+    """Raise RangeError (exit 2 in the CLI) when the model would pass MAX_VARIABLES."""
+    size = model_size(problem)
+    if size > MAX_VARIABLES:
+        raise RangeError([f"instance: the exact engine takes at most {MAX_VARIABLES:,} variables and "
+                          f"this horizon needs {size:,}; use engine 'large' or 'auto'"])
 
 
 def grams_up(co2_kg: np.ndarray) -> np.ndarray:
@@ -458,10 +466,7 @@ def solve_timed_exact(
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
-    size = model_size(problem)
-    if size > MAX_VARIABLES:
-        raise RangeError([f"instance: the exact engine takes at most {MAX_VARIABLES:,} variables and "
-                          f"this horizon needs {size:,}; use engine 'large' or 'auto'"])
+    check_model_size(problem)
     b = problem.batch
     columns = batch_columns(problem)
     m_max, u_max = replica_bounds(problem)
