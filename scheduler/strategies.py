@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 try:
+    from hypothesis import reject
     from hypothesis import strategies as st
     from hypothesis.errors import InvalidArgument
 except ImportError as error:  # pragma: no cover - depends on the installation
@@ -339,14 +340,18 @@ def timed_instances(
 def plans(draw, instance: Instance) -> Plan:
     """Plans for ``instance`` that list every demand once, respect eligibility and capacity, and
     carry correctly itemized figures: demands take a random eligible option that still fits, or
-    stay unserved (must-serve demands are placed first and only left out if nothing fits)."""
+    stay unserved (must-serve demands are placed first and only left out if nothing fits).
+
+    Over a horizon, batch jobs take a random allowed (pool, start) that fits the GPUs,
+    bandwidth and carbon left, and services random replicas and served load per pool and slot
+    within the same limits."""
     from scheduler.compile import compile_options
     from scheduler.decode import build_plan
 
     if not isinstance(instance, Instance):
         raise InvalidArgument(f"plans() needs an Instance, not {type(instance).__name__}")
     if instance.timed:
-        raise InvalidArgument("plans() draws plans for instances without a horizon only")
+        return _timed_plan(draw, instance)
     options = compile_options(instance)
     remaining = options.capacity.copy()
     choice = np.full(options.n_demands, -1, dtype=np.int64)
@@ -365,3 +370,57 @@ def plans(draw, instance: Instance) -> Plan:
     stats = SolveStats(engine="hypothesis", solver_status="drawn", wall_time_s=0.0)
     return build_plan(instance, options, choice, status=Status.FEASIBLE, lower_bound=None,
                       stats=stats)
+
+
+def _timed_plan(draw, instance: Instance) -> Plan:
+    """`plans` for an instance with a horizon."""
+    from scheduler.timed import TimedChoice, TimedLoad, compile_timed, grams
+    from scheduler.timed_decode import build_timed_plan
+
+    try:
+        problem = compile_timed(instance)
+    except ValueError:  # a must-serve job with no allowed start: no plan is valid, solve refuses it
+        reject()
+    b, sv, S = problem.batch, problem.services, problem.slots
+    load = TimedLoad(problem)
+    option = np.full(b.n_demands, -1, dtype=np.int64)
+    start = np.full(b.n_demands, -1, dtype=np.int32)
+    must = [i for i in range(b.n_demands) if b.must_serve[i]]
+    rest = [i for i in range(b.n_demands) if not b.must_serve[i]]
+    for i in draw(st.permutations(must)) + draw(st.permutations(rest)):
+        if not b.must_serve[i] and draw(st.booleans()):
+            continue
+        fitting = []
+        for k in range(int(b.start[i]), int(b.start[i + 1])):
+            starts, _, co2, rate = problem.start_costs(k)
+            fitting += [(k, int(t), int(r), float(c)) for t, c, r in zip(starts, co2, rate, strict=True)
+                        if load.fits(k, int(t), int(r), float(c))]
+        if fitting:
+            k, t, r, c = draw(st.sampled_from(fitting))
+            load.add_batch(k, t, r, c)
+            option[i], start[i] = k, t
+    replicas = np.zeros((sv.n_options, S), dtype=np.int64)
+    served = np.zeros((sv.n_options, S), dtype=np.int64)
+    for j in draw(st.permutations(range(sv.n_options))):
+        d = int(sv.service[j])
+        mine = slice(int(sv.start[d]), int(sv.start[d + 1]))
+        for t in range(S):
+            room = int(load.free_gpus()[sv.pool[j], t]) // int(sv.gang[d])
+            if room <= 0 or not draw(st.booleans()):
+                continue
+            m = draw(st.integers(1, min(room, 3)))
+            top = min(m * int(sv.kappa[j]), int(sv.load[d, t] - served[mine, t].sum()))
+            if sv.route[j] >= 0 and sv.tau[j] > 0:
+                top = min(top, int(load.route_free(np.array([sv.route[j]]))[0, t]) // int(sv.tau[j]))
+            u = draw(st.integers(0, max(top, 0)))
+            kg = float(load.service_kg[j])
+            extra = int(grams(kg + m * float(sv.co2_kg[j, t]))) - int(grams(kg))
+            if extra > load.grams_left():
+                continue
+            load.add_service_slots(np.array([j]), np.array([t]), np.array([m]), np.array([u]))
+            replicas[j, t] += m
+            served[j, t] += u
+    choice = TimedChoice(option=option, start_slot=start, replicas=replicas, served=served)
+    stats = SolveStats(engine="hypothesis", solver_status="drawn", wall_time_s=0.0)
+    return build_timed_plan(instance, problem, choice, status=Status.FEASIBLE, lower_bound=None,
+                            stats=stats)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -61,6 +62,7 @@ from scheduler.strategies import timed_instances
 from scheduler.verify import verify
 
 OBJECTIVE = 141.265
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pool(pool_id: str, gpus: int, price: float, outages=()) -> dict:
@@ -735,3 +737,38 @@ def test_solved_horizon_plans_pass_the_verifier(inst):
     except RangeError:
         return
     assert verify(inst, result.plan).ok
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(st.data())
+def test_drawn_horizon_plans_pass_the_verifier(data):
+    """`strategies.plans` over a horizon: every drawn plan passes the verifier unless a must-serve
+    job found no room (then only that rule is broken)."""
+    from scheduler.strategies import plans
+
+    inst = data.draw(timed_instances(max_demands=5, max_slots=6, connected=True))
+    plan = data.draw(plans(inst))
+    result = verify(inst, plan)
+    must = {d.id for d in inst.demands if d.must_serve}
+    left = {u.demand for u in plan.unserved} & must
+    assert result.ok or (left and {v.code for v in result.violations} <= {"must_serve_unserved"}), \
+        result.violations
+
+
+@pytest.mark.parametrize("name", ["timed_service_split", "timed_remote_data", "timed_carbon_cap"])
+def test_drawn_horizon_plans_place_work(name):
+    """The drawn plans are not all empty: on shipped tiny instances some run jobs or serve load,
+    and pass the verifier."""
+    from hypothesis import find
+
+    from scheduler.strategies import plans
+
+    inst = Instance.model_validate_json((ROOT / "instances" / "tiny" / f"{name}.json").read_text())
+
+    def busy(plan) -> bool:
+        return bool(plan.assignments) or any(
+            sum(sum(p.served_pflop_per_hour) for p in s.placements) > 0 for s in plan.services)
+
+    plan = find(plans(inst), busy, settings=settings(max_examples=200, deadline=None, database=None,
+                                                     derandomize=True))
+    assert verify(inst, plan).ok
