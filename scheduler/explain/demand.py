@@ -259,8 +259,8 @@ def rule_answer(ctx: Context, i: int, reason: Reason, rejected: tuple[Rejection,
         return "it has no work figure (work_pflop) and no offer on any pool: nothing says how long it runs"
     if reason == Reason.GANG:
         r, where = best(lambda v: -v)
-        return (f"its gang of {d.gang_size} GPUs does not fit {earlier}: the largest, {where}, has "
-                f"{r.value:g} GPUs")
+        return (f"its gang of {d.gang_size} GPUs fits none of the pools that pass the rules before it: "
+                f"the largest, {where}, has {r.value:g} GPUs")
     if reason == Reason.ACCELERATOR:
         have = sorted({ctx.pairs[ctx.pool_index[r.pool]][1].accelerator for r in hit})
         return (f"it allows only {', '.join(d.accelerators or ())}; {earlier} has "

@@ -76,8 +76,8 @@ def timed_prices(instance: Instance, problem, multipliers=None, target: float | 
     from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxation
 
     b = problem.batch
-    if np.any(b.must_serve & (np.diff(b.start) == 0)):
-        return None
+    if np.any(b.must_serve & (np.diff(b.start) == 0)) or (b.n_demands and not b.n_options):
+        return None  # no bound; or no batch option at all, which TimedRelaxation does not take
     relax = TimedRelaxation(problem)
     method = "horizon engine: Polyak ascent on the pool-slot, link-slot and carbon rows"
     if multipliers is None:
