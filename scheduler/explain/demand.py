@@ -345,10 +345,11 @@ def _unserved_answer(ctx: Context, i: int, reason: Reason | None, options: list[
                 f"Best with prices: {where}, cost {best.cost_cny:,.2f} CNY")
     else:
         full = sum(1 for o in paying if not o.fits)
-        count = f"all {full}" if full == len(paying) else f"{full} of the {len(paying)}"
-        head = (f"unserved: eligible pools are full in the hours it could run ({count} options cheaper "
-                f"than its penalty do not fit in what the plan leaves free). Best with prices: {where}, "
-                f"cost {best.cost_cny:,.2f} CNY")
+        fit = len(paying) - full
+        count = (f"none of the {len(paying)} options cheaper than its penalty fits" if not fit else
+                 f"{fit} of the {len(paying)} options cheaper than its penalty would fit alone")
+        head = (f"unserved: eligible pools are full in the hours it could run ({count} in what the plan "
+                f"leaves free). Best with prices: {where}, cost {best.cost_cny:,.2f} CNY")
     return head + "; " + "; ".join([priced, *extra]) + "; " + verdict + "."
 
 
