@@ -219,6 +219,47 @@ class SolveStats(_Frozen):
     details: dict[str, Number] = Field(default_factory=dict)
 
 
+class PoolPrice(_Frozen):
+    """The shadow price of one pool's capacity: what one more GPU-hour would save."""
+
+    region: Id
+    pool: Id
+    cny_per_gpu_hour: float = Field(
+        ge=0, description="The multiplier of the pool's capacity row, per GPU-hour (on a horizon: "
+        "its mean over the slots, what one more GPU over the whole horizon saves per hour).",
+    )
+    by_slot_cny_per_gpu_hour: tuple[float, ...] | None = Field(
+        default=None, exclude_if=_unless, description="Horizon: the multiplier of each slot's row, per GPU-hour.",
+    )
+
+
+class LinkPrice(_Frozen):
+    """The shadow price of one link's bandwidth (horizon), slot by slot."""
+
+    source: Id
+    target: Id
+    by_slot_cny_per_gbps_hour: tuple[float, ...] = Field(
+        description="What one more Gbps for one hour of the slot would save.",
+    )
+
+
+class ShadowPrices(_Frozen):
+    """Multipliers of the capacity rows at a proven Lagrangian bound (docs/formulation.md §9).
+
+    With prices u, any capacity change d (in the rows' units) gives the bound
+    opt(cap + d) >= bound_cny - u . d: the optimum falls by at most u . d, plus the gap."""
+
+    method: str = Field(description="Where the multipliers come from (engine, or computed after the solve).")
+    bound_cny: float = Field(description="The Lagrangian bound L(u) these multipliers prove.")
+    pools: tuple[PoolPrice, ...] = ()
+    links: tuple[LinkPrice, ...] = Field(
+        default=(), exclude_if=_unless, description="Horizon: links with a positive price in some slot.",
+    )
+    carbon_cny_per_t_co2: float | None = Field(
+        default=None, exclude_if=_unless, description="Horizon with a carbon cap: the cap's multiplier.",
+    )
+
+
 class Plan(_Frozen):
     """The optimizer's answer: who runs where, what it costs, and how far from optimal it may be."""
 
@@ -235,6 +276,10 @@ class Plan(_Frozen):
     services: tuple[ServicePlan, ...] = Field(default=(), exclude_if=_unless)
     links: tuple[LinkLoad, ...] = Field(default=(), exclude_if=_unless)
     stats: SolveStats
+    shadow_prices: ShadowPrices | None = Field(
+        default=None, exclude_if=_unless,
+        description="Multipliers of the capacity rows at a proven bound (see `ShadowPrices`).",
+    )
 
 
 def relative_gap(objective: float | None, lower_bound: float | None) -> float | None:

@@ -25,6 +25,7 @@ _SOURCES = {
     "compile_options": "scheduler.compile",
     "rejections": "scheduler.compile",
     "china_instance": "scheduler.generate",
+    "explain": "scheduler.explain",
     "GapFormatError": "scheduler.gap",
     "convert_gap_file": "scheduler.gap",
     "gap_to_instance": "scheduler.gap",
@@ -50,6 +51,7 @@ __all__ = sorted(_SOURCES)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from scheduler.compile import Options, compile_options, rejections
+    from scheduler.explain import explain
     from scheduler.gap import GapFormatError, convert_gap_file, gap_to_instance, read_gap
     from scheduler.generate import china_instance
     from scheduler.io import (
@@ -68,7 +70,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
 
 
 class _Package(types.ModuleType):
-    """`solve` and `verify` are both functions here and submodules: importing a submodule sets
+    """`solve`, `verify` and `explain` are both functions here and submodules: importing a submodule sets
     the package's attribute to the module, so put the function of the same name there instead
     (as the eager ``from scheduler.solve import solve`` used to)."""
 

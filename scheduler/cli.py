@@ -455,17 +455,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from scheduler.compile import rejections
-    from scheduler.io import InputError, read_instance
-    from scheduler.report import table
+    from scheduler.explain.command import run
 
-    instance = read_instance(args.instance)
-    if args.demand not in {d.id for d in instance.demands}:
-        raise InputError(args.instance, [f"demand '{args.demand}': no such demand"])
-    rows = [[region, pool, "eligible" if rule is None else f"rejected: {rule.value}"]
-            for region, pool, rule in rejections(instance, args.demand)]
-    say(table(["region", "pool", "verdict"], rows))
-    return EXIT_OK
+    return run(args)
 
 
 def _positive_int(text: str) -> int:
@@ -559,11 +551,24 @@ def parser() -> argparse.ArgumentParser:
                    help="OR-Library gap1-12 published maxima: convert profit to cost")
     p.set_defaults(run=cmd_convert)
 
-    p = sub.add_parser("explain", help="show which rule rejects each pool for one demand")
-    p.add_argument("instance")
-    p.add_argument("demand")
-    p.set_defaults(run=cmd_explain)
+    _explain_parser(sub)
     return top
+
+
+def _explain_parser(sub) -> None:
+    """explain: its handler is `scheduler.explain.command.run`."""
+    p = sub.add_parser("explain", help="why a demand is (not) served; a pool's, region's or link's use "
+                       "and shadow prices")
+    p.add_argument("instance")
+    p.add_argument("plan", help="the plan file (a demand id instead: which rule rejects each pool, "
+                   "without a plan)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--demand", metavar="ID", help="why this demand is served where it is, or not")
+    which.add_argument("--pool", metavar="ID", help="the pool's use over time, what fills it, its shadow prices")
+    which.add_argument("--region", metavar="ID", help="the same for each pool of a region")
+    which.add_argument("--link", metavar="A-B", help="the link's load and the value of more bandwidth")
+    p.add_argument("--json", action="store_true", help="the explanation as JSON")
+    p.set_defaults(run=cmd_explain)
 
 
 def main(argv: list[str] | None = None, *, early_signals: list[int] | None = None) -> int:

@@ -91,7 +91,8 @@ def solve(
     reserve = post_reserve(instance, options)
     prepared = time.perf_counter()
     # Leave the measured time for itemizing and verifying, so the whole solve keeps to the limit.
-    remaining = params.time_limit_s - (prepared - started) - reserve
+    shadow_s = _shadow_seconds(params, needed=engine == "exact")
+    remaining = params.time_limit_s - (prepared - started) - reserve - shadow_s
     if remaining < 0:
         tell(f"late: compiling took {prepared - started:.1f} s and itemizing and verifying the "
              f"plan need about {reserve:.1f} s, of the {params.time_limit_s:g} s limit")
@@ -107,6 +108,12 @@ def solve(
         outcome = solve_large(options, budget, hint=hint, on_progress=on_progress, stop=stop)
     outcome = _fall_back_to_hint(outcome, hint, complete)
     searched = time.perf_counter()
+    shadow = None
+    if outcome.choice is not None:
+        from scheduler.explain.prices import window_prices
+
+        shadow = window_prices(instance, options, outcome.duals, seconds=max(shadow_s, 0.05))
+    priced = time.perf_counter()
     stats = SolveStats(
         engine=engine,
         solver_status=outcome.solver_status,
@@ -140,16 +147,26 @@ def solve(
         "reserve_s": reserve,
         "reserve_measure_s": prepared - hinted,
         "search_s": searched - prepared,
-        "plan_s": itemized - searched,
+        "shadow_s": priced - searched,
+        "plan_s": itemized - priced,
         "verify_s": finished - itemized,
     }
     stats = stats.model_copy(
         update={"wall_time_s": finished - started, "details": {**stats.details, **phases}}
     )
-    result = Result(plan=plan.model_copy(update={"stats": stats}), verification=verification)
+    result = Result(plan=plan.model_copy(update={"stats": stats, "shadow_prices": shadow}),
+                    verification=verification)
     if not verification.ok:
         raise VerificationError(result)
     return result
+
+
+def _shadow_seconds(params: SolveParams, needed: bool) -> float:
+    """Seconds left over for the shadow prices after the search: none when the engine brings its
+    multipliers, else a tenth of the limit, at most the module's cap (docs/explain.md)."""
+    from scheduler.explain.prices import WINDOW_SECONDS
+
+    return min(WINDOW_SECONDS, 0.1 * params.time_limit_s) if needed else 0.0
 
 
 def post_reserve(instance: Instance, options: Options) -> float:
@@ -210,6 +227,7 @@ def _fall_back_to_hint(outcome: EngineResult, hint, complete: bool) -> EngineRes
         rounding_bound_cny=outcome.rounding_bound_cny,
         workers=outcome.workers,
         details=outcome.details,
+        duals=outcome.duals,
     )
 
 
@@ -291,7 +309,9 @@ def solve_timed(
     hinted = time.perf_counter()
     tell("first plan", choice_objective(problem, hint) if complete else None)
     reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
-    remaining = params.time_limit_s - (hinted - started) - reserve
+    engine = pick_timed_engine(problem, params.engine)
+    shadow_s = _shadow_seconds(params, needed=engine != "large")
+    remaining = params.time_limit_s - (hinted - started) - reserve - shadow_s
     if remaining < 0:
         tell(f"late: compiling took {hinted - started:.1f} s and itemizing and verifying the "
              f"plan need about {reserve:.1f} s, of the {params.time_limit_s:g} s limit")
@@ -308,6 +328,13 @@ def solve_timed(
     outcome = _fall_back_to_hint(outcome, hint, complete)
     bound = _timed_bound(outcome, simple_bound, problem)
     searched = time.perf_counter()
+    shadow = None
+    if outcome.choice is not None:
+        from scheduler.explain.prices import timed_prices
+
+        shadow = timed_prices(instance, problem, outcome.duals, choice_objective(problem, outcome.choice),
+                              seconds=max(shadow_s, 0.05))
+    priced = time.perf_counter()
     stats = SolveStats(
         engine=engine,
         solver_status=outcome.solver_status,
@@ -334,13 +361,15 @@ def solve_timed(
         "hint_s": hinted - compiled,
         "reserve_s": reserve,
         "search_s": searched - hinted,
-        "plan_s": itemized - searched,
+        "shadow_s": priced - searched,
+        "plan_s": itemized - priced,
         "verify_s": finished - itemized,
     }
     stats = stats.model_copy(
         update={"wall_time_s": finished - started, "details": {**stats.details, **phases}}
     )
-    result = Result(plan=plan.model_copy(update={"stats": stats}), verification=verification)
+    result = Result(plan=plan.model_copy(update={"stats": stats, "shadow_prices": shadow}),
+                    verification=verification)
     if not verification.ok:
         raise VerificationError(result)
     return result

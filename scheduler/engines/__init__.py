@@ -22,3 +22,4 @@ class EngineResult:
     rounding_bound_cny: float = 0.0
     workers: int = 1
     details: dict[str, float | int | str] = field(default_factory=dict)
+    duals: object | None = None  # the multipliers at the engine's Lagrangian bound, if it has one

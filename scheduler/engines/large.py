@@ -225,7 +225,8 @@ def solve_large(
         details["time_to_best_s"] = run.best_s
     run.report("final", force=True)
     common = dict(first_solution_s=run.first_solution_s, cost_scale=run.scale,
-                  rounding_bound_cny=run.rounding_bound, workers=workers, details=details)
+                  rounding_bound_cny=run.rounding_bound, workers=workers, details=details,
+                  duals=dual.best.lam)
     lb = run.lower_bound() if math.isfinite(run.bound) else None
     if run.choice is None or run.missing:
         return EngineResult(None, Status.UNKNOWN, lb, "no complete plan found", **common)

@@ -14,6 +14,8 @@ the allowed starts of a few options. See docs/large-engine.md, "Horizon instance
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import threading
 import time
@@ -966,7 +968,8 @@ def solve_timed_large(
         best.refresh()
         if not made:
             break
-    return _result(best, clock, relax, search, details, stopped=clock.stopped())
+    result = _result(best, clock, relax, search, details, stopped=clock.stopped())
+    return dataclasses.replace(result, duals=ascent.best.multipliers)  # the shadow prices
 
 
 def _build_and_polish(builder: Builder, search: Search, best: Incumbent, point: DualPoint,
