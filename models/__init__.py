@@ -19,6 +19,7 @@ from models.instance import (
     Region,
     Sector,
 )
+from models.replan import Baseline, Replanning
 from models.plan import (
     OPTIMAL_GAP,
     RULES,
@@ -54,6 +55,7 @@ __all__ = [
     "TIMED_SCHEMA_VERSION",
     "AcceleratorPool",
     "Assignment",
+    "Baseline",
     "CostBreakdown",
     "Demand",
     "DemandKind",
@@ -69,6 +71,7 @@ __all__ = [
     "Precision",
     "Reason",
     "Region",
+    "Replanning",
     "Sector",
     "ServicePlacement",
     "ServicePlan",
