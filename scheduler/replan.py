@@ -239,8 +239,9 @@ def _outage_runs(extra: np.ndarray, kind: str) -> list[Outage]:
 
 
 def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events = Events(),
-                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY) -> Modified:
-    """The modified instance of a re-plan (module text, step 1). Raises `ReplanError`."""
+                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY, resend_cost: bool = True) -> Modified:
+    """The modified instance of a re-plan (module text, step 1); ``resend_cost`` False leaves
+    out the cost of sending data again (`Baseline.retransfer_cny` 0). Raises `ReplanError`."""
     if instance.horizon is None:
         raise ReplanError(["instance: re-planning needs a horizon ('horizon', schema version 2); "
                            "without one there is no 'now' to re-plan from"], "instance")
@@ -315,7 +316,7 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         d = demands[a.demand]
         retransfer = 0.0
         release = d.release_slot or 0
-        if a.route and a.start_slot > release and release < now:
+        if resend_cost and a.route and a.start_slot > release and release < now:
             retransfer = a.transfer_cny * min(1.0, (now - release) / (a.start_slot - release))
         baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot,
                                  move_cost_cny=migration_cost_cny, retransfer_cny=retransfer))
@@ -752,20 +753,24 @@ def replan(
     now_slot: int,
     events: Events = Events(),
     migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY,
+    resend_cost: bool = True,
     params: SolveParams | None = None,
+    warm_start: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> ReplanResult:
     """Re-plan ``plan`` of ``instance`` from ``now_slot`` after ``events`` (module text).
 
-    Raises `ReplanError` for unusable events or a plan the verifier rejects, and
+    ``resend_cost`` False charges no re-sent data (see `apply_events`); ``warm_start`` False starts the engine from the plain greedy plan instead of the old plan
+    (the benchmarks' "from scratch" baseline). Raises `ReplanError` for unusable events or a
+    plan the verifier rejects, and
     `solve.VerificationError` if the new plan fails the verifier (a bug).
     """
     params = params or SolveParams()
     started = time.perf_counter()
-    modified = apply_events(instance, plan, now_slot, events, migration_cost_cny)
+    modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost)
     new_plan, verification = solve_replanned(modified.instance, plan, params, started=started,
-                                             on_progress=on_progress, stop=stop)
+                                             warm_start=warm_start, on_progress=on_progress, stop=stop)
     return ReplanResult(new_plan, verification, modified.instance, plan_change(plan, new_plan, modified))
 
 
@@ -775,6 +780,7 @@ def solve_replanned(
     params: SolveParams,
     *,
     started: float | None = None,
+    warm_start: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[Plan, Verification]:
@@ -798,7 +804,9 @@ def solve_replanned(
     real = compile_timed(instance, stop=stopped)
     adjusted = Adjusted(real, instance, plan)
     problem = adjusted.problem
-    hint, complete, greedy = adjusted.warm_start(stopped)
+    complete = False
+    if warm_start:
+        hint, complete, greedy = adjusted.warm_start(stopped)
     warm = complete
     if not complete:
         from scheduler.engines.timed_greedy import TimedGreedy

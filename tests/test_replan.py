@@ -330,3 +330,35 @@ def test_the_verifier_recomputes_the_migration_term_from_the_instance():
     assert "mismatch:costs.migration_cny" in {v.code for v in verify(result.instance, wrong).violations}
     bare = result.instance.model_copy(update={"replanning": None})
     assert "mismatch:objective" in {v.code for v in verify(bare, result.plan).violations}
+
+
+@pytest.mark.slow
+def test_replan_benchmark_smoke(tmp_path):
+    """`benchmarks/run.py replan --smoke`: 200 demands x 24 slots, two events, two solvers; the
+    protocol heads the report, every plan is verified, and the move ratio is moves / lost."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's scheduler, installed or not
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "replan", "--smoke", "--now", "12",
+         "--events", "hub-cut,new-demands", "--solvers", "replan,scratch", "--time-limit", "1",
+         "--base-limit", "2", "--workers", "1", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = tmp_path.glob("replan-*.md")
+    text = report.read_text()
+    for line in ("- Suite: replan", "- Time limit(s): ", "- Seeds: ", "- Cores (os.cpu_count): ",
+                 "- Git commit: ", "- Events: "):
+        assert line in text
+    (raw,) = tmp_path.glob("replan-*.json")
+    results = json.loads(raw.read_text())["results"]
+    assert [r["event"] for r in results] == ["hub-cut", "new-demands"]
+    for r in results:
+        assert set(r["solvers"]) == {"replan", "scratch"}
+        for s in r["solvers"].values():
+            assert s["verified"] is True
+            lost = s["planned_on_lost_capacity"]
+            assert s["move_ratio"] == (pytest.approx(s["moves"] / lost) if lost else None)
+    assert results[1]["solvers"]["replan"]["newly_served"] > 0
