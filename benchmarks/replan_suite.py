@@ -122,6 +122,7 @@ def run_one(instance, plan, events, solver: str, now: int, migration: float, par
         "own_gap": result.plan.gap, "migration_cny": ch.migration_cny, "moves": moves,
         "moved": ch.count("moved"), "retimed": ch.count("retimed"), "restarted": ch.count("restarted"),
         "newly_unserved": ch.count("newly_unserved"), "newly_served": ch.count("newly_served"),
+        "added_unserved": ch.count("added_unserved"),
         "planned_on_lost_capacity": lost, "move_ratio": moves / lost if lost else None,
         "pinned": ch.pinned, "cost_delta": ch.cost_delta_cny, "wall_s": wall,
         "engine": result.plan.stats.engine, "warm_start": result.plan.stats.details.get("warm_start"),

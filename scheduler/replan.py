@@ -50,7 +50,6 @@ from models import (
     Verification,
     relative_gap,
 )
-from scheduler.engines import EngineResult
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import BatchOptions, TimedChoice, TimedProblem
 from scheduler.verify import verify
@@ -629,7 +628,8 @@ class Change(_Frozen):
     """One demand whose fate differs between the old plan and the new one."""
 
     demand: str
-    kind: str = Field(description="moved, retimed, restarted, newly_unserved, newly_served, cancelled")
+    kind: str = Field(description="restarted, moved, retimed, newly_unserved, newly_served, "
+                      "added_unserved (an added demand left unserved), cancelled")
     old_pool: str | None = None
     old_start: int | None = None
     new_pool: str | None = None
@@ -707,14 +707,16 @@ def plan_change(old_plan: Plan, new_plan: Plan, modified: Modified) -> PlanChang
         if was is None and demand not in added:
             continue
         why = u.reason.value
+        kind = "added_unserved" if was is None else "newly_unserved"
         if demand in modified.restarted:
             why = f"{modified.restarted[demand]}; no room to restart ({u.reason.value})"
         elif demand in modified.blocked:
             why = f"{modified.blocked[demand]}; then {u.reason.value}"
-        out.append(Change(demand=demand, kind="newly_unserved", old_pool=was.pool if was else None,
+        out.append(Change(demand=demand, kind=kind, old_pool=was.pool if was else None,
                           old_start=was.start_slot if was else None,
                           cost_delta_cny=u.penalty_cny - (was.cost_cny if was else 0.0), reason=why))
-    order = {"restarted": 0, "moved": 1, "retimed": 2, "newly_unserved": 3, "newly_served": 4, "cancelled": 5}
+    order = {"restarted": 0, "moved": 1, "retimed": 2, "newly_unserved": 3, "newly_served": 4,
+             "added_unserved": 5, "cancelled": 6}
     out.sort(key=lambda c: (order[c.kind], c.demand))
     before, after = old_plan.objective or 0.0, new_plan.objective or 0.0
     return PlanChange(
@@ -786,16 +788,9 @@ def solve_replanned(
 ) -> tuple[Plan, Verification]:
     """Solve a modified instance (with `Instance.replanning`) from the old ``plan`` as the warm
     start: compile, narrow (`Adjusted`), search, map back, itemize, verify."""
-    from scheduler.engines.timed_greedy import solve_timed_greedy, timed_lower_bound
     from scheduler.engines.timed_exact import choice_objective
-    from scheduler.solve import (
-        FALLBACK_SECONDS_PER_DEMAND,
-        VerificationError,
-        _fall_back_to_hint,
-        no_gc,
-        pick_timed_engine,
-        timed_engine,
-    )
+    from scheduler.engines.timed_greedy import timed_lower_bound
+    from scheduler.solve import FALLBACK_SECONDS_PER_DEMAND, VerificationError, no_gc, run_timed_engine
     from scheduler.timed import compile_timed
     from scheduler.timed_decode import build_timed_plan
 
@@ -821,16 +816,8 @@ def solve_replanned(
     reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
     budget = params.model_copy(update={"time_limit_s": max(params.time_limit_s - (hinted - started) - reserve,
                                                            0.05)})
-    engine = pick_timed_engine(problem, params.engine)
-    run = timed_engine(engine)
-    if stop is not None and stop.is_set():
-        outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search", workers=0)
-    elif run is None:
-        engine = "greedy"
-        outcome = solve_timed_greedy(problem, hint, complete, simple_bound)
-    else:
-        outcome = run(problem, budget, hint=hint if complete else None, on_progress=on_progress, stop=stop)
-    outcome = _fall_back_to_hint(outcome, hint, complete)
+    engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
+                                       on_progress=on_progress, stop=stop)
     searched = time.perf_counter()
     bound = None
     if outcome.choice is not None:
@@ -897,7 +884,8 @@ def change_report(result: ReplanResult, *, limit: int = 20, width: int | None = 
     from scheduler.report import money, percent, table
 
     ch, plan = result.change, result.plan
-    kinds = ("restarted", "moved", "retimed", "newly_unserved", "newly_served", "cancelled")
+    kinds = ("restarted", "moved", "retimed", "newly_unserved", "newly_served", "added_unserved",
+             "cancelled")
     totals = table(["re-plan from slot " + str(ch.now_slot), "value"], [
         ["status", plan.status.value],
         ["cost before (old plan)", money(ch.cost_before_cny)],
