@@ -904,7 +904,7 @@ def change_report(result: ReplanResult, *, limit: int = 20, width: int | None = 
     out = totals
     if rows:
         out += "\n\n" + table(["demand", "change", "old", "new", "cost delta", "reason"], rows,
-                              max_width=width, names=(0, 5))
+                              max_width=width, names=(5,))
     if len(ch.changes) > limit:
         out += f"\n... and {len(ch.changes) - limit} more changes"
     return out
