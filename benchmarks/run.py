@@ -11,6 +11,10 @@
                                    [--seeds 1,2,3] [--workers 0] [--mem-limit-gb 20] [--grace S]
                                    [--engine auto] [--solvers eastwest,cp-sat,no-time-shift,no-space-shift]
                                    [--smoke] [--out DIR]
+    python benchmarks/run.py replan [--cases week,10000] [--seeds 1] [--time-limit 10] [--base-limit 60]
+                                   [--now 48] [--events west-outage,hub-cut,new-demands]
+                                   [--solvers replan,scratch+migration,scratch] [--migration-cost 100]
+                                   [--new-demands 1000] [--workers 0] [--smoke] [--out DIR]
     python benchmarks/run.py limits [--sizes 1000,10000,100000] [--time-limits 2,10] [--seed 1]
                                    [--workers 0] [--out DIR]
 
@@ -36,6 +40,11 @@ Protocol (docs/benchmarks.md has the full text):
 * limits: `eastwest solve --time-limit L` as a real process at each size and limit: its wall
   time from outside against the rule L x 1.05 + 1 s, and the time per phase (start, read,
   compile, search, plan, verify, write) from its progress lines and the plan's statistics.
+* replan: a base plan of the shipped week and of a 10,000-demand week, then at slot 48 each of
+  three events (the largest western cluster out for 24 h, a 20% cut across the largest eastern
+  hub, 1,000 new demands) answered by `replan()` (warm start, move cost), by the same model from
+  the greedy plan, and without move cost: moves against the jobs planned on the lost capacity,
+  cost with moves priced, own gap, wall time; every plan verified (benchmarks/replan_suite.py).
 * Output: <out>/<suite>-<UTC stamp>.md (aligned tables, targets flagged met/MISS) and .json (raw
   records), each headed by the protocol: suite, instances, limits, seeds, workers and cores,
   machine, Python/OR-Tools/numpy versions, git commit (+dirty), date. Default out:
@@ -54,7 +63,7 @@ from common import DEFAULT_OUT  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line: `gap`, `scale`, `time`, `limits`, and the internal `_one` (one scale child)."""
+    """The command line: `gap`, `scale`, `time`, `limits`, `replan`, and the internal `_one` (one scale child)."""
     top = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="suite", required=True)
 
@@ -126,6 +135,25 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--workers", type=int, default=0, help="--workers (0: default)")
     limits.add_argument("--out", default=str(DEFAULT_OUT))
 
+    rp = sub.add_parser("replan", help="re-planning after events: warm re-plan against re-solving "
+                        "with and without move cost")
+    rp.add_argument("--cases", default=None,
+                    help="comma-separated: week (the shipped week) or NxH / N (N demands, H slots, "
+                         "default 168) (default week,10000; --smoke: 200x24)")
+    rp.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
+    rp.add_argument("--time-limit", type=float, default=None,
+                    help="seconds per re-plan (default 10; --smoke: 3)")
+    rp.add_argument("--base-limit", type=float, default=None,
+                    help="seconds for the base plan (default 60; --smoke: 3)")
+    rp.add_argument("--now", type=int, default=48, help="the slot the events happen (default 48)")
+    rp.add_argument("--events", default="west-outage,hub-cut,new-demands")
+    rp.add_argument("--solvers", default="replan,scratch+migration,scratch")
+    rp.add_argument("--migration-cost", type=float, default=100.0, help="CNY per moved job")
+    rp.add_argument("--new-demands", type=int, default=1000, help="demands added (--smoke: 50)")
+    rp.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
+    rp.add_argument("--smoke", action="store_true", help="CI smoke run: 200 demands x 24, 3 s")
+    rp.add_argument("--out", default=str(DEFAULT_OUT))
+
     one = sub.add_parser("_one", help=argparse.SUPPRESS)
     one.add_argument("--solver", required=True, choices=("eastwest", "cp-sat", "greedy",
                      "timed-eastwest", "timed-cp-sat", "no-time-shift", "no-space-shift"))
@@ -151,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         import limits_suite
 
         return limits_suite.run(args)
+    if args.suite == "replan":
+        import replan_suite
+
+        return replan_suite.run(args)
     import scale_suite
     import time_suite  # registers the time suite's child solvers with scale_suite
 

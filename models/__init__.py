@@ -19,6 +19,7 @@ from models.instance import (
     Region,
     Sector,
 )
+from models.replan import Baseline, Replanning
 from models.plan import (
     OPTIMAL_GAP,
     RULES,
@@ -57,6 +58,7 @@ __all__ = [
     "TIMED_SCHEMA_VERSION",
     "AcceleratorPool",
     "Assignment",
+    "Baseline",
     "CostBreakdown",
     "Demand",
     "DemandKind",
@@ -74,6 +76,7 @@ __all__ = [
     "Precision",
     "Reason",
     "Region",
+    "Replanning",
     "Sector",
     "ServicePlacement",
     "ServicePlan",

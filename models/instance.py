@@ -236,6 +236,9 @@ class ObjectiveWeights(_Frozen):
     carbon_price_cny_per_t_co2: NonNegative = 0.0
 
 
+from models.replan import Replanning, replanning_problems  # noqa: E402 (it reads Id above)
+
+
 def _window_optional(schema: dict) -> None:
     """In the JSON Schema, `window_hours` may be left out (a horizon gives it)."""
     schema["required"] = [name for name in schema.get("required", []) if name != "window_hours"]
@@ -269,6 +272,10 @@ class Instance(_Frozen):
         default=0.01, ge=1e-9, le=1e6, exclude_if=lambda v: v == 0.01,
         description="Served service load is counted in whole quanta of this size.",
     )
+    replanning: Replanning | None = Field(
+        default=None, exclude_if=_unless,
+        description="Re-planned from a reference plan: jobs pinned before now_slot, migration costs.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -292,6 +299,8 @@ class Instance(_Frozen):
         problems = _reference_problems(self)
         if not problems:
             problems = time_problems(self)
+        if not problems:
+            problems = replanning_problems(self)
         if problems:
             shown = problems[:20]
             more = len(problems) - len(shown)

@@ -186,6 +186,10 @@ class CostBreakdown(_Frozen):
     transfer_cny: Cny = 0.0
     carbon_cny: Cny = 0.0
     unserved_penalty_cny: Cny = 0.0
+    migration_cny: Cny = Field(
+        default=0.0, exclude_if=lambda v: v == 0.0,
+        description="Re-planning: moving jobs of the reference plan (Instance.replanning).",
+    )
     energy_kwh: float = 0.0
     co2_t: float = 0.0
     energy_by_period_kwh: dict[str, float] = Field(

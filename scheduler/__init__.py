@@ -41,6 +41,14 @@ _SOURCES = {
     "Result": "scheduler.params",
     "SolveParams": "scheduler.params",
     "Stopped": "scheduler.params",
+    "CapacityEvent": "scheduler.replan",
+    "Change": "scheduler.replan",
+    "Events": "scheduler.replan",
+    "OutageEvent": "scheduler.replan",
+    "PlanChange": "scheduler.replan",
+    "ReplanError": "scheduler.replan",
+    "ReplanResult": "scheduler.replan",
+    "replan": "scheduler.replan",
     "summary": "scheduler.report",
     "VerificationError": "scheduler.solve",
     "solve": "scheduler.solve",
@@ -64,6 +72,16 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from scheduler.network import build_graph
     from scheduler.params import Progress, Result, SolveParams, Stopped
+    from scheduler.replan import (
+        CapacityEvent,
+        Change,
+        Events,
+        OutageEvent,
+        PlanChange,
+        ReplanError,
+        ReplanResult,
+        replan,
+    )
     from scheduler.report import summary
     from scheduler.solve import VerificationError, solve
     from scheduler.verify import verify

@@ -460,6 +460,65 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_replan(args: argparse.Namespace) -> int:
+    """Re-plan a plan after events; all the work is in scheduler.replan."""
+    from pydantic import ValidationError
+
+    from models import Status
+    from scheduler.io import InputError, check_writable, read_demands, read_instance, read_plan
+    from scheduler.io import write_instance, write_plan, write_text
+    from scheduler.params import SolveParams
+    from scheduler.replan import Events, ReplanError, change_report, parse_capacity, parse_outage, replan
+    from scheduler.solve import VerificationError
+
+    inputs = (args.instance, args.plan, *args.add)
+    for out in (args.output, args.instance_out, args.change_out):
+        if out is not None:
+            check_writable(out, protect=inputs)
+    outs = [o for o in (args.output, args.instance_out, args.change_out) if o is not None]
+    if len({os.path.realpath(o) for o in outs}) < len(outs):
+        raise InputError("arguments", ["-o, --instance-out and --change-out must be different files"])
+    instance = read_instance(args.instance)
+    plan = read_plan(args.plan)
+    added = [read_demands(path) for path in args.add]
+    try:
+        events = Events(
+            outages=tuple(parse_outage(text) for text in args.outage),
+            capacity=tuple(parse_capacity(text) for text in args.capacity),
+            add=tuple(d for f in added for d in f.demands),
+            add_offers=tuple(o for f in added for o in f.offers),
+            cancel=tuple(i for text in args.cancel for i in text.split(",") if i),
+        )
+        params = SolveParams(time_limit_s=args.time_limit, seed=args.seed, engine=args.engine)
+        result = replan(instance, plan, now_slot=args.now, events=events,
+                        migration_cost_cny=args.migration_cost, params=params)
+    except ReplanError as error:
+        where = {"plan": args.plan, "instance": args.instance,
+                 "add": ", ".join(args.add) or "arguments"}.get(error.where, "arguments")
+        raise InputError(where, error.problems) from None
+    except ValidationError as error:
+        raise InputError("arguments", [
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]) from None
+    except VerificationError as error:
+        _print_violations(error.result.verification.violations)
+        warn("error: the re-plan failed independent verification; nothing was written (a bug in "
+             "eastwest: please report it with the instance and the plan)")
+        return EXIT_FAILED
+    write_plan(result.plan, args.output, protect=inputs)
+    if args.instance_out:
+        write_instance(result.instance, args.instance_out, protect=inputs)
+    if args.change_out:
+        write_text(result.change.model_dump_json(indent=1), args.change_out, protect=inputs)
+    if not args.quiet:
+        say(change_report(result, limit=args.show, width=_terminal().get("width")))
+        say(f"\nplan written to {args.output} (verified against the modified instance"
+            + (f", written to {args.instance_out})" if args.instance_out else ")"))
+    if result.plan.status in (Status.INFEASIBLE, Status.UNKNOWN):
+        warn(f"error: no plan serves every must-serve demand after the events; see {args.output}")
+        return EXIT_INFEASIBLE
+    return EXIT_OK
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -550,6 +609,34 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--maximize", action="store_true",
                    help="OR-Library gap1-12 published maxima: convert profit to cost")
     p.set_defaults(run=cmd_convert)
+
+    p = sub.add_parser("replan", help="re-plan a plan from a slot on after outages, capacity "
+                       "changes, new and cancelled demands")
+    p.add_argument("instance")
+    p.add_argument("plan", help="the plan to re-plan (never changed)")
+    p.add_argument("--now", type=int, required=True, metavar="SLOT",
+                   help="first slot the new plan may change; jobs started before it stay put")
+    p.add_argument("--outage", action="append", default=[], metavar="ID@FROM-TO",
+                   help="a region, pool or link (SOURCE-TARGET) out over slots FROM..TO-1 (repeatable)")
+    p.add_argument("--capacity", action="append", default=[], metavar="POOL=GPUS",
+                   help="a pool's GPU count from now on (repeatable)")
+    p.add_argument("--add", action="append", default=[], metavar="DEMANDS.json",
+                   help="a file of demands to add ({\"demands\": [...], \"offers\": [...]}; repeatable)")
+    p.add_argument("--cancel", action="append", default=[], metavar="ID[,ID...]",
+                   help="demands to cancel (repeatable)")
+    p.add_argument("--migration-cost", type=_non_negative_float, default=100.0, metavar="CNY",
+                   help="objective cost of each job of the old plan that moves to another pool or "
+                   "start (plus re-sending data already sent; default 100)")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=["auto", "exact", "large"], default="auto")
+    p.add_argument("-o", "--output", required=True, help="the new plan (JSON)")
+    p.add_argument("--instance-out", metavar="FILE",
+                   help="write the modified instance (the one the new plan is verified against)")
+    p.add_argument("--change-out", metavar="FILE", help="write the change (JSON)")
+    p.add_argument("--show", type=int, default=20, metavar="N", help="changes listed (default 20)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table")
+    p.set_defaults(run=cmd_replan)
 
     _explain_parser(sub)
     return top

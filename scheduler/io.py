@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from models import Instance, Plan
+from models import Demand, Instance, Offer, Plan
 from scheduler.params import SolveParams
 
 MAX_FILE_BYTES = 4 * 1024**3
@@ -65,6 +65,21 @@ def read_plan(path: str | os.PathLike) -> Plan:
 def read_params(path: str | os.PathLike) -> SolveParams:
     """Read solve parameters from a JSON or YAML file."""
     return _read(path, SolveParams)
+
+
+class DemandFile(BaseModel):
+    """Demands to add to an instance (``eastwest replan --add``): the instance format's
+    ``demands``, and optionally ``offers`` for them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    demands: tuple[Demand, ...] = Field(min_length=1)
+    offers: tuple[Offer, ...] = ()
+
+
+def read_demands(path: str | os.PathLike) -> DemandFile:
+    """Read a file of demands to add (JSON, or YAML read with the safe loader)."""
+    return _read(path, DemandFile)
 
 
 def write_plan(

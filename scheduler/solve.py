@@ -281,7 +281,7 @@ def solve_timed(
     `Stopped` before the greedy plan exists); the time for itemizing and verifying is left over
     from ``params.time_limit_s``.
     """
-    from scheduler.engines.timed_greedy import TimedGreedy, solve_timed_greedy, timed_lower_bound
+    from scheduler.engines.timed_greedy import TimedGreedy, timed_lower_bound
     from scheduler.timed import compile_timed, earliest_starts
     from scheduler.timed_decode import build_timed_plan, choice_objective
 
@@ -309,23 +309,14 @@ def solve_timed(
     hinted = time.perf_counter()
     tell("first plan", choice_objective(problem, hint) if complete else None)
     reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
-    engine = pick_timed_engine(problem, params.engine)
     shadow_s = _shadow_seconds(params, needed=engine != "large")
     remaining = params.time_limit_s - (hinted - started) - reserve - shadow_s
     if remaining < 0:
         tell(f"late: compiling took {hinted - started:.1f} s and itemizing and verifying the "
              f"plan need about {reserve:.1f} s, of the {params.time_limit_s:g} s limit")
     budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
-    run = timed_engine(engine)
-    if stop is not None and stop.is_set():
-        outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search", workers=0)
-    elif run is None:
-        engine = "greedy"
-        outcome = solve_timed_greedy(problem, hint, complete, simple_bound)
-    else:
-        outcome = run(problem, budget, hint=hint if complete else None, on_progress=on_progress,
-                      stop=stop)
-    outcome = _fall_back_to_hint(outcome, hint, complete)
+    engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
+                                       on_progress=on_progress, stop=stop)
     bound = _timed_bound(outcome, simple_bound, problem)
     searched = time.perf_counter()
     shadow = None
@@ -373,6 +364,26 @@ def solve_timed(
     if not verification.ok:
         raise VerificationError(result)
     return result
+
+
+def run_timed_engine(problem, budget: SolveParams, hint, complete: bool, simple_bound: float | None,
+                     *, on_progress=None, stop: threading.Event | None = None) -> tuple[str, EngineResult]:
+    """The timed engine `budget.engine` picks, run from ``hint`` (when ``complete``): its name
+    and result, the hint kept when it finds nothing (the greedy plan and its simple bound stand
+    in while the engine's module is absent)."""
+    from scheduler.engines.timed_greedy import solve_timed_greedy
+
+    engine = pick_timed_engine(problem, budget.engine)
+    run = timed_engine(engine)
+    if stop is not None and stop.is_set():
+        outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search", workers=0)
+    elif run is None:
+        engine = "greedy"
+        outcome = solve_timed_greedy(problem, hint, complete, simple_bound)
+    else:
+        outcome = run(problem, budget, hint=hint if complete else None, on_progress=on_progress,
+                      stop=stop)
+    return engine, _fall_back_to_hint(outcome, hint, complete)
 
 
 def _timed_bound(outcome: EngineResult, simple: float | None, problem) -> float | None:

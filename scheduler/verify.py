@@ -58,7 +58,9 @@ Over a horizon (formulation §8; ``subject`` may also be ``pool@slot``, ``source
 * ``ineligible:window`` (slots short: earliest start + run slots - deadline slot), and
   ``ineligible:price_cap`` at the start the plan chose; services by rules 2 to 8 only.
 * ``missing_start`` (1); ``early_start`` (slots before release + 1 if the data moves, else
-  release); ``late_finish`` (slots past the deadline slot); ``mismatch:end_slot`` (slots off
+  release; in a re-planned instance also before ``replanning.now_slot``, pinned jobs aside);
+  ``moved_pinned`` (1: a job pinned by ``replanning`` not at its pool and start, or unserved);
+  ``late_finish`` (slots past the deadline slot); ``mismatch:end_slot`` (slots off
   start + n).
 * ``invalid_route`` (1: none where data moves, or not a simple path from the origin to the pool's
   region over links); ``route_not_shortest`` (ms over the least latency);
@@ -444,9 +446,10 @@ def _check_coverage(c: _Checker, seen: Counter) -> None:
 
 
 def _check_totals(c: _Checker, plan: Plan, solved: bool, terms: dict, penalties: list,
-                  periods: tuple | None = None) -> Verification:
+                  periods: tuple | None = None, migration: list | None = None) -> Verification:
     """The cost breakdown, objective, lower bound and gap; the verdict."""
-    objective = math.fsum(terms["cost"] + penalties) if solved else None
+    migration = migration or []
+    objective = math.fsum(terms["cost"] + penalties + migration) if solved else None
     expected_penalty = math.fsum(penalties)
     if not solved and plan.costs.unserved_penalty_cny == 0.0:
         expected_penalty = 0.0  # an unsolved plan may leave its breakdown empty
@@ -458,6 +461,7 @@ def _check_totals(c: _Checker, plan: Plan, solved: bool, terms: dict, penalties:
     c.figure("costs.unserved_penalty_cny", "costs", br.unserved_penalty_cny, expected_penalty)
     c.figure("costs.energy_kwh", "costs", br.energy_kwh, math.fsum(terms["energy_kwh"]))
     c.figure("costs.co2_t", "costs", br.co2_t, math.fsum(terms["co2_kg"]) / 1000)
+    c.figure("costs.migration_cny", "costs", br.migration_cny, math.fsum(migration))
     if periods is not None:
         for field, reported, expected in (
             ("energy_by_period_kwh", br.energy_by_period_kwh, periods[0]),
@@ -679,6 +683,9 @@ class _Run:
         self.release = d.release_slot or 0
         self.deadline = tm.slots if d.deadline_slot is None else d.deadline_slot
         self.earliest = self.release + (1 if self.moves else 0)
+        base = tm.baseline.get(d.id)
+        if base is None or not base.pinned:  # re-planning (§10): nothing new starts before now
+            self.earliest = max(self.earliest, tm.now)
         draw = d.gang_size * p.power * p.pue
         self.kwh_full = draw * h
         self.kwh_last = draw * (f.runtime - (self.n - 1) * h)
@@ -733,6 +740,11 @@ class _Timed:
         self.units = [0] * len(c.pools)  # batch usage in quanta
         self.rented = [[] for _ in c.pools]  # services' GPU-hours
         self.link_q = [[0] * S for _ in inst.links]
+        rp = inst.replanning  # re-planning (§10): the reference plan's jobs and their move costs
+        self.now = rp.now_slot if rp is not None else 0
+        self.baseline = {b.demand: b for b in rp.baseline} if rp is not None else {}
+        self.migration: list[float] = []
+        self.placed: set[str] = set()
         self.grams: list[int] = []
         self.terms: dict[str, list[float]] = {name: [] for name in _TERMS}
         self.kwh_by_period: dict[str, list[float]] = defaultdict(list)
@@ -893,6 +905,7 @@ class _Timed:
         for name in ("compute", "energy", "transfer", "carbon", "cost"):
             c.figure(f"{name}_cny", d.id, getattr(a, f"{name}_cny"), figures[name])
         self.book(figures)
+        self.check_moves(a, d, p)
 
     def energy_raw(self, run: _Run, p: _Pool, s: int) -> float:
         """Raw energy cost of the run started at `s` (offers: 0), by prefix sums."""
@@ -942,7 +955,8 @@ class _Timed:
                 if d.max_cost_cny is not None and f.compute_raw + energy + f.transfer_raw > d.max_cost_cny:
                     continue
                 cost = (fixed + w.energy * energy
-                        + self.run_grams(run, p, s) / 1e6 * w.carbon_price_cny_per_t_co2)
+                        + self.run_grams(run, p, s) / 1e6 * w.carbon_price_cny_per_t_co2
+                        + self.move_cost(d, p, s))
                 if best is None or cost < best:
                     best = cost
             if best is None:
@@ -952,6 +966,36 @@ class _Timed:
             if cheapest is None or best < cheapest:
                 cheapest = best
         return worst, cheapest, moves
+
+    def move_cost(self, d: Demand, p: _Pool, s: int) -> float:
+        """§10: what running ``d`` on ``p`` from ``s`` costs beyond the reference plan's spot."""
+        base = self.baseline.get(d.id)
+        if base is None or base.pinned or (p.id == base.pool and s == base.start_slot):
+            return 0.0
+        old = self.c.pool_by_id.get(base.pool)
+        moved_region = old is not None and old.region != p.region
+        return base.move_cost_cny + (base.retransfer_cny if moved_region else 0.0)
+
+    def check_moves(self, a, d: Demand, p: _Pool) -> None:
+        """§10: a pinned job keeps its pool and start; any other move pays its migration cost."""
+        base = self.baseline.get(d.id)
+        if base is None:
+            return
+        self.placed.add(d.id)
+        if base.pinned and (p.id != base.pool or a.start_slot != base.start_slot):
+            self.c.flag("moved_pinned", d.id, 1,
+                        f"'{d.id}' started on '{base.pool}' in slot {base.start_slot}, before now "
+                        f"(slot {self.now}), but runs on '{p.id}' from slot {a.start_slot}")
+        elif a.start_slot is not None:
+            cost = self.move_cost(d, p, a.start_slot)
+            if cost:
+                self.migration.append(cost)
+
+    def check_pinned_served(self, solved: bool) -> None:
+        for base in self.baseline.values():
+            if solved and base.pinned and base.demand not in self.placed:
+                self.c.flag("moved_pinned", base.demand, 1,
+                            f"'{base.demand}' started before now (slot {self.now}) but is not assigned")
 
     def check_reason(self, d: Demand, reason: Reason, pi: float, solved: bool) -> None:
         """An unserved batch demand's reason must agree with its options over the horizon."""
@@ -1211,5 +1255,6 @@ def _verify_timed(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> Verif
     tm.check_pools(plan)
     tm.check_links(plan)
     tm.check_carbon()
+    tm.check_pinned_served(solved)
     return _check_totals(c, plan, solved, tm.terms, penalties,
-                         (tm.kwh_by_period, tm.cny_by_period))
+                         (tm.kwh_by_period, tm.cny_by_period), tm.migration)
