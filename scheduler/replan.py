@@ -463,6 +463,11 @@ class Adjusted:
         had = np.diff(b.start) > 0
         lost = had & (np.diff(start) == 0)
         window = RULES.index(Reason.WINDOW)
+        # A job with no option whose window closes by now fails the window rule first on every
+        # pool, whatever rule its original options stopped at (the verifier reads it so).
+        deadline = np.array([instance.demands[int(r)].deadline_slot or problem.slots for r in b.rows],
+                            dtype=np.int64)
+        lost |= ~had & ~pinned & (deadline <= now) & (b.nearest_miss > window)
         updates = {f.name: getattr(b, f.name)[src] for f in fields(BatchOptions)
                    if f.name not in _PER_DEMAND and isinstance(getattr(b, f.name), np.ndarray)}
         updates.update(

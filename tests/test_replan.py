@@ -362,3 +362,26 @@ def test_replan_benchmark_smoke(tmp_path):
             lost = s["planned_on_lost_capacity"]
             assert s["move_ratio"] == (pytest.approx(s["moves"] / lost) if lost else None)
     assert results[1]["solvers"]["replan"]["newly_served"] > 0
+
+
+def test_a_job_whose_window_closed_before_now_is_unserved_for_its_window():
+    """Found by Hypothesis: a job with no allowed start at all (its price cap) and a window that
+    closes by now is unserved for its window, as the verifier reads it (not for its price cap)."""
+    from scheduler import SolveParams, solve
+    from scheduler.replan import Events, OutageEvent, replan
+
+    instance = Instance.model_validate({
+        "schema_version": 2, "name": "window-closed", "horizon": {"slots": 2, "slot_hours": 0.5},
+        "regions": [{"id": "r0", "jurisdiction": "north", "lat": 20, "lon": 100,
+                     "electricity_price_cny_per_kwh": 0, "pue": 1.1, "carbon_g_co2_per_kwh": 100,
+                     "pools": [{"id": "p0-0", "accelerator": "H800", "gpu_count": 2, "memory_gb_per_gpu": 24,
+                                "tflops_by_precision": {"fp64": 100}, "power_kw_per_gpu": 0,
+                                "price_cny_per_gpu_hour": 0.01,
+                                "outages": [{"start_slot": 0, "end_slot": 1, "gpus": 2}]}]}],
+        "demands": [{"id": "d0", "origin": "r0", "work_pflop": 1, "precision": "fp64", "max_cost_cny": 0,
+                     "release_slot": 0, "deadline_slot": 1, "unserved_penalty_cny": 0}]})
+    plan = solve(instance, SolveParams(time_limit_s=5, workers=1)).plan
+    result = replan(instance, plan, now_slot=1, events=Events(outages=(OutageEvent(target="p0-0", from_slot=1, to_slot=2),)),
+                    migration_cost_cny=0.0, params=SolveParams(time_limit_s=5, workers=1))
+    assert result.verification.ok
+    assert [u.reason.value for u in result.plan.unserved] == ["window"]
