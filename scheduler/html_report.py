@@ -307,12 +307,19 @@ def sectors(instance: Instance, plan: Plan) -> tuple[SectorRow, ...]:
 # Figures: numbers in, an SVG string out.
 
 
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend, with the page's settings; `MissingExtra` without it."""
+def require_matplotlib() -> None:
+    """Raise `MissingExtra`, naming the extra, where matplotlib cannot be imported."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError as error:
         raise MissingExtra("the HTML report needs matplotlib: pip install 'eastwest[report]'") from error
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend."""
+    require_matplotlib()
+    import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -436,8 +443,7 @@ def heatmap_svg(u: Utilization, instance: Instance, *, name: str = "utilization"
     h = instance.horizon
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(10, 0.6 + 0.28 * len(u.groups)))
-        cmap = plt.get_cmap("YlOrRd").copy()
-        cmap.set_bad("#d4d4d4")
+        cmap = plt.get_cmap("YlOrRd").with_extremes(bad="#d4d4d4")
         image = ax.imshow(u.share(), aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest",
                           extent=(0, h.slots, len(u.groups) - 0.5, -0.5))
         ax.set_yticks(range(len(u.groups)), u.groups, fontsize=7)
@@ -511,9 +517,10 @@ def carbon_svg(c: Carbon, instance: Instance, *, name: str = "carbon") -> str:
                          colors=[plt.get_cmap("tab10")(k % 10) for k in range(len(series))])
         days = [t for t in range(h.slots) if beijing(h.slot_start(t), "%H:%M") == "00:00"] or [0]
         ax.set_xticks(days, [beijing(h.slot_start(t), "%a %m-%d") for t in days], fontsize=7)
-        ax.set_xlim(0, h.slots - 1)
+        ax.set_xlim(0, max(1, h.slots - 1))
         ax.set_ylabel("t CO2 per hour")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        if series:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(fig, name)
 
 
@@ -743,5 +750,5 @@ def write_html_report(instance: Instance, plan: Plan, path, *, protect: tuple = 
 
 
 __all__ = ["Carbon", "Flow", "MapData", "MissingExtra", "Section", "Site", "Utilization", "carbon",
-           "html_report", "html_table", "map_data", "map_svg", "page", "plan_sections", "sectors",
+           "html_report", "html_table", "map_data", "map_svg", "page", "plan_sections", "require_matplotlib", "sectors",
            "unserved_work", "utilization", "write_html_report"]
