@@ -135,7 +135,7 @@ def _demand(demands: dict, demand_id: str, kind: str):
 def short_name(region) -> str:
     """A region's name without its Chinese part and the word 'cluster' (its id if unnamed)."""
     name = (region.name or region.id).split(" (")[0].removesuffix(" cluster")
-    return name if len(name) <= 24 else region.id
+    return name if len(name) <= 24 else region.id.removesuffix("_cluster")
 
 
 @dataclass(frozen=True)
@@ -363,74 +363,150 @@ def map_svg(data: MapData, *, title: str = "", name: str = "map", hub_names: dic
     """Regions as points (area by GPU-hours of capacity, colour by utilization), flows between
     regions as arcs from origin to where the work runs (width by work), hubs labelled."""
     plt = _pyplot()
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import FancyArrowPatch, Polygon
-
     with plt.rc_context(_STYLE):
         fig, ax = plt.subplots(figsize=(9.5, 7.0))
         x0, x1, y0, y1 = _frame(data.sites)
-        ax.set_facecolor("#dbe7f0")
-        land, china = [], []
-        for feature in outline()["features"]:
-            rings = [Polygon(poly[0], closed=True) for poly in feature["geometry"]["coordinates"]]
-            (china if feature["properties"]["name"] in CHINA else land).extend(rings)
-        ax.add_collection(PatchCollection(land, facecolor="#eef0ee", edgecolor="#b9c0c4", linewidth=0.5))
-        ax.add_collection(PatchCollection(china, facecolor="#f7f1e3", edgecolor="#8d7f64", linewidth=0.7))
-        where = {s.id: s for s in data.sites}
-        remote = [f for f in data.flows if f.origin != f.target]
-        by_work = all(f.work_pflop > 0 for f in remote)
-        weight = (lambda f: f.work_pflop) if by_work else (lambda f: f.gpu_hours)
-        top = max((weight(f) for f in remote), default=0.0)
-        for f in sorted(remote, key=weight):
-            a, b = where[f.origin], where[f.target]
-            share = weight(f) / top if top else 0.0
-            width = 0.4 + 7.0 * share
-            ax.add_patch(FancyArrowPatch((a.lon, a.lat), (b.lon, b.lat), connectionstyle="arc3,rad=0.18",
-                                         arrowstyle="-|>", mutation_scale=6 + width, linewidth=width,
-                                         color="#c2410c", alpha=0.25 + 0.5 * share, zorder=3, shrinkB=3))
-        cmap = plt.get_cmap("viridis")
-        with_pools = [s for s in data.sites if s.capacity_gpu_hours > 0]
-        biggest = max((s.capacity_gpu_hours for s in with_pools), default=1.0)
-        others = [s for s in data.sites if s.capacity_gpu_hours <= 0]
-        ax.scatter([s.lon for s in others], [s.lat for s in others], s=10, facecolor="white",
-                   edgecolor="#555", linewidth=0.6, zorder=4, label="region without pools")
-        points = ax.scatter([s.lon for s in with_pools], [s.lat for s in with_pools],
-                            s=[20 + 500 * s.capacity_gpu_hours / biggest for s in with_pools],
-                            c=[s.utilization for s in with_pools], cmap=cmap, vmin=0, vmax=1,
-                            edgecolor="#222", linewidth=0.6, zorder=5)
-        for s in with_pools:
-            ax.annotate(s.name, (s.lon, s.lat), xytext=(4, 4), textcoords="offset points", fontsize=6.5,
-                        color="#222", zorder=6)
-        _label_hubs(ax, data.sites, hub_names or {})
-        bar = fig.colorbar(points, ax=ax, shrink=0.6, pad=0.01)
-        bar.set_label("utilization (GPU-hours used / capacity)")
-        bar.ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
-        unit = "PFLOP" if by_work else "GPU-h"
-        handles = [plt.Line2D([], [], color="#c2410c", alpha=0.55, linewidth=0.4 + 7.0 * q,
-                              label=f"{_figure(q * top)} {unit}") for q in (1.0, 0.5, 0.1)] if top else []
-        ax.legend(handles=handles, title="work moved (line width)", loc="lower left", fontsize=7,
-                  title_fontsize=7, framealpha=0.9)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
         ax.set_aspect(1 / math.cos(math.radians((y0 + y1) / 2)))
         ax.set_xlabel("longitude (°E)")
         ax.set_ylabel("latitude (°N)")
         ax.set_title(title)
+        _draw_land(ax)
+        unit, top = _draw_flows(ax, data)
+        points = _draw_sites(ax, data)
+        bar = fig.colorbar(points, ax=ax, shrink=0.6, pad=0.01)
+        bar.set_label("utilization (GPU-hours used / capacity)")
+        bar.ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+        handles = [plt.Line2D([], [], color=FLOW_COLOUR, alpha=0.55, linewidth=_flow_width(q),
+                              label=f"{_figure(q * top)} {unit}") for q in (1.0, 0.5, 0.1)] if top else []
+        ax.legend(handles=handles, title="work moved (line width)", loc="lower left", fontsize=7,
+                  title_fontsize=7, framealpha=0.9)
+        _draw_labels(fig, ax, data, hub_names or {})
         return _svg(fig, name)
 
 
-def _label_hubs(ax, sites: tuple[Site, ...], names: dict[str, str]) -> None:
-    """Each hub's name at the mean position of its regions, in bold."""
+FLOW_COLOUR = "#c2410c"
+
+
+def _flow_width(share: float) -> float:
+    """Line width in points of a flow carrying ``share`` of the largest flow's work."""
+    return 0.4 + 7.0 * share
+
+
+def _draw_land(ax) -> None:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Polygon
+
+    ax.set_facecolor("#dbe7f0")
+    land, china = [], []
+    for feature in outline()["features"]:
+        rings = [Polygon(poly[0], closed=True) for poly in feature["geometry"]["coordinates"]]
+        (china if feature["properties"]["name"] in CHINA else land).extend(rings)
+    ax.add_collection(PatchCollection(land, facecolor="#eef0ee", edgecolor="#b9c0c4", linewidth=0.5))
+    ax.add_collection(PatchCollection(china, facecolor="#f7f1e3", edgecolor="#8d7f64", linewidth=0.7))
+
+
+def _draw_flows(ax, data: MapData) -> tuple[str, float]:
+    """Arcs between regions, widest last; (the unit of their width, the largest flow's value):
+    PFLOP where every flow has a work figure, else GPU-hours."""
+    from matplotlib.patches import FancyArrowPatch
+
+    where = {s.id: s for s in data.sites}
+    remote = [f for f in data.flows if f.origin != f.target]
+    by_work = all(f.work_pflop > 0 for f in remote)
+    weight = (lambda f: f.work_pflop) if by_work else (lambda f: f.gpu_hours)
+    top = max((weight(f) for f in remote), default=0.0)
+    for f in sorted(remote, key=weight):
+        a, b = where[f.origin], where[f.target]
+        share = weight(f) / top if top else 0.0
+        width = _flow_width(share)
+        ax.add_patch(FancyArrowPatch((a.lon, a.lat), (b.lon, b.lat), connectionstyle="arc3,rad=0.18",
+                                     arrowstyle="-|>", mutation_scale=6 + width, linewidth=width,
+                                     color=FLOW_COLOUR, alpha=0.25 + 0.5 * share, zorder=3, shrinkB=3))
+    return ("PFLOP" if by_work else "GPU-h"), top
+
+
+def _draw_sites(ax, data: MapData):
+    """Regions without pools as small white points, the others sized and coloured; the latter returned."""
+    with_pools = [s for s in data.sites if s.capacity_gpu_hours > 0]
+    others = [s for s in data.sites if s.capacity_gpu_hours <= 0]
+    biggest = max((s.capacity_gpu_hours for s in with_pools), default=1.0)
+    ax.scatter([s.lon for s in others], [s.lat for s in others], s=10, facecolor="white",
+               edgecolor="#555", linewidth=0.6, zorder=4)
+    return ax.scatter([s.lon for s in with_pools], [s.lat for s in with_pools],
+                      s=[20 + 500 * s.capacity_gpu_hours / biggest for s in with_pools],
+                      c=[s.utilization for s in with_pools], cmap="viridis", vmin=0, vmax=1,
+                      edgecolor="#222", linewidth=0.6, zorder=5)
+
+
+def _draw_labels(fig, ax, data: MapData, names: dict[str, str]) -> None:
+    """Hub names in bold below their regions' mean position, then the names of the regions with
+    pools where they overlap no other label (`place_labels`)."""
+    ax.apply_aspect()
+    box = ax.get_position()
+    width_pt, height_pt = box.width * fig.get_figwidth() * 72, box.height * fig.get_figheight() * 72
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    scale = ((x1 - x0) / width_pt, (y1 - y0) / height_pt)  # degrees per point
+    hubs = hub_positions(data.sites)
+    taken = []
+    for hub, (lon, lat) in hubs.items():
+        text = names.get(hub, f"hub {hub}")
+        ax.annotate(text, (lon, lat), xytext=(0, HUB_DROP), textcoords="offset points", ha="center",
+                    fontsize=7.5, fontweight="bold", color="#1e3a8a", zorder=7,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "linewidth": 0})
+        taken.append(_box(lon, lat, (0, HUB_DROP, "center"), len(text) * HUB_CHAR_POINTS, scale))
+    sites = [s for s in data.sites if s.capacity_gpu_hours > 0]
+    for s, (dx, dy, ha) in place_labels(sites, scale, taken):
+        ax.annotate(s.name, (s.lon, s.lat), xytext=(dx, dy), textcoords="offset points", ha=ha,
+                    fontsize=6.5, color="#222", zorder=6)
+
+
+HUB_DROP = -14  # hub names sit this many points below their regions' mean position
+CHAR_POINTS = 4.0  # width of a 6.5 pt character, about (DejaVu Sans, mixed case)
+HUB_CHAR_POINTS = 5.0  # of a 7.5 pt bold one
+LINE_POINTS = 8.0
+LABEL_SPOTS = ((4, 3, "left"), (4, -10, "left"), (-4, 3, "right"), (-4, -10, "right"), (0, 7, "center"),
+               (0, -15, "center"))
+
+
+def hub_positions(sites: tuple[Site, ...]) -> dict[str, tuple[float, float]]:
+    """Each hub at the mean position of its regions."""
     members: dict[str, list[Site]] = defaultdict(list)
     for s in sites:
         if s.hub:
             members[s.hub].append(s)
-    for hub, group in members.items():
-        lon = sum(s.lon for s in group) / len(group)
-        lat = sum(s.lat for s in group) / len(group)
-        ax.annotate(names.get(hub, f"hub {hub}"), (lon, lat), xytext=(0, -14), textcoords="offset points",
-                    ha="center", fontsize=7.5, fontweight="bold", color="#1e3a8a", zorder=7,
-                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "linewidth": 0})
+    return {hub: (sum(s.lon for s in group) / len(group), sum(s.lat for s in group) / len(group))
+            for hub, group in members.items()}
+
+
+def _box(lon: float, lat: float, spot: tuple[float, float, str], width: float,
+         scale: tuple[float, float]) -> tuple[float, float, float, float]:
+    """(left, right, bottom, top) in degrees of a label ``width`` points wide at ``spot`` (offset
+    in points and alignment), with ``scale`` degrees of longitude and latitude per point."""
+    dx, dy, ha = spot
+    left = {"left": dx, "right": dx - width, "center": dx - width / 2}[ha]
+    kx, ky = scale
+    return lon + left * kx, lon + (left + width) * kx, lat + dy * ky, lat + (dy + LINE_POINTS) * ky
+
+
+def place_labels(sites: list[Site], scale: tuple[float, float], taken: list | None = None
+                 ) -> list[tuple[Site, tuple[float, float, str]]]:
+    """Each site's label spot (offset in points, alignment): of `LABEL_SPOTS`, the one that
+    overlaps the labels placed before it (largest sites first) least, the first on a tie."""
+    boxes = list(taken or [])
+    out = []
+    for s in sorted(sites, key=lambda x: (-x.capacity_gpu_hours, x.id)):
+        spots = [(spot, _box(s.lon, s.lat, spot, len(s.name) * CHAR_POINTS, scale)) for spot in LABEL_SPOTS]
+        spot, box = min(spots, key=lambda sb: sum(_overlap(sb[1], o) for o in boxes))
+        boxes.append(box)
+        out.append((s, spot))
+    return out
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """The area two boxes share (0 when apart)."""
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[2], b[2]))
 
 
 def _figure(value: float) -> str:
