@@ -35,6 +35,8 @@ _SOURCES = {
     "read_params": "scheduler.io",
     "read_plan": "scheduler.io",
     "write_instance": "scheduler.io",
+    "html_report": "scheduler.html_report",
+    "write_html_report": "scheduler.html_report",
     "write_plan": "scheduler.io",
     "build_graph": "scheduler.network",
     "Progress": "scheduler.params",
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from scheduler.explain import explain
     from scheduler.gap import GapFormatError, convert_gap_file, gap_to_instance, read_gap
     from scheduler.generate import china_instance
+    from scheduler.html_report import html_report, write_html_report
     from scheduler.io import (
         InputError,
         read_instance,

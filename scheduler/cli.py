@@ -322,18 +322,44 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     instance = read_instance(args.instance)
     plan = read_plan(args.plan)
+    check_plan_matches(instance, plan, args.plan)
+    if args.demand is not None:
+        if args.demand not in {d.id for d in instance.demands}:
+            raise InputError(args.instance, [f"demand '{args.demand}': no such demand"])
+        say(demand_view(instance, plan, args.demand, **_terminal()))
+        return EXIT_OK
+    say(summary(instance, plan, None, pool_group=args.pool_group, chart_groups=None, **_terminal()))
+    return EXIT_OK
+
+
+def check_plan_matches(instance, plan, path) -> None:
+    """Raise `InputError` (about the plan file ``path``) where the plan names demands or pools
+    the instance lacks, or slots outside its horizon; a note where it names another instance."""
+    from scheduler.io import InputError
+
     if plan.instance != instance.name:
         warn(f"note: the plan names instance '{plan.instance}', the file holds '{instance.name}'")
     demands = {d.id for d in instance.demands}
-    pools = {p.id for _, p in instance.pools()}
+    region_of = {p.id: r.id for r, p in instance.pools()}
+    pools = set(region_of)
     problems = [f"assignment '{a.demand}': field 'pool' names unknown pool '{a.pool}'"
                 for a in plan.assignments if a.pool not in pools]
+    placed = [("assignment", a.demand, a) for a in plan.assignments]
+    placed += [("service", s.demand, p) for s in plan.services for p in s.placements]
+    problems += [f"{kind} '{demand}': field 'region' is '{x.region}', pool '{x.pool}' is in "
+                 f"'{region_of[x.pool]}'" for kind, demand, x in placed
+                 if x.pool in pools and x.region != region_of[x.pool]]
     problems += [f"field 'demand' names unknown demand '{x.demand}'"
                  for x in (*plan.assignments, *plan.unserved, *plan.services) if x.demand not in demands]
     problems += [f"service '{s.demand}': field 'pool' names unknown pool '{p.pool}'"
                  for s in plan.services for p in s.placements if p.pool not in pools]
-    if instance.horizon is not None:
+    if instance.horizon is None:
+        problems += [f"assignment '{a.demand}': field 'start_slot' is {a.start_slot}; the instance has "
+                     "no horizon" for a in plan.assignments if a.start_slot is not None]
+    else:
         slots = instance.horizon.slots
+        problems += [f"assignment '{a.demand}': field 'start_slot' is missing; the instance has a "
+                     f"horizon ({slots} slots)" for a in plan.assignments if a.start_slot is None]
         problems += [f"assignment '{a.demand}': field 'start_slot' is {a.start_slot}, outside the "
                      f"horizon ({slots} slots)" for a in plan.assignments
                      if a.start_slot is not None and a.start_slot >= slots]
@@ -341,14 +367,32 @@ def cmd_show(args: argparse.Namespace) -> int:
                      f"the horizon has {slots} slots"
                      for s in plan.services for p in s.placements if len(p.replicas) != slots]
     if problems:
-        raise InputError(args.plan, problems[:20] + ([f"(and {len(problems) - 20} more)"]
-                                                      if len(problems) > 20 else []))
-    if args.demand is not None:
-        if args.demand not in demands:
-            raise InputError(args.instance, [f"demand '{args.demand}': no such demand"])
-        say(demand_view(instance, plan, args.demand, **_terminal()))
-        return EXIT_OK
-    say(summary(instance, plan, None, pool_group=args.pool_group, chart_groups=None, **_terminal()))
+        raise InputError(path, problems[:20] + ([f"(and {len(problems) - 20} more)"]
+                                                 if len(problems) > 20 else []))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from scheduler.html_report import MissingExtra, require_matplotlib, write_html_report
+    from scheduler.io import check_writable, read_instance, read_plan
+    from scheduler.verify import verify
+
+    try:
+        require_matplotlib()
+    except MissingExtra as error:
+        warn(f"error: {error}")
+        return EXIT_FAILED
+    check_writable(args.output, protect=(args.instance, args.plan))
+    instance = read_instance(args.instance)
+    plan = read_plan(args.plan)
+    check_plan_matches(instance, plan, args.plan)
+    verification = verify(instance, plan)
+    write_html_report(instance, plan, args.output, protect=(args.instance, args.plan),
+                      verification=verification, pool_group=args.pool_group)
+    if not verification.ok:
+        warn(f"the plan fails verification ({len(verification.violations)} violation(s): "
+             f"eastwest verify lists them); the report says so")
+        return EXIT_FAILED
+    say(f"report written to {args.output}")
     return EXIT_OK
 
 
@@ -580,6 +624,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--demand", metavar="ID",
                    help="one demand: a batch job's window, pool and run, a service's replicas per pool")
     p.set_defaults(run=cmd_show)
+
+    p = sub.add_parser("report", help="write a plan's report: one self-contained HTML page with maps")
+    p.add_argument("instance")
+    p.add_argument("plan")
+    p.add_argument("-o", "--output", required=True, help="HTML file to write")
+    p.add_argument("--pool-group", choices=["hub", "region", "accelerator"],
+                   help="group the utilization chart by hub (default where regions name hubs), "
+                   "region or accelerator")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("validate", help="check an instance file and count its options")
     p.add_argument("instance")
