@@ -474,3 +474,53 @@ def test_range_minima_match_slices(seed, slots):
         assert table.query(r, lo, hi).tolist() == expected
         values[1] -= rng.integers(0, 5, slots)  # the owner changes a row and says so
         table.update(1)
+
+
+# -- the service cells' bound -------------------------------------------------------------------
+def cell_optimum(c: list[float], e: list[float], kappa: list[int], load: int, pen: float) -> float:
+    """The cheapest way to serve one (service, slot) cell with whole replicas, by enumerating the
+    replicas per row (the quanta then go to the rows with the most gain, within the load)."""
+    best = math.inf
+    for m in itertools.product(*(range(-(-load // k) + 1) for k in kappa)):
+        rows = sorted(range(len(c)), key=lambda j: e[j])
+        left, cost = load, sum(cj * mj for cj, mj in zip(c, m))
+        for j in rows:
+            u = min(left, m[j] * kappa[j]) if e[j] < pen else 0
+            cost += u * e[j]
+            left -= u
+        best = min(best, cost + left * pen)
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(cells=st.lists(st.tuples(
+    st.lists(st.tuples(st.floats(0, 50), st.floats(0, 5), st.integers(1, 6)), min_size=0, max_size=3),
+    st.integers(0, 13), st.floats(0, 10)), min_size=1, max_size=3))
+def test_service_cell_bound_against_enumeration(cells):
+    """Per (service, slot) cell: the bound is at most the whole-replica optimum, at least the LP
+    relaxation's (rent / kappa per quantum), and equal to the optimum when the load is below
+    every row's kappa."""
+    from scheduler.engines.timed_dual import service_cell_bound
+
+    rows = [r for rs, _, _ in cells for r in rs]
+    start = np.cumsum([0] + [len(rs) for rs, _, _ in cells])
+    c = np.array([[r[0]] for r in rows]).reshape(-1, 1)
+    e = np.array([[r[1]] for r in rows]).reshape(-1, 1)
+    kappa = np.array([r[2] for r in rows], dtype=np.int64)
+    load = np.array([[q] for _, q, _ in cells], dtype=np.int64)
+    pen = np.array([p for _, _, p in cells])
+    out = service_cell_bound(c, e, kappa, start, load, pen)
+    for i, (rs, q, p) in enumerate(cells):
+        opt = cell_optimum([r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs], q, p)
+        lp = q * min([p] + [r[0] / r[2] + r[1] for r in rs])
+        got = float(out.terms[i, 0])
+        tol = 1e-9 * max(1.0, abs(opt))
+        assert lp - tol <= got <= opt + tol
+        if all(q < r[2] for r in rs):
+            assert got == pytest.approx(opt, rel=1e-9, abs=1e-9)
+        # The fractional choice behind the bound serves at most the load and costs the bound.
+        lo, hi = int(start[i]), int(start[i + 1])
+        served = out.served[lo:hi, 0]
+        assert served.sum() <= q + 1e-9
+        cost = (c[lo:hi, 0] * out.replicas[lo:hi, 0]).sum() + (e[lo:hi, 0] * served).sum()
+        assert cost + (q - served.sum()) * p == pytest.approx(got, rel=1e-9, abs=1e-9)

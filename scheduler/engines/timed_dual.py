@@ -7,8 +7,10 @@ nu >= 0 (per gram) on the carbon row, every demand is priced on its own:
   gang * sum_{k<n} mu[p, s+k] + rate(s) * sum_{l in route} sum_{rel<=t<s} lam[l,t] + nu * grams);
   `StartPricer` prices all starts of many options at once from prefix sums over the slots, in
   chunks, so the (demand, pool, start) triples are never stored;
-* a service, slot by slot, at the LP relaxation of its sub-problem (fractional replicas): each
-  load quantum at its cheapest pool, or unserved where that is cheaper.
+* a service, slot by slot, at a bound on its sub-problem with whole replicas
+  (`service_cell_bound`: a fractional knapsack over the concave envelopes of each pool's saving
+  against the penalty; exact when the slot's load is below one replica's, never below the LP
+  relaxation with fractional replicas).
 
 L(mu, lam, nu) = sum of those minima - mu.avail - lam.bandwidth - nu * cap is a lower bound for
 any non-negative multipliers; `PolyakAscent` raises it by projected, row-scaled subgradient steps.
@@ -28,6 +30,9 @@ BOUND_SAFETY = 1e-12
 """Relative margin taken off the sum of the per-demand terms (their own rounding)."""
 EPS = float(np.finfo(np.float64).eps)
 CHUNK_CELLS = 1 << 20  # (option, start) cells priced at once
+CACHED_CELLS = 1 << 25
+"""Start prices kept between evaluations (12-20 bytes each: about 0.4-0.7 GB at most); the
+starts past it are priced afresh at every evaluation."""
 
 
 def prefix(values: np.ndarray) -> np.ndarray:
@@ -231,6 +236,17 @@ class DualPoint:
     batch_low: np.ndarray  # float64 [batch]: least reduced cost over the starts (inf: no option)
 
 
+@dataclass(frozen=True, eq=False)
+class StartCosts:
+    """The part of a chunk's start prices that no multiplier changes: c[d,p,s] (inf at starts
+    that are not allowed), the flat index ``pool * (S + 1) + s`` of each start into a per-pool
+    prefix table, and the grams when there is a carbon cap."""
+
+    cost: np.ndarray  # float64 [m, W]
+    at: np.ndarray  # int32 [m, W]
+    grams: np.ndarray | None  # float64 [m, W]
+
+
 class TimedRelaxation:
     """Evaluates L(mu, lam, nu) of §8.5; memory: a few floats per option and per service row."""
 
@@ -247,32 +263,53 @@ class TimedRelaxation:
         self.evaluations = 0
         self.avail = problem.avail.astype(np.float64)
         self.bandwidth = problem.bandwidth.astype(np.float64)
+        self._kept: dict[int, StartCosts] = {}
+        self._kept_cells = 0
 
     # -- batch -------------------------------------------------------------------------------
-    def price_batch(self, mult: Multipliers, mu_prefix: np.ndarray, route_prefix: np.ndarray,
-                    ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(reduced cost, start) of the best start of each option in ``ks``."""
+    def chunk_costs(self, index: int, ks: np.ndarray) -> StartCosts:
+        """The multiplier-free part of chunk ``index`` (options ``ks``), kept while the kept
+        chunks hold at most `CACHED_CELLS` starts."""
+        kept = self._kept.get(index) if index >= 0 else None
+        if kept is not None:
+            return kept
         pr = self.pricer
         s, valid = pr.starts(ks)
-        rc = pr.cost(ks, s)
+        cost = pr.cost(ks, s)
+        cost[~valid] = np.inf
+        at = (pr.pool[ks, None] * (pr.S + 1) + s).astype(np.int32)
+        grams = pr.grams(ks, s) if self.cap_g is not None else None
+        out = StartCosts(cost, at, grams)
+        if index >= 0 and self._kept_cells + cost.size <= CACHED_CELLS:
+            self._kept[index] = out
+            self._kept_cells += cost.size
+        return out
+
+    def price_batch(self, mult: Multipliers, mu_prefix: np.ndarray, route_prefix: np.ndarray,
+                    ks: np.ndarray, index: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """(reduced cost, start) of the best start of each option in ``ks`` (chunk ``index`` of
+        `StartPricer.chunks`, -1: not a chunk, nothing kept)."""
+        pr = self.pricer
+        static = self.chunk_costs(index, ks)
+        rc = static.cost.copy()
         if mult.carbon:
-            rc += mult.carbon * pr.grams(ks, s)
+            grams = static.grams if static.grams is not None else pr.grams(ks, pr.starts(ks)[0])
+            rc += mult.carbon * grams
         if mu_prefix.any():
             flat = mu_prefix.ravel()
-            i0 = pr.pool[ks, None] * (pr.S + 1) + s
-            window = np.take(flat, i0 + pr.n[ks, None])
-            window -= np.take(flat, i0)
+            window = np.take(flat, static.at + pr.n[ks, None])
+            window -= np.take(flat, static.at)
             window *= pr.gang[ks, None]
             rc += window
         moving = pr.moves[ks]
         if np.any(moving) and route_prefix.any():  # no link price: the flows cost nothing
+            s = pr.starts(ks)[0]
             r = np.maximum(pr.route[ks, None], 0)
             rel = pr.rel[ks, None]
             rc += pr.rate(ks, s) * (route_prefix[r, s] - route_prefix[r, rel])
-        rc[~valid] = np.inf
         j = np.argmin(rc, axis=1)
         rows = np.arange(len(ks))
-        return rc[rows, j], s[rows, j]
+        return rc[rows, j], np.minimum(pr.first[ks] + j, pr.last[ks])
 
     def evaluate(self, mult: Multipliers) -> DualPoint:
         """L at ``mult`` (projected onto the non-negative orthant first)."""
@@ -286,8 +323,9 @@ class TimedRelaxation:
         # Batch demands: best start of each option, then best option (or unserved) per demand.
         option_rc = np.empty(pr.K)
         option_start = np.zeros(pr.K, dtype=np.int64)
-        for ks in pr.chunks(np.arange(pr.K)):
-            option_rc[ks], option_start[ks] = self.price_batch(mult, mu_prefix, route_prefix, ks)
+        for index, ks in enumerate(pr.chunks(np.arange(pr.K))):
+            option_rc[ks], option_start[ks] = self.price_batch(mult, mu_prefix, route_prefix, ks,
+                                                               index)
         b = pb.batch
         counts = np.diff(b.start)
         has = counts > 0
@@ -326,7 +364,7 @@ class TimedRelaxation:
                 np.add.at(link_route_use, (pr.route[c], s_), -rate)
         pool_use = np.cumsum(pool_use, axis=1)[:, :S]
         # Services: per slot, each quantum at its cheapest pool (fractional replicas).
-        service_terms, service_gpus, service_route_load, service_grams = self._services(mult)
+        service_terms, service_gpus, service_route_load, service_grams, service_size = self._services(mult)
         pool_use += service_gpus
         link_use = self.routes.incidence.T @ np.cumsum(link_route_use, axis=1)[:, :S] if self.routes.count else np.zeros(pb.bandwidth.shape)
         link_use = link_use + service_route_load
@@ -335,75 +373,126 @@ class TimedRelaxation:
         cap = float(self.cap_g) if self.cap_g is not None else 0.0
         value = math.fsum(all_terms) - priced - mult.carbon * cap
         margin = (BOUND_SAFETY * (float(np.abs(all_terms).sum()) + priced + mult.carbon * cap)
-                  + (S + 4) * EPS * 8 * magnitude + 1e-300)
+                  + (S + 4) * EPS * 8 * magnitude + 64 * EPS * service_size + 1e-300)
         carbon_excess = (grams_total + service_grams - cap) if self.cap_g is not None else 0.0
         return DualPoint(mult, value, value - margin, batch_option, batch_start,
                          pool_use - self.avail, link_use - self.bandwidth, carbon_excess, low)
 
     # -- services ----------------------------------------------------------------------------
     def service_unit_costs(self, mult: Multipliers, rows: np.ndarray) -> np.ndarray:
-        """[rows, S]: reduced cost of one load quantum served by service row J in slot t."""
-        sv = self.problem.services
-        p = sv.pool[rows].astype(np.int64)
-        gang = sv.gang[self.service_owner[rows]].astype(np.float64)
-        kappa = sv.kappa[rows].astype(np.float64)
-        per_replica = sv.rent[rows] + gang[:, None] * mult.pool[p]
-        if mult.carbon:
-            per_replica = per_replica + mult.carbon * 1000.0 * sv.co2_kg[rows]
+        """[rows, S]: reduced cost of one load quantum served by service row J in slot t with
+        full replicas (rent / kappa + per-quantum cost): how the plans rank the pools."""
+        per_replica, per_quantum = self.service_prices(mult, rows)
+        kappa = self.problem.services.kappa[rows].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             unit = per_replica / kappa[:, None]
         unit[kappa <= 0] = np.inf
-        unit += sv.transfer_per_quantum[rows, None]
+        return unit + per_quantum
+
+    def service_prices(self, mult: Multipliers, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([rows, S], [rows, S]): reduced cost of one replica, and of one served quantum besides
+        the replica (transfer plus the link prices of its traffic), of service rows J per slot."""
+        sv = self.problem.services
+        p = sv.pool[rows].astype(np.int64)
+        gang = sv.gang[self.service_owner[rows]].astype(np.float64)
+        per_replica = sv.rent[rows] + gang[:, None] * mult.pool[p]
+        if mult.carbon:
+            per_replica = per_replica + mult.carbon * 1000.0 * sv.co2_kg[rows]
+        per_quantum = np.repeat(sv.transfer_per_quantum[rows, None], self.problem.slots, axis=1)
         routed = (sv.route[rows] >= 0) & (sv.tau[rows] > 0)
         if np.any(routed) and self.routes.count:
             lam_route = self.routes.sums(mult.link)  # [routes, S]
-            unit[routed] += sv.tau[rows[routed], None] * lam_route[sv.route[rows[routed]]]
-        return unit
+            per_quantum[routed] += sv.tau[rows[routed], None] * lam_route[sv.route[rows[routed]]]
+        return per_replica, per_quantum
 
     def _services(self, mult: Multipliers):
         pb = self.problem
         sv = pb.services
-        n_s = len(sv.rows)
-        S = pb.slots
         gpus = np.zeros(pb.avail.shape)
         route_load = np.zeros(pb.bandwidth.shape)
-        grams = 0.0
-        if not n_s:
-            return np.zeros(0), gpus, route_load, grams
-        J = len(sv.pool)
-        counts = np.diff(sv.start)
-        has = counts > 0
-        best = np.full((n_s, S), np.inf)
-        arg = np.full((n_s, S), -1, dtype=np.int64)
-        if J:
-            unit = self.service_unit_costs(mult, np.arange(J))
-            seg = sv.start[:-1][has]
-            best[has] = np.minimum.reduceat(unit, seg, axis=0)
-            # first row at the minimum, per (service, slot)
-            rows_rep = np.repeat(np.flatnonzero(has), counts[has])
-            at = unit == best[rows_rep]
-            order = np.arange(J)[:, None] * np.ones((1, S), dtype=np.int64)
-            cand = np.where(at, order, J)
-            arg[has] = np.minimum.reduceat(cand, seg, axis=0)
-        pen = sv.penalty_per_quantum[:, None]
-        served = (best < pen) & (arg >= 0) & (arg < J)
-        load = sv.load.astype(np.float64)
-        terms = load * np.where(served, best, pen)
-        sj, st = np.nonzero(served & (load > 0))
-        if len(sj):
-            rows = arg[sj, st]
-            q = load[sj, st]
-            kappa = sv.kappa[rows].astype(np.float64)
-            replicas = q / kappa
-            np.add.at(gpus, (sv.pool[rows].astype(np.int64), st), replicas * sv.gang[sj])
-            grams = float((replicas * sv.co2_kg[rows, st] * 1000.0).sum())
-            routed = (sv.route[rows] >= 0) & (sv.tau[rows] > 0)
-            if np.any(routed):
-                per_route = np.zeros((self.routes.count, S))
-                np.add.at(per_route, (sv.route[rows[routed]], st[routed]),
-                          sv.tau[rows[routed]] * q[routed])
-                route_load = self.routes.incidence.T @ per_route
-        return terms.ravel(), gpus, route_load, grams
+        if not len(sv.rows):
+            return np.zeros(0), gpus, route_load, 0.0, 0.0
+        per_replica, per_quantum = self.service_prices(mult, np.arange(len(sv.pool)))
+        cells = service_cell_bound(per_replica, per_quantum, sv.kappa, sv.start, sv.load,
+                                   sv.penalty_per_quantum)
+        np.add.at(gpus, sv.pool.astype(np.int64),
+                  cells.replicas * sv.gang[self.service_owner][:, None])
+        grams = float((cells.replicas * sv.co2_kg).sum() * 1000.0)
+        routed = np.flatnonzero((sv.route >= 0) & (sv.tau > 0))
+        if len(routed) and self.routes.count:
+            per_route = np.zeros((self.routes.count, pb.slots))
+            np.add.at(per_route, sv.route[routed], sv.tau[routed, None] * cells.served[routed])
+            route_load = self.routes.incidence.T @ per_route
+        return cells.terms.ravel(), gpus, route_load, grams, cells.magnitude
+
+
+@dataclass(frozen=True, eq=False)
+class ServiceCells:
+    """The bound of every (service, slot) sub-problem and the fractional choice that attains it."""
+
+    terms: np.ndarray  # float64 [services, S]: lower bound on the cell's cost
+    replicas: np.ndarray  # float64 [J, S]: replicas of the bound's choice (fractional)
+    served: np.ndarray  # float64 [J, S]: quanta served
+    magnitude: float  # a bound on the size of the sums behind ``terms`` (for the float margin)
+
+
+def service_cell_bound(per_replica: np.ndarray, per_quantum: np.ndarray, kappa: np.ndarray,
+                       start: np.ndarray, load: np.ndarray, penalty: np.ndarray) -> ServiceCells:
+    """A lower bound on each (service, slot) cell with whole replicas (docs/large-engine.md,
+    "Service cells"): the cell serves ``u_j <= kappa_j m_j`` quanta on row j with ``m_j`` whole
+    replicas, ``sum u_j <= L``, at cost ``sum c_j m_j + e_j u_j + pi (L - sum u_j)``.
+
+    The saving of row j against the penalty, ``h_j(u) = (pi - e_j) u - c_j ceil(u / kappa_j)``,
+    lies below its concave envelope on [0, L]: slope ``rho_j = pi - e_j - c_j / kappa_j`` up to
+    ``a_j = floor(L / kappa_j) kappa_j``, then ``beta_j = pi - e_j - c_j / (L - a_j)`` up to L.
+    The greatest sum of envelopes with ``sum u_j <= L`` is a fractional knapsack over those
+    pieces. Exact when L is below every row's kappa (one replica, the usual case), the LP
+    relaxation (rent / kappa per quantum) never beats it.
+    """
+    J, S = per_replica.shape
+    n_s = len(start) - 1
+    counts = np.diff(start)
+    owner = np.repeat(np.arange(n_s), counts)
+    L = load[owner].astype(np.int64)  # [J, S]
+    kap = np.maximum(kappa.astype(np.int64), 1)[:, None]
+    full = (L // kap) * kap
+    rem = L - full
+    gain = penalty[owner][:, None] - per_quantum
+    usable = (kappa > 0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(usable, gain - per_replica / kap, -np.inf)
+        beta = np.where(usable & (rem > 0), gain - per_replica / np.maximum(rem, 1), -np.inf)
+    slope = np.concatenate([rho, beta])  # [2J, S]: piece A of every row, then piece B
+    length = np.concatenate([np.where(rho > 0, full, 0), np.where(beta > 0, rem, 0)]).astype(np.float64)
+    owner2 = np.concatenate([owner, owner])
+    # Per column, pieces grouped by service (stable: by row within a tie), steepest first.
+    order = np.lexsort((-slope, np.broadcast_to(owner2[:, None], slope.shape)), axis=0)
+    s_len = np.take_along_axis(length, order, axis=0)
+    s_slope = np.take_along_axis(slope, order, axis=0)
+    sorted_owner = np.repeat(np.arange(n_s), 2 * counts)
+    before = np.cumsum(s_len, axis=0) - s_len
+    seg = 2 * start[:-1]
+    has = counts > 0
+    base = np.zeros((n_s, S))
+    if J:
+        base[has] = before[seg[has]]
+    room = load[sorted_owner].astype(np.float64) - (before - base[sorted_owner])
+    take = np.clip(room, 0.0, s_len)
+    gain_piece = take * np.where(take > 0, s_slope, 0.0)  # an unused piece's slope may be -inf
+    saving = np.zeros((n_s, S))
+    if J:
+        saving[has] = np.add.reduceat(gain_piece, seg[has], axis=0)
+    taken = np.empty_like(take)
+    np.put_along_axis(taken, order, take, axis=0)
+    take_a, take_b = taken[:J], taken[J:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        replicas = take_a / kap + np.where(rem > 0, take_b / np.maximum(rem, 1), 0.0)
+    served = take_a + take_b
+    full_cost = load * penalty[:, None]
+    terms = full_cost - saving
+    magnitude = float(full_cost.sum() + np.abs(gain_piece).sum()
+                      + (np.abs(per_replica) * replicas).sum() + (np.abs(per_quantum) * served).sum())
+    return ServiceCells(terms, replicas, served, magnitude)
 
 
 class PolyakAscent:

@@ -941,9 +941,8 @@ def solve_timed_large(
         state = _hint_state(problem, pricer, routes, hint, clock.halt)
         if state is not None:
             best.offer(state)
-    if not clock.stopped():  # polished at once only without a hint: the dual steps come first
-        _build_and_polish(builder, search, best, ascent.best, clock,
-                          rounds=0 if best.choice is not None else 1)
+    if not clock.stopped():  # a plan at L(0), unpolished: the dual steps come first
+        _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
         if clock.stopped() or (not deterministic and time.perf_counter() >= dual_deadline):
