@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
 
 from models.instance import AMOUNT_LIMIT, Id, Name, NonNegative, Sector
 
 Year = Annotated[int, Field(ge=1900, le=2200)]
 Rate = Annotated[float, Field(ge=-1, le=100, description="Change per year: 0.4 is +40%, -1 is -100%.")]
-RatePath = Rate | dict[Year, Rate]
-"""One rate for every year, or a rate per year (years not listed take the default)."""
+RatePath = Annotated[
+    Annotated[Rate, Tag("rate")] | Annotated[dict[Year, Rate], Tag("by_year")],
+    Discriminator(lambda v: "by_year" if isinstance(v, dict) else "rate"),
+]
+"""One rate for every year, or a rate per year (years not listed take the default). In a
+validation error's location the branch shows as 'rate' or 'by_year'."""
+PATH_TAGS = ("rate", "by_year")
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 SCENARIO_SCHEMA_VERSION = 1
@@ -28,10 +33,10 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-def _check_years(name: str, years: list[int], base_year: int, last: int) -> list[str]:
-    return [f"field '{name}': year {y} is not after base_year {base_year}" if y <= base_year
-            else f"field '{name}': year {y} is after the last year {last}"
-            for y in years if not base_year < y <= last]
+def _check_years(name: str, years: list[int], base_year: int) -> list[str]:
+    """Changes are from one year to the next, so they start after the base year (years after
+    the last one solved are allowed: they change nothing)."""
+    return [f"field '{name}': year {y} is not after base_year {base_year}" for y in years if y <= base_year]
 
 
 class Scenario(_Frozen):
@@ -81,17 +86,14 @@ class Scenario(_Frozen):
                 problems.append(f"field 'years': {b} follows {a}; years must increase")
         if years and years[0] < self.base_year:
             problems.append(f"field 'years': {years[0]} is before base_year {self.base_year}")
-        last = max(years, default=self.base_year)
         for sector, path in self.growth.items():
             if isinstance(path, dict):
-                problems += _check_years(f"growth.{sector.value}", list(path), self.base_year, last)
+                problems += _check_years(f"growth.{sector.value}", list(path), self.base_year)
         for field in ("electricity_price_change", "accelerator_price_change"):
             path = getattr(self, field)
             if isinstance(path, dict):
-                problems += _check_years(field, list(path), self.base_year, last)
-        problems += _check_years("planned_capacity", list(self.planned_capacity), self.base_year, last)
-        problems += [f"field 'carbon_price_cny_per_t_co2': year {y} is after the last year {last}"
-                     for y in self.carbon_price_cny_per_t_co2 if y > last]
+                problems += _check_years(field, list(path), self.base_year)
+        problems += _check_years("planned_capacity", list(self.planned_capacity), self.base_year)
         if problems:
             raise ValueError("\n".join(f"scenario: {p}" for p in problems))
         return self

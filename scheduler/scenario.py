@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from models import Demand, DemandKind, Instance, Plan, Sector, Verification
 from models.scenario import (
+    PATH_TAGS,
     HubFigures,
     RatePath,
     Scenario,
@@ -77,7 +78,7 @@ def describe(error: ValidationError, what: str, prefix: str = "") -> list[str]:
     """pydantic's errors as "<what>: field '<prefix><a.b>': message" lines."""
     lines = []
     for item in error.errors(include_url=False):
-        where = prefix + ".".join(str(k) for k in item["loc"] if k != "[key]")
+        where = prefix + ".".join(str(k) for k in item["loc"] if k not in ("[key]", *PATH_TAGS))
         message = item["msg"]
         if item["type"] == "value_error" and not item["loc"]:
             lines.extend(message.removeprefix("Value error, ").splitlines())
@@ -320,7 +321,9 @@ def derive_instance(base: Instance, setting: YearSetting) -> Instance:
 def hub_of(region) -> str:
     """A region's hub (its 'hub:<id>' tag), or the region itself where it names none."""
     hubs = [t.removeprefix("hub:") for t in region.tags if t.startswith("hub:")]
-    return hubs[0] if hubs else region.id
+    if not hubs:
+        return region.id
+    return "no hub" if hubs[0] == "none" else hubs[0]
 
 
 def summarize(instance: Instance, plan: Plan, verification: Verification, setting: YearSetting,
@@ -544,6 +547,11 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _sig(value: float | None) -> str:
+    """Four significant digits (costs per PFLOP are fractions of a yuan)."""
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}%"
 
@@ -554,7 +562,7 @@ def overview_table(years) -> str:
 
     rows = [[str(s.year), s.status, _pct(s.gap, 2), f"{s.demands:,}", _num(s.demand_pflop),
              _pct(s.served_pflop / s.demand_pflop if s.demand_pflop else None),
-             _num(s.cost_per_pflop_cny, 3), _num(s.co2_t, 1), f"{s.gpus:,}",
+             _sig(s.cost_per_pflop_cny), _num(s.co2_t, 1), f"{s.gpus:,}",
              "yes" if s.verified else "NO"] for s in years]
     return table(["year", "status", "gap", "demands", "demand PFLOP", "served", "CNY/PFLOP", "tCO2",
                   "GPUs", "verified"], rows)
@@ -580,7 +588,7 @@ def year_tables(s: YearSummary) -> str:
     st = s.settings
     head = (f"{s.year}: {s.status}, objective {_num(s.objective, 2)}, bound {_num(s.lower_bound, 2)}, "
             f"gap {_pct(s.gap, 3)}, {'verified' if s.verified else 'VERIFICATION FAILED'}\n"
-            f"cost {_num(s.cost_per_pflop_cny, 3)} CNY/PFLOP, {_num(s.co2_t, 1)} tCO2, carbon price "
+            f"cost {_sig(s.cost_per_pflop_cny)} CNY/PFLOP, {_num(s.co2_t, 1)} tCO2, carbon price "
             f"{st.carbon_price_cny_per_t_co2:g} CNY/t, electricity x{st.electricity_price_factor:.3f}, "
             f"GPU-hour price x{st.accelerator_price_factor:.3f}, +{st.gpus_added:,} GPUs planned")
     return "\n\n".join([head, sectors, hubs])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 import signal
 import threading
@@ -243,11 +244,12 @@ class RayBackend(Backend):
         self.started_here = not ray.is_initialized()
         if self.started_here:
             if address:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
             else:  # a local Ray whose workers import the same eastwest as this process
                 package_root = str(Path(__file__).resolve().parent.parent)
                 path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
                 ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR,
                          runtime_env={"env_vars": {"PYTHONPATH": path}})
         self.remote = ray.remote(num_cpus=1, max_retries=0)(run_task)
         self.base_ref = ray.put(base_json)
