@@ -19,6 +19,15 @@ from models.instance import (
     Region,
     Sector,
 )
+from models.scenario import (
+    OutageCase,
+    Scenario,
+    ScenarioSummary,
+    Sweep,
+    SweepGrid,
+    SweepSummary,
+    YearSummary,
+)
 from models.plan import (
     OPTIMAL_GAP,
     RULES,
@@ -39,6 +48,13 @@ from models.plan import (
 )
 
 __all__ = [
+    "YearSummary",
+    "SweepSummary",
+    "SweepGrid",
+    "Sweep",
+    "ScenarioSummary",
+    "Scenario",
+    "OutageCase",
     "AMOUNT_LIMIT",
     "BANDWIDTH_QUANTUM_GBPS",
     "BEIJING",
