@@ -193,12 +193,17 @@ class TaskBar:
     def __init__(self, unit: str, *, live: bool, quiet: bool):
         self.unit, self.live, self.quiet = unit, live and not quiet, quiet
         self.shown = False
+        self.last = 0.0
         self.lock = threading.Lock()
 
     def __call__(self, event) -> None:
         if self.quiet:
             return
         with self.lock:
+            now = time.monotonic()
+            if event.kind == "solve" and now - self.last < 0.2:  # at most 5 redraws a second
+                return
+            self.last = now
             if not self.live:
                 if event.kind == "finish":
                     warn(f"done {event.done}/{event.total} {self.unit}: {event.item}: {event.detail}")
