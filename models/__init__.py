@@ -20,6 +20,15 @@ from models.instance import (
     Sector,
 )
 from models.replan import Baseline, Replanning
+from models.scenario import (
+    OutageCase,
+    Scenario,
+    ScenarioSummary,
+    Sweep,
+    SweepGrid,
+    SweepSummary,
+    YearSummary,
+)
 from models.plan import (
     OPTIMAL_GAP,
     RULES,
@@ -70,6 +79,7 @@ __all__ = [
     "ObjectiveWeights",
     "Offer",
     "Outage",
+    "OutageCase",
     "Plan",
     "PoolPrice",
     "PoolUsage",
@@ -77,14 +87,20 @@ __all__ = [
     "Reason",
     "Region",
     "Replanning",
+    "Scenario",
+    "ScenarioSummary",
     "Sector",
     "ServicePlacement",
     "ServicePlan",
     "ShadowPrices",
     "SolveStats",
     "Status",
+    "Sweep",
+    "SweepGrid",
+    "SweepSummary",
     "Unserved",
     "Verification",
     "Violation",
+    "YearSummary",
     "relative_gap",
 ]

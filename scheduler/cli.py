@@ -38,6 +38,9 @@ EXIT_INPUT = 2
 EXIT_INFEASIBLE = 3
 EXIT_INTERRUPTED = 130
 
+SCHEMA_KINDS = ["instance", "plan", "params", "scenario", "sweep", "scenario-summary", "sweep-summary"]
+LONG_RUNS = ("scenario", "sweep")  # commands that keep what they finished when interrupted
+
 LATE_FACTOR, LATE_SLACK_S = 1.05, 1.0  # the documented rule: limit x 1.05 + 1 s
 
 
@@ -178,6 +181,51 @@ class ProgressLine:
 
     def close(self) -> None:
         if self.enabled and self.last and not self.lines:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class TaskBar:
+    """Progress of a run of many solves (scenario years, sweep solves) on stderr: on a terminal
+    a live bar with what is done and what is running; otherwise one line per finished item;
+    nothing when ``quiet``."""
+
+    def __init__(self, unit: str, *, live: bool, quiet: bool):
+        self.unit, self.live, self.quiet = unit, live and not quiet, quiet
+        self.shown = False
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        with self.lock:
+            now = time.monotonic()
+            if event.kind == "solve" and now - self.last < 0.2:  # at most 5 redraws a second
+                return
+            self.last = now
+            if not self.live:
+                if event.kind == "finish":
+                    warn(f"done {event.done}/{event.total} {self.unit}: {event.item}: {event.detail}")
+                return
+            import shutil
+
+            width = max(40, shutil.get_terminal_size((80, 24)).columns) - 1
+            cells = 20
+            filled = cells * event.done // max(event.total, 1)
+            running = ", ".join(event.running) or "-"
+            detail = f" | {event.detail}" if event.kind == "solve" and event.detail else ""
+            line = (f"[{'#' * filled}{'.' * (cells - filled)}] {event.done}/{event.total} {self.unit}"
+                    f"  running {running}{detail}")
+            if event.kind == "finish":  # the finished item stays on screen, above the bar
+                sys.stderr.write("\r" + " " * width + "\r"
+                                 + f"{event.item}: {event.detail}"[:width] + "\n")
+            sys.stderr.write("\r" + line[:width].ljust(width))
+            sys.stderr.flush()
+            self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
@@ -451,6 +499,75 @@ def _validate_timed(instance) -> int:
     return EXIT_OK
 
 
+def _solve_overrides(args: argparse.Namespace, params):
+    """The file's solve parameters with the command line's --params, --time-limit, --engine and
+    --workers over them."""
+    from pydantic import ValidationError
+
+    from scheduler.io import InputError, read_params
+    from scheduler.params import SolveParams
+
+    if args.params:
+        params = read_params(args.params)
+    overrides = {"time_limit_s": args.time_limit, "engine": args.engine, "workers": args.workers}
+    try:
+        return SolveParams.model_validate(
+            params.model_dump() | {k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        raise InputError("arguments", [
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]) from None
+
+
+def _run_outcome(summaries, interrupted: bool, out) -> int:
+    """The exit code of a scenario or sweep: 130 interrupted, 1 a plan failed verification,
+    3 a year had no plan meeting the hard constraints, else 0."""
+    if interrupted:
+        warn(f"interrupted: the {len(summaries)} finished solve(s) are kept in {out}")
+        return EXIT_INTERRUPTED
+    if any(not s.verified for s in summaries):
+        warn("error: a plan failed independent verification (a bug in eastwest: please report it)")
+        return EXIT_FAILED
+    if any(s.status in ("infeasible", "unknown") for s in summaries):
+        warn("error: in some year the must-serve demands could not all be served; see summary.txt")
+        return EXIT_INFEASIBLE
+    return EXIT_OK
+
+
+def cmd_scenario(args: argparse.Namespace, interrupts: Interrupts) -> int:
+    from scheduler.scenario import ScenarioRun, prepare_output, read_scenario, tables
+
+    spec, base, params = read_scenario(args.spec)
+    params = _solve_overrides(args, params)
+    out = prepare_output(args.output, "eastwest-scenario", force=args.force)
+    bar = TaskBar("years", live=sys.stderr.isatty(), quiet=args.quiet)
+    run = ScenarioRun(spec, args.spec, base, params, out, write_instances=args.instances,
+                      on_event=bar, stop=interrupts.stop)
+    try:
+        done = run.run()
+    finally:
+        bar.close()
+    if not args.quiet and done:
+        say(tables(done, complete=not run.interrupted))
+        say(f"\nwritten to {out}")
+    return _run_outcome(done, run.interrupted, out)
+
+
+def cmd_sweep(args: argparse.Namespace, interrupts: Interrupts) -> int:
+    from scheduler.sweep import SweepRun, sweep_table
+
+    bar = TaskBar("solves", live=sys.stderr.isatty(), quiet=args.quiet)
+    run = SweepRun(args.spec, args.output, backend=args.backend, workers=args.workers,
+                   address=args.address, force=args.force, on_event=bar, stop=interrupts.stop)
+    try:
+        summary = run.run()
+    finally:
+        bar.close()
+    if not args.quiet:
+        say(sweep_table(summary))
+        say(f"\nwritten to {run.out}")
+    return _run_outcome([y for p in summary.points for y in p.years], run.interrupted, run.out)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -458,8 +575,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from scheduler.io import write_text
     from scheduler.params import SolveParams
 
-    model = {"instance": Instance, "plan": Plan, "params": SolveParams}[args.kind]
-    text = json.dumps(model.model_json_schema(), indent=2)
+    from models.scenario import Scenario, ScenarioSummary, Sweep, SweepSummary
+    from scheduler.scenario import spec_schema
+
+    if args.kind in ("scenario", "sweep"):
+        schema = spec_schema({"scenario": Scenario, "sweep": Sweep}[args.kind])
+    else:
+        schema = {"instance": Instance, "plan": Plan, "params": SolveParams,
+                  "scenario-summary": ScenarioSummary, "sweep-summary": SweepSummary,
+                  }[args.kind].model_json_schema()
+    text = json.dumps(schema, indent=2)
     if args.output:
         write_text(text, args.output)
     else:
@@ -639,7 +764,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a file format")
-    p.add_argument("kind", choices=["instance", "plan", "params"])
+    p.add_argument("kind", choices=SCHEMA_KINDS)
     p.add_argument("-o", "--output")
     p.set_defaults(run=cmd_schema)
 
@@ -662,6 +787,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--maximize", action="store_true",
                    help="OR-Library gap1-12 published maxima: convert profit to cost")
     p.set_defaults(run=cmd_convert)
+
+    p = sub.add_parser("scenario", help="solve a growth scenario year by year into a folder")
+    p.add_argument("spec", help="scenario file (JSON/YAML, docs/schema/scenario.schema.json)")
+    p.add_argument("-o", "--output", required=True, help="folder for the plans and summary")
+    p.add_argument("--time-limit", type=float, help="seconds per year (default: the file's, else 60)")
+    p.add_argument("--engine", choices=["auto", "exact", "large"])
+    p.add_argument("--workers", type=int, help="parallel workers per solve")
+    p.add_argument("--params", help="SolveParams file (JSON/YAML) replacing the file's 'solve'")
+    p.add_argument("--instances", action="store_true", help="also write each year's instance")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder that is not a previous scenario output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
+    p.set_defaults(run=cmd_scenario)
+
+    p = sub.add_parser("sweep", help="run a scenario over a grid of variants, locally or on Ray")
+    p.add_argument("spec", help="sweep file (JSON/YAML, docs/schema/sweep.schema.json)")
+    p.add_argument("-o", "--output", required=True, help="folder for the summary (and plans)")
+    p.add_argument("--backend", choices=["local", "ray", "serial"], default="local",
+                   help="local processes (default), Ray (needs eastwest[ray]), or this process")
+    p.add_argument("--address", help="Ray: an existing cluster's address (default: start a local Ray)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="solves at a time (default: the cores, at most 8); each solve uses one")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder that is not a previous sweep output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
+    p.set_defaults(run=cmd_sweep)
 
     p = sub.add_parser("replan", help="re-plan a plan from a slot on after outages, capacity "
                        "changes, new and cancelled demands")
@@ -756,7 +907,7 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
     def work() -> None:
         try:
-            outcome["code"] = (args.run(args, interrupts) if args.command == "solve"
+            outcome["code"] = (args.run(args, interrupts) if args.command in ("solve", *LONG_RUNS)
                                else args.run(args))
         except BaseException as error:  # handed to the main thread
             outcome["error"] = error
@@ -775,6 +926,13 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         name = signal.Signals(interrupts.received[-1]).name
         if interrupts.progress_lines:
             warn(f"progress: {elapsed():.2f} s signal {name}")
+        if args.command in LONG_RUNS:
+            if told == 1:
+                warn(f"\ninterrupted ({name}): stopping; what is finished is kept in {args.output} "
+                     "(interrupt again to exit at once)")
+                continue
+            warn(f"interrupted again ({name}): exiting")
+            return EXIT_INTERRUPTED
         if args.command != "solve":
             warn(f"\ninterrupted ({name})")
             return EXIT_INTERRUPTED
@@ -792,7 +950,7 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
     error = outcome.get("error")
     if error is None:
         return outcome["code"]  # type: ignore[return-value]
-    return _failure(error, getattr(args, "instance", "instance"))
+    return _failure(error, getattr(args, "instance", None) or getattr(args, "spec", "instance"))
 
 
 def _failure(error: BaseException, where: str) -> int:
