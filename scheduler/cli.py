@@ -414,7 +414,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from scheduler.io import write_text
     from scheduler.params import SolveParams
 
-    model = {"instance": Instance, "plan": Plan, "params": SolveParams}[args.kind]
+    from models.expansion import CandidateSet
+
+    model = {"instance": Instance, "plan": Plan, "params": SolveParams,
+             "candidates": CandidateSet}[args.kind]
     text = json.dumps(model.model_json_schema(), indent=2)
     if args.output:
         write_text(text, args.output)
@@ -466,6 +469,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             for region, pool, rule in rejections(instance, args.demand)]
     say(table(["region", "pool", "verdict"], rows))
     return EXIT_OK
+
+
+def cmd_expand(args: argparse.Namespace) -> int:
+    from scheduler.expansion import run_expand_command
+
+    return run_expand_command(args, say=say, warn=warn, progress=sys.stderr.isatty() and not args.quiet)
 
 
 def _positive_int(text: str) -> int:
@@ -535,7 +544,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a file format")
-    p.add_argument("kind", choices=["instance", "plan", "params"])
+    p.add_argument("kind", choices=["instance", "plan", "params", "candidates"])
     p.add_argument("-o", "--output")
     p.set_defaults(run=cmd_schema)
 
@@ -558,6 +567,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--maximize", action="store_true",
                    help="OR-Library gap1-12 published maxima: convert profit to cost")
     p.set_defaults(run=cmd_convert)
+
+    p = sub.add_parser("expand", help="choose capacity builds over the years (docs/expansion.md)")
+    p.add_argument("instance", help="base instance (one window), the first year's demand")
+    p.add_argument("candidates", help="candidate builds file (docs/schema/candidates.schema.json)")
+    p.add_argument("--years", required=True, help="e.g. 2026-2030, or one year")
+    p.add_argument("--growth", type=float, default=0.0,
+                   help="uniform yearly growth of every demand's work, e.g. 0.4 (default 0)")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole run (default 120)")
+    p.add_argument("--year-time-limit", type=float, help="seconds per yearly solve (default 10)")
+    p.add_argument("--no-savings", action="store_true", help="skip re-solving without each build")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no table")
+    p.add_argument("-o", "--output", required=True, help="folder for the result and each year's plan")
+    p.set_defaults(run=cmd_expand)
 
     p = sub.add_parser("explain", help="show which rule rejects each pool for one demand")
     p.add_argument("instance")
