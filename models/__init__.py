@@ -19,6 +19,7 @@ from models.instance import (
     Region,
     Sector,
 )
+from models.expansion import CandidateBuild, CandidateSet, ExpansionParams, ExpansionResult, PoolTemplate
 from models.plan import (
     OPTIMAL_GAP,
     RULES,
@@ -53,6 +54,11 @@ __all__ = [
     "TARIFF_PERIODS",
     "TIMED_SCHEMA_VERSION",
     "AcceleratorPool",
+    "CandidateBuild",
+    "CandidateSet",
+    "ExpansionParams",
+    "ExpansionResult",
+    "PoolTemplate",
     "Assignment",
     "CostBreakdown",
     "Demand",

@@ -414,10 +414,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from scheduler.io import write_text
     from scheduler.params import SolveParams
 
-    from models.expansion import CandidateSet
+    from models.expansion import CandidateSet, ExpansionResult
 
     model = {"instance": Instance, "plan": Plan, "params": SolveParams,
-             "candidates": CandidateSet}[args.kind]
+             "candidates": CandidateSet, "expansion": ExpansionResult}[args.kind]
     text = json.dumps(model.model_json_schema(), indent=2)
     if args.output:
         write_text(text, args.output)
@@ -544,7 +544,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON Schema of a file format")
-    p.add_argument("kind", choices=["instance", "plan", "params", "candidates"])
+    p.add_argument("kind", choices=["instance", "plan", "params", "candidates", "expansion"])
     p.add_argument("-o", "--output")
     p.set_defaults(run=cmd_schema)
 

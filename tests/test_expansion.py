@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import Instance, Status
-from models.expansion import CandidateBuild, CandidateSet, ExpansionParams
+from models.expansion import CandidateBuild, CandidateSet, ExpansionParams, ExpansionResult
 from scheduler.cli import main
 from scheduler.compile import compile_options
 from scheduler.expansion import ExpansionInputError, ExpansionProblem, assess, growth_years, plan_expansion
@@ -228,11 +228,21 @@ def test_cli_writes_result_plans_and_instances(tmp_path, capsys):
         assert main(["verify", str(out / f"{year}.instance.json"), str(out / f"{year}.plan.json")]) == 0
 
 
-def test_candidates_schema_is_shipped(capsys):
-    assert main(["schema", "candidates"]) == 0
+@pytest.mark.parametrize("kind, model", [("candidates", CandidateSet), ("expansion", ExpansionResult)])
+def test_expansion_schemas_are_shipped(capsys, kind, model):
+    assert main(["schema", kind]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((ROOT / "docs" / "schema" / "candidates.schema.json").read_text())
-    assert printed == CandidateSet.model_json_schema()
+    assert printed == json.loads((ROOT / "docs" / "schema" / f"{kind}.schema.json").read_text())
+    assert printed == model.model_json_schema()
+
+
+def test_written_result_matches_its_schema(tmp_path):
+    import jsonschema
+
+    inst, path = _write(tmp_path, [_dict(capital=500.0)])
+    assert main(["expand", str(inst), str(path), "--years", "2026", "-q", "-o", str(tmp_path / "o")]) == 0
+    schema = json.loads((ROOT / "docs" / "schema" / "expansion.schema.json").read_text())
+    jsonschema.validate(json.loads((tmp_path / "o" / "expansion.json").read_text()), schema)
 
 
 def test_shipped_candidates_validate():
