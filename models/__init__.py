@@ -19,7 +19,6 @@ from models.instance import (
     Region,
     Sector,
 )
-from models.expansion import CandidateBuild, CandidateSet, ExpansionParams, ExpansionResult, PoolTemplate
 from models.plan import (
     OPTIMAL_GAP,
     RULES,
@@ -85,3 +84,14 @@ __all__ = [
     "Violation",
     "relative_gap",
 ]
+
+_EXPANSION = ("CandidateBuild", "CandidateSet", "ExpansionParams", "ExpansionResult", "PoolTemplate")
+
+
+def __getattr__(name: str):
+    """The expansion models, imported on first use (every command would pay ~50 ms for them)."""
+    if name in _EXPANSION:
+        import models.expansion
+
+        return getattr(models.expansion, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
