@@ -66,6 +66,11 @@ __all__ = [
     "TARIFF_PERIODS",
     "TIMED_SCHEMA_VERSION",
     "AcceleratorPool",
+    "CandidateBuild",
+    "CandidateSet",
+    "ExpansionParams",
+    "ExpansionResult",
+    "PoolTemplate",
     "Assignment",
     "Baseline",
     "CostBreakdown",
@@ -104,3 +109,14 @@ __all__ = [
     "YearSummary",
     "relative_gap",
 ]
+
+_EXPANSION = ("CandidateBuild", "CandidateSet", "ExpansionParams", "ExpansionResult", "PoolTemplate")
+
+
+def __getattr__(name: str):
+    """The expansion models, imported on first use (every command would pay ~50 ms for them)."""
+    if name in _EXPANSION:
+        import models.expansion
+
+        return getattr(models.expansion, name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

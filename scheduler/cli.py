@@ -38,7 +38,8 @@ EXIT_INPUT = 2
 EXIT_INFEASIBLE = 3
 EXIT_INTERRUPTED = 130
 
-SCHEMA_KINDS = ["instance", "plan", "params", "scenario", "sweep", "scenario-summary", "sweep-summary"]
+SCHEMA_KINDS = ["instance", "plan", "params", "scenario", "sweep", "scenario-summary", "sweep-summary",
+                "candidates", "expansion"]
 LONG_RUNS = ("scenario", "sweep")  # commands that keep what they finished when interrupted
 
 LATE_FACTOR, LATE_SLACK_S = 1.05, 1.0  # the documented rule: limit x 1.05 + 1 s
@@ -575,6 +576,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from scheduler.io import write_text
     from scheduler.params import SolveParams
 
+    from models.expansion import CandidateSet, ExpansionResult
     from models.scenario import Scenario, ScenarioSummary, Sweep, SweepSummary
     from scheduler.scenario import spec_schema
 
@@ -583,6 +585,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     else:
         schema = {"instance": Instance, "plan": Plan, "params": SolveParams,
                   "scenario-summary": ScenarioSummary, "sweep-summary": SweepSummary,
+                  "candidates": CandidateSet, "expansion": ExpansionResult,
                   }[args.kind].model_json_schema()
     text = json.dumps(schema, indent=2)
     if args.output:
@@ -686,6 +689,12 @@ def cmd_replan(args: argparse.Namespace) -> int:
         warn(f"error: no plan serves every must-serve demand after the events; see {args.output}")
         return EXIT_INFEASIBLE
     return EXIT_OK
+
+
+def cmd_expand(args: argparse.Namespace) -> int:
+    from scheduler.expansion import run_expand_command
+
+    return run_expand_command(args, say=say, warn=warn, progress=sys.stderr.isatty() and not args.quiet)
 
 
 def _positive_int(text: str) -> int:
@@ -813,6 +822,19 @@ def parser() -> argparse.ArgumentParser:
                    help="write into a non-empty folder that is not a previous sweep output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, no tables")
     p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("expand", help="choose capacity builds over the years (docs/expansion.md)")
+    p.add_argument("instance", help="base instance (one window), the first year's demand")
+    p.add_argument("candidates", help="candidate builds file (docs/schema/candidates.schema.json)")
+    p.add_argument("--years", required=True, help="e.g. 2026-2030, or one year")
+    p.add_argument("--growth", type=float, default=0.0,
+                   help="uniform yearly growth of every demand's work, e.g. 0.4 (default 0)")
+    p.add_argument("--time-limit", type=float, help="seconds for the whole run (default 120)")
+    p.add_argument("--year-time-limit", type=float, help="seconds per yearly solve (default 10)")
+    p.add_argument("--no-savings", action="store_true", help="skip re-solving without each build")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, no table")
+    p.add_argument("-o", "--output", required=True, help="folder for the result and each year's plan")
+    p.set_defaults(run=cmd_expand)
 
     p = sub.add_parser("replan", help="re-plan a plan from a slot on after outages, capacity "
                        "changes, new and cancelled demands")

@@ -40,6 +40,7 @@ _KINDS = {
     "offers": "offer",
     "assignments": "assignment",
     "unserved": "unserved",
+    "candidates": "candidate",
 }
 
 
