@@ -1,5 +1,5 @@
 """Capacity expansion: which candidate pools to build, where and when, with the placement of every
-year's demands, and a proven lower bound (docs/expansion.md; docs/formulation.md, section 9).
+year's demands, and a proven lower bound (docs/expansion.md; docs/formulation.md, section 11).
 
 Everything is kept in the units of one planning window (the instances' `window_hours` W): a GPU's
 annualized capital is charged W / 8760 of a year per window, so that the placement costs the
