@@ -149,7 +149,9 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _read(path: str | os.PathLike, model: type[Model]) -> Model:
+def read_raw(path: str | os.PathLike) -> tuple[Path, bytes]:
+    """The bytes of an input file, or an InputError naming it (missing, a folder, too large,
+    unreadable, empty)."""
     file = Path(path)
     try:
         size = file.stat().st_size
@@ -168,6 +170,11 @@ def _read(path: str | os.PathLike, model: type[Model]) -> Model:
         raise InputError(file, [f"cannot be read ({error.strerror or error})"]) from None
     if not raw.strip():
         raise InputError(file, ["is empty"])
+    return file, raw
+
+
+def _read(path: str | os.PathLike, model: type[Model]) -> Model:
+    file, raw = read_raw(path)
     if file.suffix.lower() in (".yaml", ".yml"):
         return _validate(file, model, _load_yaml(file, raw))
     if len(raw) > STEPPED_READ_BYTES:

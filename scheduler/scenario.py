@@ -34,7 +34,7 @@ from models.scenario import (
     YearSettings,
     YearSummary,
 )
-from scheduler.io import InputError, _load_json, _load_yaml, read_instance, write_text
+from scheduler.io import InputError, _load_json, _load_yaml, read_instance, read_raw, write_text
 from scheduler.params import SolveParams, Stopped
 
 SUMMARY_FILE = "summary.json"
@@ -55,17 +55,7 @@ def default_growth() -> dict[Sector, float]:
 def read_spec(path: str | os.PathLike, model: type[BaseModel], what: str):
     """Read and validate a scenario or sweep file (JSON, or YAML with the safe loader);
     problems become an InputError naming the file, ``what`` (the object) and the field."""
-    file = Path(path)
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise InputError(file, ["no such file"]) from None
-    except IsADirectoryError:
-        raise InputError(file, ["is a folder, not a file"]) from None
-    except OSError as error:
-        raise InputError(file, [f"cannot be read ({error.strerror or error})"]) from None
-    if not raw.strip():
-        raise InputError(file, ["is empty"])
+    file, raw = read_raw(path)
     data = (_load_yaml(file, raw) if file.suffix.lower() in (".yaml", ".yml")
             else _load_json(file, raw))
     try:
