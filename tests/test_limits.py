@@ -6,8 +6,10 @@ measures up front what itemizing and verifying the plan will take (on a sample, 
 and the engine stops at the deadline that leaves. What is left to chance is only the part the
 rule's 1 s covers (interpreter start, a last sub-solve winding down, writing a file of a few
 MB), which is a small fraction of a second at these sizes; a loaded machine slows the budgeted
-phases, not the budget. The sizes and limits are small so that the test stays cheap (about 10 s
-of solving), and the engine is the large one at every size (forced); at 3,000 demands (the most
+phases, not the budget. The sizes and limits are small so that the test stays cheap (about 15 s
+of solving), but every limit is at least 3 s: starting the interpreter and importing the
+solver alone take about 1 s on a 2-core machine (more on a loaded one), and a limit below that
+is the documented "late" case (a `note:`), not the rule this test checks; and the engine is the large one at every size (forced); at 3,000 demands (the most
 the exchange search takes) one exchange pass takes up to 0.5 s, and the search would run on
 far past the limit if the deadline were not kept.
 """
@@ -38,7 +40,7 @@ def instances(tmp_path_factory) -> dict[int, Path]:
     return out
 
 
-@pytest.mark.parametrize("demands,limit", [(300, 1), (1500, 1), (3000, 2), (3000, 3)])
+@pytest.mark.parametrize("demands,limit", [(300, 3), (1500, 3), (3000, 3), (3000, 5)])
 def test_the_command_keeps_to_the_time_limit(instances, tmp_path, demands, limit):
     """`eastwest solve --time-limit L` ends within L x 1.05 + 1 s, interpreter start included."""
     plan_path = tmp_path / "plan.json"
