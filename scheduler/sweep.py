@@ -21,7 +21,7 @@ from pathlib import Path
 
 from models import Instance
 from models.scenario import Scenario, Sweep, SweepPoint, SweepSummary, YearSummary
-from scheduler.io import InputError, read_instance, write_text
+from scheduler.io import InputError, write_text
 from scheduler.params import SolveParams
 from scheduler.scenario import (
     SUMMARY_FILE,
@@ -29,9 +29,9 @@ from scheduler.scenario import (
     RunEvent,
     YearSetting,
     base_path,
-    check_against,
     overview_table,
     prepare_output,
+    read_scenario,
     read_spec,
     solve_params,
     solve_year,
@@ -80,12 +80,7 @@ def read_sweep(path: str | os.PathLike) -> tuple[Sweep, Path, Scenario, Instance
     scenario_path = Path(sweep.scenario)
     if not scenario_path.is_absolute():
         scenario_path = Path(path).parent / scenario_path
-    spec = read_spec(scenario_path, Scenario, "scenario")
-    base = read_instance(base_path(spec, scenario_path))
-    check_against(spec, base, scenario_path)
-    params = solve_params(spec.solve, scenario_path, "scenario")
-    if spec.time_limit_s is not None:
-        params = params.model_copy(update={"time_limit_s": spec.time_limit_s})
+    spec, base, params = read_scenario(scenario_path)
     merged = params.model_dump() | sweep.solve | {"workers": 1}
     params = solve_params(merged, path, "sweep")
     problems = []
