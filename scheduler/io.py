@@ -332,20 +332,22 @@ def _load_yaml(file: Path, raw: bytes) -> object:
         raise InputError(file, ["is not valid YAML: nested too deeply"]) from None
 
 
+def field_message(item: dict) -> str:
+    """One pydantic error's message in the words of every input file's messages."""
+    return {"extra_forbidden": "is not a known field", "missing": "is required"}.get(
+        item["type"], item["msg"])
+
+
 def _describe(error: ValidationError, data: object) -> list[str]:
     """Turn pydantic's errors into 'object: field: message' lines, naming objects by their id."""
     lines = []
     for item in error.errors(include_url=False):
         obj, field = _locate(item["loc"], data)
-        message = item["msg"]
         if item["type"] == "value_error" and not field:
             # The instance's own cross-reference checks already name the object and field.
-            lines.extend(message.removeprefix("Value error, ").splitlines())
+            lines.extend(item["msg"].removeprefix("Value error, ").splitlines())
             continue
-        if item["type"] == "extra_forbidden":
-            message = "is not a known field"
-        elif item["type"] == "missing":
-            message = "is required"
+        message = field_message(item)
         lines.append(f"{obj}: field '{field}': {message}" if field else f"{obj}: {message}")
     return lines[:50] + ([f"(and {len(lines) - 50} more)"] if len(lines) > 50 else [])
 

@@ -34,7 +34,8 @@ from models.scenario import (
     YearSettings,
     YearSummary,
 )
-from scheduler.io import InputError, _load_json, _load_yaml, read_instance, read_raw, write_text
+from scheduler.io import (InputError, _load_json, _load_yaml, field_message, read_instance, read_raw,
+                          write_text)
 from scheduler.params import SolveParams, Stopped
 
 SUMMARY_FILE = "summary.json"
@@ -69,15 +70,11 @@ def describe(error: ValidationError, what: str, prefix: str = "") -> list[str]:
     lines = []
     for item in error.errors(include_url=False):
         where = prefix + ".".join(str(k) for k in item["loc"] if k not in ("[key]", *PATH_TAGS))
-        message = item["msg"]
         if item["type"] == "value_error" and not item["loc"]:
-            lines.extend(message.removeprefix("Value error, ").splitlines())
+            lines.extend(item["msg"].removeprefix("Value error, ").splitlines())
             continue
-        if item["type"] == "extra_forbidden":
-            message = "is not a known field"
-        elif item["type"] == "missing":
-            message = "is required"
-        elif item["type"] == "enum" and "[key]" in item["loc"]:
+        message = field_message(item)
+        if item["type"] == "enum" and "[key]" in item["loc"]:
             message = (f"'{item['input']}' is not a sector (the sectors: "
                        f"{', '.join(s.value for s in Sector)})")
         lines.append(f"{what}: field '{where}': {message}" if where else f"{what}: {message}")
