@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Status
+from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Instance, Status
 from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxation
 from scheduler.engines.timed_dual import Routes, StartPricer
 from scheduler.engines.timed_large import (
@@ -524,3 +524,18 @@ def test_service_cell_bound_against_enumeration(cells):
         assert served.sum() <= q + 1e-9
         cost = (c[lo:hi, 0] * out.replicas[lo:hi, 0]).sum() + (e[lo:hi, 0] * served).sum()
         assert cost + (q - served.sum()) * p == pytest.approx(got, rel=1e-9, abs=1e-9)
+
+
+def test_batch_demand_with_no_option_beside_a_service():
+    """A batch job that no pool can take (strict FP8, none offered) next to a service: the large
+    engine reports it unserved at its penalty and agrees with the exact engine's optimum."""
+    raw = read_instance(TINY / "timed_service_split.json").model_dump(mode="json", exclude_unset=True)
+    raw["demands"].append({"id": "job", "origin": "east", "work_pflop": 100.0, "precision": "fp8",
+                           "strict_precision": True, "unserved_penalty_cny": 3.0})
+    inst = Instance.model_validate(raw)
+    large = solve(inst, SolveParams(engine="large", time_limit_s=5, workers=1))
+    exact = solve(inst, SolveParams(engine="exact", time_limit_s=5, workers=1))
+    assert large.verification.ok and exact.verification.ok
+    assert [u.demand for u in large.plan.unserved] == ["job"]
+    assert large.plan.objective == pytest.approx(exact.plan.objective)
+    assert large.plan.lower_bound <= exact.plan.objective + 1e-9

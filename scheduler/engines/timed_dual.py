@@ -340,7 +340,8 @@ class TimedRelaxation:
             pick[pr.owner[at_min[first]]] = at_min[first]
         serve = low <= self.alt
         batch_option = np.where(serve, pick, -1)
-        batch_start = np.where(serve, option_start[np.maximum(pick, 0)], -1)
+        starts = option_start[np.maximum(pick, 0)] if pr.K else np.zeros(self.n_batch, dtype=np.int64)
+        batch_start = np.where(serve, starts, -1)
         terms = np.where(serve, low, self.alt)
         if np.any(~np.isfinite(terms)):  # a must-serve demand without any option
             terms = np.where(np.isfinite(terms), terms, 0.0)
