@@ -57,6 +57,7 @@ PROGRESS_EVERY_S = 0.25
 KICK_THRESHOLD = 1e-4  # a kicked plan is kept unless it costs this much (relative) over the best
 EXCHANGE_STEPS = 5  # exchange-search steps per sub-solve with one worker
 RAISED_MAX_OPTIONS = 1_000_000  # above this, plans are built at the dual optima only
+DETERMINISTIC_SUB_LIMIT = 1.0  # CP-SAT deterministic time per sub-solve, at most (and with an iteration limit)
 CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) core runs
 
 
@@ -314,7 +315,11 @@ class _Search:
         self.load = loads(o, self.choice)
         self.costs = demand_costs(o, self.choice, run.big)
         self.deterministic = params.iteration_limit is not None
-        self.limit = float(np.clip(params.time_limit_s / 100.0, 0.1, 1.0))  # per sub-solve
+        # Each sub-solve's deterministic limit: a share of the time limit, or with an iteration
+        # limit a fixed one, so that the path does not hang on the budget solve() leaves after
+        # timing its own steps.
+        self.limit = DETERMINISTIC_SUB_LIMIT if self.deterministic else float(
+            np.clip(params.time_limit_s / 100.0, 0.1, DETERMINISTIC_SUB_LIMIT))
         self.locked_pools = np.zeros(o.n_pools, dtype=bool)
         self.locked_demands = np.zeros(o.n_demands, dtype=bool)
         self.solvers = Solvers()
