@@ -161,7 +161,7 @@ def test_generate_is_deterministic(tmp_path):
 def test_solve_the_shipped_china_instance(tmp_path):
     """The README's main job: solve the China instance, then verify the plan independently."""
     plan_path = tmp_path / "plan.json"
-    done = run("solve", str(CHINA), "-o", str(plan_path), "--time-limit", "30")
+    done = run("solve", str(CHINA), "-o", str(plan_path), "--time-limit", "10")
     assert done.returncode == 0, done.stderr
     assert "sector" in done.stdout and "utilization" in done.stdout
     plan = Plan.model_validate_json(plan_path.read_text())
