@@ -49,9 +49,18 @@ class VerificationError(RuntimeError):
 
 
 def pick_engine(options: Options, requested: str) -> str:
-    """The engine to run: as requested, or for "auto" by the number of options."""
+    """The engine to run: as requested, or for "auto" by the number of options. An instance with
+    a policy (quotas, fairness) runs the exact engine, the one that enforces it."""
+    policy = options.compiler.instance.policy is not None
     if requested != "auto":
+        if policy and requested != "exact":
+            from scheduler.compile import RangeError
+
+            raise RangeError([f"instance: field 'policy': engine '{requested}' does not enforce "
+                              "quotas or fairness; use engine 'exact' (or 'auto', which picks it)"])
         return requested
+    if policy:
+        return "exact"
     return "exact" if options.n_options <= EXACT_MAX_OPTIONS else "large"
 
 
@@ -106,7 +115,8 @@ def solve(
         from scheduler.engines.large import solve_large
 
         outcome = solve_large(options, budget, hint=hint, on_progress=on_progress, stop=stop)
-    outcome = _fall_back_to_hint(outcome, hint, complete)
+    # The greedy plan knows no quotas: with a policy it is no fallback.
+    outcome = _fall_back_to_hint(outcome, hint, complete and instance.policy is None)
     searched = time.perf_counter()
     shadow = None
     if outcome.choice is not None:
@@ -137,6 +147,7 @@ def solve(
             status=outcome.status,
             lower_bound=outcome.lower_bound,
             stats=stats,
+            share_lower_bound=outcome.details.get("fairness_share_bound"),
         )
         itemized = time.perf_counter()
         verification = verify(instance, plan)

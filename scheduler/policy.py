@@ -1,0 +1,188 @@
+"""Quotas and fairness on compiled options: the integer rows the exact engine adds, and the plan's
+policy figures (docs/formulation.md section 12, docs/policy.md).
+
+Work shares are rows ``sum_k (g_k - s) w_k x_k <= 0`` (or >= 0 for a minimum) over the options in
+the quota's scope, scaled by a power of ten S and rounded outwards (floor for <=, ceil for >=):
+every plan that meets the rule exactly meets the integer row (so the engine's bound stays valid),
+and every plan of the integer row meets the rule within n / S <= the verifier's tolerance.
+Capacity shares are exact: usage and capacity are whole quanta.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from models import Fairness, FairnessReport, Instance, PolicyReport, QuotaMeasure, QuotaUse
+
+FAIR_UNITS = 10**9
+"""Integer units per whole unserved share in the fairness rows (stage 1 minimizes in these)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One integer row over options: ``sum coeffs . x[ks]`` <= rhs (sense '<=') or >= rhs."""
+
+    quota: str
+    bound: str  # "max" or "min"
+    ks: np.ndarray
+    coeffs: np.ndarray
+    sense: str
+    rhs: int
+
+
+def demand_work(instance: Instance) -> np.ndarray:
+    """Each demand's work in PFLOP (0 for a demand served only through offers)."""
+    return np.array([d.work_pflop or 0.0 for d in instance.demands])
+
+
+def work_tolerance(instance: Instance) -> float:
+    """The slack of a work-share rule: 1e-6 + 1e-9 x the work of all demands (PFLOP)."""
+    return 1e-6 + 1e-9 * math.fsum(d.work_pflop or 0.0 for d in instance.demands)
+
+
+def in_group(instance: Instance, quota) -> np.ndarray:
+    """bool [demands]: the demands the quota's sector and origin pick."""
+    tags = {r.id: set(r.tags) for r in instance.regions}
+    return np.array([
+        (quota.sector is None or d.sector.value == quota.sector)
+        and (quota.origin is None or d.origin == quota.origin or quota.origin in tags[d.origin])
+        for d in instance.demands
+    ], dtype=bool)
+
+
+def in_scope(instance: Instance, quota) -> np.ndarray:
+    """bool [pools]: the pools the quota counts (those of its hub, or all)."""
+    return np.array([quota.hub is None or quota.hub in region.tags for region, _ in instance.pools()],
+                    dtype=bool)
+
+
+def quota_rows(options) -> list[Row]:
+    """The integer rows of every quota of the instance's policy (none without one)."""
+    from scheduler.compile import ROW_QUANTA_LIMIT, RangeError
+
+    inst = options.compiler.instance
+    if inst.policy is None:
+        return []
+    rows: list[Row] = []
+    work = demand_work(inst)
+    n = max(options.n_demands, 1)
+    scale = 10.0 ** math.ceil(math.log10(n / work_tolerance(inst)))
+    for q in inst.policy.quotas:
+        group = in_group(inst, q)[options.demand]
+        scope = in_scope(inst, q)
+        ks = np.flatnonzero(scope[options.pool])
+        for bound, share in (("max", q.max_share), ("min", q.min_share)):
+            if share is None:
+                continue
+            if q.measure == QuotaMeasure.WORK:
+                raw = (group[ks].astype(np.float64) - share) * work[options.demand[ks]] * scale
+                coeffs = np.floor(raw) if bound == "max" else np.ceil(raw)
+                rhs = 0
+                keep = coeffs != 0
+                row_ks, row_coeffs = ks[keep], coeffs[keep]
+                if np.abs(row_coeffs).sum() > ROW_QUANTA_LIMIT:
+                    raise RangeError([f"quota '{q.id}': field 'measure' (work): its row needs "
+                                      f"{np.abs(row_coeffs).sum():.3g} integer units, above "
+                                      f"{ROW_QUANTA_LIMIT:.0e} (the work figures span too many orders of magnitude)"])
+                row_coeffs = row_coeffs.astype(np.int64)
+            else:
+                cap = int(options.capacity[scope].sum())
+                target = share * cap
+                rhs = math.floor(target + 1e-9) if bound == "max" else math.ceil(target - 1e-9)
+                mine = ks[group[ks]]
+                row_ks, row_coeffs = mine, options.units[mine].astype(np.int64)
+            rows.append(Row(q.id, bound, row_ks, row_coeffs, "<=" if bound == "max" else ">=", int(rhs)))
+    return rows
+
+
+def fairness_groups(instance: Instance) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per group with work (sector or origin): its name, its demands and their integer weights
+    round(FAIR_UNITS x work / group's work); [] when fairness is off."""
+    policy = instance.policy
+    if policy is None or policy.fairness == Fairness.NONE:
+        return []
+    work = demand_work(instance)
+    keys = [d.sector.value if policy.fairness == Fairness.SECTOR else d.origin for d in instance.demands]
+    out = []
+    for name in sorted(set(keys)):
+        rows = np.array([i for i, k in enumerate(keys) if k == name], dtype=np.int64)
+        total = math.fsum(work[rows])
+        if total <= 0:
+            continue
+        out.append((name, rows, np.round(work[rows] / total * FAIR_UNITS).astype(np.int64)))
+    return out
+
+
+def share_bound(units_bound: float, instance: Instance) -> float:
+    """A proven lower bound on the true largest unserved share from one on the integer rows: each
+    row rounds its weights by at most 1/2 a unit per demand."""
+    groups = fairness_groups(instance)
+    slack = max((len(rows) for _, rows, _ in groups), default=0) * 0.5
+    return max(0.0, (units_bound - slack) / FAIR_UNITS)
+
+
+def policy_report(instance: Instance, options, choice: np.ndarray | None,
+                  share_lower_bound: float | None = None) -> PolicyReport | None:
+    """The plan's figure for every quota and, with fairness, every group's unserved share."""
+    policy = instance.policy
+    if policy is None or choice is None:
+        return None
+    work = demand_work(instance)
+    served = choice >= 0
+    pool = np.full(len(choice), -1, dtype=np.int64)
+    pool[served] = options.pool[choice[served]]
+    units = np.zeros(len(choice), dtype=np.int64)
+    units[served] = options.units[choice[served]]
+    q_hours = instance.gpu_hour_quantum
+    uses = []
+    for q in policy.quotas:
+        group = in_group(instance, q)
+        scope = in_scope(instance, q)
+        counted = served & np.where(pool >= 0, scope[np.maximum(pool, 0)], False)
+        if q.measure == QuotaMeasure.WORK:
+            amount = math.fsum(work[counted & group])
+            total = math.fsum(work[counted])
+        else:
+            amount = float(units[counted & group].sum()) * q_hours
+            total = float(options.capacity[scope].sum()) * q_hours
+        uses.append(QuotaUse(quota=q.id, amount=amount, total=total,
+                             share=amount / total if total > 0 else 0.0))
+    fairness = None
+    groups = fairness_groups(instance)
+    if groups:
+        by_group = {}
+        for name, rows, _ in groups:
+            by_group[name] = math.fsum(work[rows][~served[rows]]) / math.fsum(work[rows])
+        fairness = FairnessReport(groups=policy.fairness, largest_unserved_share=max(by_group.values()),
+                                  share_lower_bound=share_lower_bound, by_group=by_group)
+    return PolicyReport(quotas=tuple(uses), fairness=fairness)
+
+
+def blocking_quota(instance: Instance, options, report: PolicyReport | None, i: int) -> str | None:
+    """The first maximum quota that demand ``i`` (unserved, with an option cheaper than its
+    penalty in the quota's scope) would pass if it were served: the quota's id, or None."""
+    if report is None or instance.policy is None:
+        return None
+    d = instance.demands[i]
+    ks = np.arange(options.start[i], options.start[i + 1])
+    paying = ks[options.cost[ks] < options.penalty[i]]
+    tol = work_tolerance(instance)
+    for q, use in zip(instance.policy.quotas, report.quotas, strict=True):
+        if q.max_share is None or not in_group(instance, q)[i]:
+            continue
+        mine = paying[in_scope(instance, q)[options.pool[paying]]]
+        if not len(mine):
+            continue
+        if q.measure == QuotaMeasure.WORK:
+            w = d.work_pflop or 0.0
+            excess = use.amount + w - q.max_share * (use.total + w)
+            if w > 0 and excess > tol:
+                return q.id
+        else:
+            extra = float(options.units[mine].min()) * instance.gpu_hour_quantum
+            if use.amount + extra - q.max_share * use.total > 1e-6 + 1e-9 * use.total:
+                return q.id
+    return None
