@@ -151,12 +151,12 @@ def policy_report(instance: Instance, options, choice: np.ndarray | None,
         uses.append(QuotaUse(quota=q.id, amount=amount, total=total,
                              share=amount / total if total > 0 else 0.0))
     fairness = None
-    groups = fairness_groups(instance)
-    if groups:
+    if policy.fairness != Fairness.NONE:
         by_group = {}
-        for name, rows, _ in groups:
+        for name, rows, _ in fairness_groups(instance):
             by_group[name] = math.fsum(work[rows][~served[rows]]) / math.fsum(work[rows])
-        fairness = FairnessReport(groups=policy.fairness, largest_unserved_share=max(by_group.values()),
+        fairness = FairnessReport(groups=policy.fairness.value,
+                                  largest_unserved_share=max(by_group.values(), default=0.0),
                                   share_lower_bound=share_lower_bound, by_group=by_group)
     return PolicyReport(quotas=tuple(uses), fairness=fairness)
 

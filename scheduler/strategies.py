@@ -215,11 +215,12 @@ SHARES = (0.0, 0.2, 0.25, 0.5, 0.75, 1.0)
 
 
 @st.composite
-def policies(draw, instance: Instance, *, max_quotas: int = 2, fairness: bool = True) -> Instance:
+def policies(draw, instance: Instance, *, min_quotas: int = 0, max_quotas: int = 2,
+             fairness: bool = True) -> Instance:
     """``instance`` (one window) with hub tags on its regions and a valid `Instance.policy`:
-    up to ``max_quotas`` quotas on sectors and origins present, by work or capacity, national or
-    per hub, and (when ``fairness``) any fairness option."""
-    _check_range("quotas", 0, max_quotas, 0)
+    ``min_quotas`` to ``max_quotas`` quotas on sectors and origins present, by work or capacity,
+    national or per hub, and (when ``fairness``) any fairness option."""
+    _check_range("quotas", min_quotas, max_quotas, 0)
     if instance.timed:
         raise InvalidArgument("policies() takes instances without a horizon")
     data = instance.model_dump()
@@ -230,7 +231,7 @@ def policies(draw, instance: Instance, *, max_quotas: int = 2, fairness: bool = 
     sectors = sorted({d.sector.value for d in instance.demands})
     origins = sorted({d.origin for d in instance.demands})
     quotas = []
-    for k in range(draw(st.integers(0, max_quotas))):
+    for k in range(draw(st.integers(min_quotas, max_quotas))):
         low = draw(st.none() | st.sampled_from(SHARES))
         high = draw(st.sampled_from(SHARES) if low is None else st.none() | st.sampled_from(SHARES))
         if low is not None and high is not None and low > high:

@@ -11,7 +11,7 @@ from models import Instance, Reason, Status
 from scheduler import solve
 from scheduler.compile import RangeError, compile_options
 from scheduler.params import SolveParams
-from scheduler.strategies import instances, policies
+from scheduler.strategies import feasible_instances, policies
 from scheduler.verify import verify
 from tests.brute import brute_force_policy
 
@@ -164,8 +164,8 @@ def test_engines_without_quotas_refuse_and_auto_picks_exact():
     assert solve(inst, SolveParams(time_limit_s=20, workers=1)).plan.stats.engine == "exact"
 
 
-@settings(max_examples=25)
-@given(instances(max_demands=5, max_regions=3).flatmap(lambda inst: policies(inst)))
+@settings(max_examples=40)
+@given(feasible_instances(max_demands=5, max_regions=3).flatmap(lambda inst: policies(inst, min_quotas=1)))
 def test_solver_matches_brute_force_with_policies(inst):
     """Every plan verifies (quotas included); a proven-optimal one has brute force's lexicographic
     optimum, and nothing is proven infeasible that brute force can serve."""
