@@ -248,6 +248,15 @@ class LinkPrice(_Frozen):
     )
 
 
+class QuotaPrice(_Frozen):
+    """The shadow price of one quota row (Instance.policy): what relaxing it by one unit would save."""
+
+    quota: Id
+    bound: Literal["max", "min"]
+    cny_per_unit: float = Field(ge=0, description="Per PFLOP (work quotas) or GPU-hour (capacity quotas).")
+    unit: Literal["pflop", "gpu_hour"]
+
+
 class ShadowPrices(_Frozen):
     """Multipliers of the capacity rows at a proven Lagrangian bound (docs/formulation.md §9).
 
@@ -262,6 +271,9 @@ class ShadowPrices(_Frozen):
     )
     carbon_cny_per_t_co2: float | None = Field(
         default=None, exclude_if=_unless, description="Horizon with a carbon cap: the cap's multiplier.",
+    )
+    quotas: tuple[QuotaPrice, ...] = Field(
+        default=(), exclude_if=_unless, description="Policy: quota rows with a positive price.",
     )
 
 

@@ -186,3 +186,100 @@ def blocking_quota(instance: Instance, options, report: PolicyReport | None, i: 
             if use.amount + extra - q.max_share * use.total > 1e-6 + 1e-9 * use.total:
                 return q.id
     return None
+
+
+def _rows_as_le(options) -> list[tuple[Row, np.ndarray, float, float]]:
+    """Each quota row as ``sum a . x[ks] <= b`` in its unit (PFLOP or quanta): (row, a, b, unit
+    scale to the reported unit). Work rows keep the engine's outward rounding, so they relax the
+    rule exactly as the engine's rows do."""
+    inst = options.compiler.instance
+    n = max(options.n_demands, 1)
+    scale = 10.0 ** math.ceil(math.log10(n / work_tolerance(inst)))
+    by_id = {q.id: q for q in inst.policy.quotas}
+    out = []
+    for row in quota_rows(options):
+        work = by_id[row.quota].measure == QuotaMeasure.WORK
+        a = row.coeffs.astype(np.float64) / (scale if work else 1.0)
+        b = float(row.rhs)
+        if row.sense == ">=":
+            a, b = -a, -b
+        out.append((row, a, b, 1.0 if work else 1.0 / inst.gpu_hour_quantum))
+    return out
+
+
+def policy_prices(instance: Instance, options, seconds: float = 2.0):
+    """Shadow prices of a single-window instance with a policy: the duals of the LP relaxation
+    (GLOP) on the capacity and quota rows, and the Lagrangian bound they prove, evaluated again
+    at those multipliers (docs/formulation.md section 12). None when no bound exists."""
+    from ortools.linear_solver import pywraplp
+
+    from models import PoolPrice, QuotaPrice, ShadowPrices
+
+    if options.stranded_must_serve:
+        return None
+    usable = options.units <= options.capacity[options.pool]
+    rows = _rows_as_le(options)
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    lp.SetTimeLimit(int(seconds * 1000))
+    x = {int(k): lp.NumVar(0.0, 1.0, "") for k in np.flatnonzero(usable)}
+    objective = lp.Objective()
+    for k, var in x.items():
+        objective.SetCoefficient(var, float(options.cost[k]))
+    for i in range(options.n_demands):
+        ks = [k for k in range(int(options.start[i]), int(options.start[i + 1])) if k in x]
+        if options.must_serve[i] and not ks:
+            return None
+        row = lp.Constraint(1.0, 1.0)
+        for k in ks:
+            row.SetCoefficient(x[k], 1.0)
+        if not options.must_serve[i]:
+            y = lp.NumVar(0.0, 1.0, "")
+            row.SetCoefficient(y, 1.0)
+            objective.SetCoefficient(y, float(options.penalty[i]))
+    caps = []
+    for p in range(options.n_pools):
+        cap = lp.Constraint(-lp.infinity(), float(options.capacity[p]))
+        caps.append(cap)
+    for k, var in x.items():
+        caps[int(options.pool[k])].SetCoefficient(var, float(options.units[k]))
+    quota_cons = []
+    for row, a, b, _ in rows:
+        con = lp.Constraint(-lp.infinity(), b)
+        for k, coeff in zip(row.ks.tolist(), a.tolist(), strict=True):
+            if k in x:
+                con.SetCoefficient(x[k], coeff)
+        quota_cons.append(con)
+    objective.SetMinimization()
+    if lp.Solve() not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        return None
+    lam = np.maximum(np.array([-c.dual_value() for c in caps]), 0.0)
+    mu = np.maximum(np.array([-c.dual_value() for c in quota_cons]), 0.0)
+    lam[lam <= 1e-9 * max(float(lam.max(initial=0.0)), 1.0)] = 0.0
+    mu[mu <= 1e-12] = 0.0
+    bound = lagrangian_bound(options, usable, rows, lam, mu)
+    pools = tuple(PoolPrice(region=region.id, pool=pool.id, cny_per_gpu_hour=float(lam[p] / options.quantum))
+                  for p, (region, pool) in enumerate(instance.pools()))
+    quotas = tuple(QuotaPrice(quota=row.quota, bound=row.bound, cny_per_unit=float(m * unit),
+                              unit="pflop" if unit == 1.0 else "gpu_hour")
+                   for (row, _, _, unit), m in zip(rows, mu, strict=True) if m > 0)
+    return ShadowPrices(method="after the solve: LP relaxation duals (GLOP) on the capacity and quota rows",
+                        bound_cny=float(bound), pools=pools, quotas=quotas)
+
+
+def lagrangian_bound(options, usable: np.ndarray, rows, lam: np.ndarray, mu: np.ndarray) -> float:
+    """L(lam, mu): each demand's cheapest alternative at the priced costs, less the priced
+    right-hand sides; a lower bound on every plan for any lam, mu >= 0."""
+    priced = options.cost + lam[options.pool] * options.units
+    for (row, a, _, _), m in zip(rows, mu, strict=True):
+        if m > 0:
+            np.add.at(priced, row.ks, m * a)
+    priced = np.where(usable, priced, np.inf)
+    best = np.where(options.must_serve, np.inf, options.penalty)
+    has = np.diff(options.start) > 0
+    if has.any():
+        cheapest = np.minimum.reduceat(priced, options.start[:-1][has])
+        best[has] = np.minimum(best[has], cheapest)
+    if not np.all(np.isfinite(best)):
+        return -math.inf
+    rhs = math.fsum(float(m) * b for (_, _, b, _), m in zip(rows, mu, strict=True))
+    return math.fsum(best.tolist()) - float(lam @ options.capacity.astype(np.float64)) - rhs

@@ -122,7 +122,12 @@ def solve(
     if outcome.choice is not None:
         from scheduler.explain.prices import window_prices
 
-        shadow = window_prices(instance, options, outcome.duals, seconds=max(shadow_s, 0.05))
+        if instance.policy is not None:  # the quota rows get their prices too
+            from scheduler.policy import policy_prices
+
+            shadow = policy_prices(instance, options, seconds=max(shadow_s, 0.05))
+        else:
+            shadow = window_prices(instance, options, outcome.duals, seconds=max(shadow_s, 0.05))
     priced = time.perf_counter()
     stats = SolveStats(
         engine=engine,

@@ -34,6 +34,13 @@ def explain_demand(ctx: Context, demand_id: str) -> DemandExplanation:
                   rejected=rejected, prices_saved=ctx.prices_saved)
     if a is None:
         reason = ctx.unserved[d.id].reason if d.id in ctx.unserved else None
+        held = None
+        if reason == Reason.QUOTA:
+            from scheduler.explain.quota import holding_quota
+
+            held = holding_quota(ctx, i)
+        if held is not None:
+            return DemandExplanation(served=False, reason=reason, answer=held[1], quota=held[0], **common)
         answer = _unserved_answer(ctx, i, reason, options, rejected, penalty)
         return DemandExplanation(served=False, reason=reason, answer=answer, **common)
     chosen = next((o for o in options if o.pool == a.pool and o.start_slot == a.start_slot), None)
