@@ -37,6 +37,16 @@ Violation codes (``subject`` is a demand id, a pool id, or a plan field such as 
   (amount: the recomputed gap minus OPTIMAL_GAP; 1 when there is no bound).
 * ``wrong_reason``: an unserved reason that contradicts the data (amount 1).
 * ``instance_mismatch``: the plan names another instance (amount 1).
+* With ``Instance.policy`` (formulation §12, one window; ``subject`` the quota id):
+  ``quota_above_max`` / ``quota_below_min`` (amount: PFLOP or GPU-hours beyond the share, past a
+  tolerance of 1e-6 + 1e-9 x the work of all demands, or x the scope's capacity);
+  ``mismatch:policy.quotas.amount|total|share``, ``mismatch:policy.fairness.by_group.<group>``,
+  ``mismatch:policy.fairness.largest_unserved_share``; ``mismatch:policy``,
+  ``mismatch:policy.quotas``, ``mismatch:policy.fairness``, ``mismatch:policy.fairness.groups``
+  (1: a report or row missing, extra or of the wrong kind); ``share_bound_above_share`` (the
+  fairness bound above the plan's largest unserved share). The reason ``quota`` is accepted where
+  serving the demand on an eligible option of a maximum quota's scope, cheaper than its penalty,
+  would pass that maximum (within the tolerance).
 
 Readings where the spec leaves room:
 
