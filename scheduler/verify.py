@@ -46,7 +46,7 @@ Violation codes (``subject`` is a demand id, a pool id, or a plan field such as 
   (1: a report or row missing, extra or of the wrong kind); ``share_bound_above_share`` (the
   fairness bound above the plan's largest unserved share). The reason ``quota`` is accepted where
   serving the demand on an eligible option of a maximum quota's scope, cheaper than its penalty,
-  would pass that maximum (within the tolerance).
+  would pass that maximum by more than half the tolerance.
 
 Readings where the spec leaves room:
 
@@ -1422,10 +1422,11 @@ def _quota_blocks(c: _Checker, plan: Plan, d: Demand, pi: float) -> bool:
                 least = f.units if least is None else min(least, f.units)
         if least is None:
             continue
+        # The plan's writer says `quota` beyond the tolerance; half of it absorbs summation order.
         if quota.measure == QuotaMeasure.WORK:
             w = d.work_pflop or 0.0
-            if w > 0 and amount + w - quota.max_share * (total + w) > -tol:
+            if w > 0 and amount + w - quota.max_share * (total + w) > tol / 2:
                 return True
-        elif amount + least * c.q - quota.max_share * total > -tol:
+        elif amount + least * c.q - quota.max_share * total > tol / 2:
             return True
     return False

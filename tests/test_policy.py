@@ -125,12 +125,13 @@ def test_the_verifier_catches_a_broken_quota():
     bad = good.model_copy(update={"policy": good.policy.model_copy(update={"quotas": (use,)})})
     assert {v.code for v in verify(inst, bad).violations} == {"mismatch:policy.quotas.share"}
     # And an unserved reason 'quota' where no quota binds.
-    plain = Instance.model_validate(base({"quotas": [{"id": "any", "max_share": 1.0}]}))
-    good = solve(plain, SolveParams(time_limit_s=20, workers=1)).plan
-    if good.unserved:
-        wrong = good.unserved[0].model_copy(update={"reason": Reason.QUOTA})
-        bad = good.model_copy(update={"unserved": (wrong, *good.unserved[1:])})
-        assert "wrong_reason" in {v.code for v in verify(plain, bad).violations}
+    scarce = base({"quotas": [{"id": "any", "max_share": 1.0}]}) | {"window_hours": 6.0}
+    plain = Instance.model_validate(scarce)
+    good = solve(plain, PARAMS).plan
+    assert good.unserved and good.unserved[0].reason == Reason.CAPACITY
+    wrong = good.unserved[0].model_copy(update={"reason": Reason.QUOTA})
+    bad = good.model_copy(update={"unserved": (wrong, *good.unserved[1:])})
+    assert {v.code for v in verify(plain, bad).violations} == {"wrong_reason"}
 
 
 @pytest.mark.parametrize("quota, field", [
@@ -181,4 +182,41 @@ def test_solver_matches_brute_force_with_policies(inst):
         if plan.policy.fairness is not None:
             assert plan.policy.fairness.largest_unserved_share == pytest.approx(best[0], abs=1e-6)
         assert plan.objective == pytest.approx(best[1], rel=1e-6, abs=1e-6)
-    assert plan.lower_bound is None or plan.lower_bound <= best[1] + 1e-6 * max(1.0, abs(best[1]))
+    slack = 1e-6 * max(1.0, abs(best[1]))
+    assert plan.lower_bound is None or plan.lower_bound <= best[1] + slack
+    if plan.shadow_prices is not None:  # the Lagrangian bound of the LP duals is a bound too
+        assert plan.shadow_prices.bound_cny <= best[1] + slack
+
+
+def test_explain_names_the_quota_and_its_price_and_the_overview_lists_it():
+    from scheduler.explain import explain
+
+    inst = Instance.model_validate(base({"quotas": [{"id": "fin", "sector": "finance", "max_share": 0.5}]}))
+    plan = solve(inst, PARAMS).plan
+    held = next(u.demand for u in plan.unserved if u.reason == Reason.QUOTA)
+    answer = explain(inst, plan, demand=held)
+    assert answer.quota is not None and answer.quota.quota == "fin" and answer.quota.binding
+    assert "quota 'fin'" in answer.answer and "shadow price" in answer.answer
+    prices = plan.shadow_prices
+    assert prices.quotas and prices.quotas[0].cny_per_unit > 0
+    assert prices.bound_cny <= plan.objective + 1e-9
+    overview = explain(inst, plan)
+    assert "binding quotas: fin" in overview.answer and overview.quotas[0].binding
+
+
+def test_cli_refuses_a_bad_policy_and_the_large_engine_with_exit_2(tmp_path, capsys):
+    import json
+
+    from scheduler.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(base({"quotas": [{"id": "q", "hub": "hub:moon", "max_share": 0.5}]})))
+    assert main(["solve", str(bad), "-o", str(tmp_path / "p.json"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "quota 'q': field 'hub'" in err and "Traceback" not in err
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(base({"quotas": [{"id": "q", "max_share": 0.5}]})))
+    assert main(["solve", str(good), "-o", str(tmp_path / "p.json"), "-q", "--engine", "large"]) == 2
+    assert "does not enforce quotas" in capsys.readouterr().err
+    assert main(["solve", str(good), "-o", str(tmp_path / "p.json"), "-q", "--time-limit", "20"]) == 0
+    assert main(["verify", str(good), str(tmp_path / "p.json")]) == 0
