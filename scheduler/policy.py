@@ -283,3 +283,35 @@ def lagrangian_bound(options, usable: np.ndarray, rows, lam: np.ndarray, mu: np.
         return -math.inf
     rhs = math.fsum(float(m) * b for (_, _, b, _), m in zip(rows, mu, strict=True))
     return math.fsum(best.tolist()) - float(lam @ options.capacity.astype(np.float64)) - rhs
+
+
+def repair(options, choice: np.ndarray) -> np.ndarray | None:
+    """A plan that meets every quota row, from ``choice`` (the greedy plan, which knows no quotas):
+    in each maximum row it breaks, the served options with the largest coefficients are dropped
+    until the row holds (never a must-serve demand's). None when that fails, or a minimum row is
+    unmet: the engine then starts without a complete first plan."""
+    rows = quota_rows(options)
+    choice = choice.copy()
+    for _ in range(2 * len(rows) + 2):
+        broken = False
+        for row in rows:
+            chosen = np.isin(row.ks, choice[choice >= 0])
+            activity = int(row.coeffs[chosen].sum())
+            if row.sense == ">=":
+                if activity < row.rhs:
+                    return None
+                continue
+            if activity <= row.rhs:
+                continue
+            broken = True
+            ks, coeffs = row.ks[chosen], row.coeffs[chosen]
+            droppable = (coeffs > 0) & ~options.must_serve[options.demand[ks]]
+            ks, coeffs = ks[droppable], coeffs[droppable]
+            order = np.argsort(-coeffs, kind="stable")
+            need = np.searchsorted(np.cumsum(coeffs[order]), activity - row.rhs) + 1
+            if need > len(order):
+                return None
+            choice[options.demand[ks[order[:need]]]] = -1
+        if not broken:
+            return choice
+    return None

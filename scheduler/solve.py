@@ -95,6 +95,12 @@ def solve(
     tell("compiled")
     engine = pick_engine(options, params.engine)
     hint, complete = greedy(options, stop=stopped)
+    if instance.policy is not None and complete:  # the greedy plan knows no quotas: repair it
+        from scheduler.policy import repair
+
+        repaired = repair(options, hint)
+        complete = repaired is not None
+        hint = hint if repaired is None else repaired
     hinted = time.perf_counter()
     tell("first plan", objective(options, hint) if complete else None)
     reserve = post_reserve(instance, options)
@@ -115,8 +121,7 @@ def solve(
         from scheduler.engines.large import solve_large
 
         outcome = solve_large(options, budget, hint=hint, on_progress=on_progress, stop=stop)
-    # The greedy plan knows no quotas: with a policy it is no fallback.
-    outcome = _fall_back_to_hint(outcome, hint, complete and instance.policy is None)
+    outcome = _fall_back_to_hint(outcome, hint, complete)
     searched = time.perf_counter()
     shadow = None
     if outcome.choice is not None:

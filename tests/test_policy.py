@@ -3,6 +3,7 @@ the verifier against hand-made bad plans, bad input, and fairness against cost a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from pydantic import ValidationError
@@ -10,7 +11,9 @@ from pydantic import ValidationError
 from models import Instance, Reason, Status
 from scheduler import solve
 from scheduler.compile import RangeError, compile_options
+from scheduler.engines.greedy import greedy
 from scheduler.params import SolveParams
+from scheduler.policy import quota_rows, repair
 from scheduler.strategies import feasible_instances, policies
 from scheduler.verify import verify
 from tests.brute import brute_force_policy
@@ -173,7 +176,15 @@ def test_solver_matches_brute_force_with_policies(inst):
     result = solve(inst, PARAMS)
     assert result.verification.ok
     plan = result.plan
-    best = brute_force_policy(inst, compile_options(inst))
+    options = compile_options(inst)
+    best = brute_force_policy(inst, options)
+    first, complete = greedy(options)
+    fixed = repair(options, first) if complete else None
+    if fixed is not None:  # a repaired first plan meets every quota row and keeps must-serve demands
+        assert not options.must_serve[fixed < 0].any()
+        for row in quota_rows(options):
+            activity = int(row.coeffs[np.isin(row.ks, fixed[fixed >= 0])].sum())
+            assert activity <= row.rhs if row.sense == "<=" else activity >= row.rhs
     if best is None:
         assert plan.status in (Status.INFEASIBLE, Status.UNKNOWN)
         return
