@@ -133,6 +133,8 @@ def solve(
             shadow = policy_prices(instance, options, seconds=max(shadow_s, 0.05))
         else:
             shadow = window_prices(instance, options, outcome.duals, seconds=max(shadow_s, 0.05))
+    if instance.policy is not None and shadow is not None:
+        outcome = _with_price_bound(outcome, options, shadow.bound_cny)
     priced = time.perf_counter()
     stats = SolveStats(
         engine=engine,
@@ -231,6 +233,29 @@ def no_gc():
         if enabled:
             gc.enable()
 
+
+
+def _with_price_bound(outcome: EngineResult, options: Options, bound: float) -> EngineResult:
+    """The better of the engine's bound and the Lagrangian bound of the policy's LP duals (both
+    valid; the latter cut to the plan's objective where it passes it by float noise only)."""
+    import dataclasses
+
+    from models import OPTIMAL_GAP, relative_gap
+
+    if outcome.choice is None or (outcome.lower_bound is not None and outcome.lower_bound >= bound):
+        return outcome
+    value = objective(options, outcome.choice)
+    if bound > value:
+        if bound > value + 1e-9 * max(abs(value), 1.0):
+            return outcome  # not a bound on this plan: keep the engine's
+        bound = value
+    status = outcome.status
+    fair = "fairness_stage1_status" in outcome.details
+    gap = relative_gap(value, bound)
+    if status == Status.FEASIBLE and not fair and gap is not None and gap <= OPTIMAL_GAP:
+        status = Status.OPTIMAL
+    details = {**outcome.details, "price_bound": bound}
+    return dataclasses.replace(outcome, lower_bound=bound, status=status, details=details)
 
 
 def _fall_back_to_hint(outcome: EngineResult, hint, complete: bool) -> EngineResult:
