@@ -89,13 +89,14 @@ def build_plan(
                 cost_cny=float(terms[0] + terms[1] + terms[2] + terms[3]),
             )
     assignments = [by_demand[i] for i in sorted(by_demand)]
-    from scheduler.policy import blocking_quota, policy_report
+    from scheduler.policy import blocking_quota, policy_report, quota_masks
 
     report = policy_report(instance, options, choice if solved else None, share_lower_bound)
+    masks = quota_masks(instance)
 
     def reason(i: int) -> Reason:
         why = unserved_reason(options, i, solved)
-        if why == Reason.CAPACITY and blocking_quota(instance, options, report, i) is not None:
+        if why == Reason.CAPACITY and blocking_quota(instance, options, report, i, masks) is not None:
             return Reason.QUOTA
         return why
 

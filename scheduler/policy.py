@@ -161,19 +161,28 @@ def policy_report(instance: Instance, options, choice: np.ndarray | None,
     return PolicyReport(quotas=tuple(uses), fairness=fairness)
 
 
-def blocking_quota(instance: Instance, options, report: PolicyReport | None, i: int) -> str | None:
+def quota_masks(instance: Instance) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per quota: its group (bool per demand) and scope (bool per pool)."""
+    quotas = instance.policy.quotas if instance.policy is not None else ()
+    return [(in_group(instance, q), in_scope(instance, q)) for q in quotas]
+
+
+def blocking_quota(instance: Instance, options, report: PolicyReport | None, i: int,
+                   masks: list | None = None) -> str | None:
     """The first maximum quota that demand ``i`` (unserved, with an option cheaper than its
-    penalty in the quota's scope) would pass if it were served: the quota's id, or None."""
+    penalty in the quota's scope) would pass if it were served: the quota's id, or None.
+    ``masks``: `quota_masks` of the instance, when the caller asks for many demands."""
     if report is None or instance.policy is None:
         return None
+    masks = quota_masks(instance) if masks is None else masks
     d = instance.demands[i]
     ks = np.arange(options.start[i], options.start[i + 1])
     paying = ks[options.cost[ks] < options.penalty[i]]
     tol = work_tolerance(instance)
-    for q, use in zip(instance.policy.quotas, report.quotas, strict=True):
-        if q.max_share is None or not in_group(instance, q)[i]:
+    for q, use, (group, scope) in zip(instance.policy.quotas, report.quotas, masks, strict=True):
+        if q.max_share is None or not group[i]:
             continue
-        mine = paying[in_scope(instance, q)[options.pool[paying]]]
+        mine = paying[scope[options.pool[paying]]]
         if not len(mine):
             continue
         if q.measure == QuotaMeasure.WORK:

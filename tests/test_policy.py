@@ -14,7 +14,7 @@ from scheduler.compile import RangeError, compile_options
 from scheduler.engines.greedy import greedy
 from scheduler.params import SolveParams
 from scheduler.policy import quota_rows, repair
-from scheduler.strategies import feasible_instances, policies
+from scheduler.strategies import feasible_instances, plans, policies
 from scheduler.verify import verify
 from tests.brute import brute_force_policy
 
@@ -231,3 +231,46 @@ def test_cli_refuses_a_bad_policy_and_the_large_engine_with_exit_2(tmp_path, cap
     assert "does not enforce quotas" in capsys.readouterr().err
     assert main(["solve", str(good), "-o", str(tmp_path / "p.json"), "-q", "--time-limit", "20"]) == 0
     assert main(["verify", str(good), str(tmp_path / "p.json")]) == 0
+
+
+def quota_breaks(inst: Instance, plan) -> dict[str, float]:
+    """Per quota, how far the plan's assignments pass it (> 0: broken), from docs/policy.md."""
+    pools = {pool.id: region for region, pool in inst.pools()}
+    work = {d.id: d.work_pflop or 0.0 for d in inst.demands}
+    demands = {d.id: d for d in inst.demands}
+    tags = {r.id: r.tags for r in inst.regions}
+    out = {}
+    for q in inst.policy.quotas:
+        def member(d, q=q):
+            return ((q.sector is None or d.sector.value == q.sector)
+                    and (q.origin is None or q.origin in (d.origin, *tags[d.origin])))
+        inside = [a for a in plan.assignments if q.hub is None or q.hub in pools[a.pool].tags]
+        if q.measure == "work":
+            amount = sum(work[a.demand] for a in inside if member(demands[a.demand]))
+            total = sum(work[a.demand] for a in inside)
+        else:
+            amount = sum(a.gpu_hours for a in inside if member(demands[a.demand]))
+            total = sum(pool.gpu_count * inst.window_hours for region, pool in inst.pools()
+                        if q.hub is None or q.hub in region.tags)
+        worst = -1.0
+        if q.max_share is not None:
+            worst = max(worst, amount - q.max_share * total)
+        if q.min_share is not None:
+            worst = max(worst, q.min_share * total - amount)
+        out[q.id] = worst
+    return out
+
+
+@settings(max_examples=40)
+@given(feasible_instances(max_demands=6).flatmap(lambda inst: policies(inst, min_quotas=1))
+       .flatmap(lambda inst: plans(inst).map(lambda plan: (inst, plan))))
+def test_the_verifier_flags_exactly_the_broken_quotas_of_random_plans(case):
+    """Random plans (their policy figures written by scheduler.policy): the verifier agrees with
+    a third count of the rules, and with the writer's figures."""
+    inst, plan = case
+    found = verify(inst, plan)
+    flagged = {v.subject for v in found.violations if v.code in ("quota_above_max", "quota_below_min")}
+    for qid, excess in quota_breaks(inst, plan).items():
+        if abs(excess) > 1e-3:  # away from the tolerance band
+            assert (qid in flagged) == (excess > 0), (qid, excess)
+    assert not [v for v in found.violations if v.code.startswith("mismatch:policy")]

@@ -27,13 +27,14 @@ def rule_text(q) -> str:
 
 def quota_states(ctx: Context) -> list[QuotaState]:
     """Every quota's state in the plan, binding ones first (none without a policy or a report)."""
-    from scheduler.policy import blocking_quota
+    from scheduler.policy import blocking_quota, quota_masks
 
     policy, report = ctx.instance.policy, ctx.plan.policy
     if policy is None or report is None or ctx.timed:
         return []
     prices = {(p.quota, p.bound): p for p in (ctx.prices.quotas if ctx.prices else ())}
-    holding = {blocking_quota(ctx.instance, ctx.options, report, ctx.demand_index[u.demand])
+    masks = quota_masks(ctx.instance)
+    holding = {blocking_quota(ctx.instance, ctx.options, report, ctx.demand_index[u.demand], masks)
                for u in ctx.plan.unserved if u.reason.value == "quota"}
     out = []
     for q, use in zip(policy.quotas, report.quotas, strict=True):
