@@ -95,6 +95,7 @@ def solve(
     tell("compiled")
     engine = pick_engine(options, params.engine)
     hint, complete = greedy(options, stop=stopped)
+    first_plan = hint if complete else None
     if instance.policy is not None and complete:  # the greedy plan knows no quotas: repair it
         from scheduler.policy import repair
 
@@ -116,6 +117,8 @@ def solve(
         outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search",
                                workers=0)
     elif engine == "exact":
+        if instance.policy is not None and options.n_options > EXACT_MAX_OPTIONS and first_plan is not None:
+            hint, complete, budget = _policy_hint(options, budget, first_plan, hint, complete, stop)
         outcome = solve_exact(options, budget, hint=hint, on_progress=on_progress, stop=stop)
     else:
         from scheduler.engines.large import solve_large
@@ -233,6 +236,30 @@ def no_gc():
         if enabled:
             gc.enable()
 
+
+
+POLICY_HINT_SHARE = 1 / 3
+"""With a policy above EXACT_MAX_OPTIONS, the share of the search time the large engine gets to
+find a plan without the quotas, which is then repaired into CP-SAT's hint (docs/policy.md)."""
+
+
+def _policy_hint(options: Options, budget: SolveParams, first_plan, hint, complete: bool,
+                 stop: threading.Event | None):
+    """A better hint for a large instance with a policy: the large engine's plan (which knows no
+    quotas) repaired to meet them, when it beats the repaired greedy plan. Returns the hint,
+    whether it is complete, and the budget left for CP-SAT."""
+    from scheduler.engines.large import solve_large
+    from scheduler.policy import repair
+
+    begun = time.perf_counter()
+    share = budget.model_copy(update={"time_limit_s": budget.time_limit_s * POLICY_HINT_SHARE})
+    found = solve_large(options, share, hint=first_plan, stop=stop)
+    if found.choice is not None:
+        repaired = repair(options, found.choice)
+        if repaired is not None and (not complete or objective(options, repaired) < objective(options, hint)):
+            hint, complete = repaired, True
+    left = budget.time_limit_s - (time.perf_counter() - begun)
+    return hint, complete, budget.model_copy(update={"time_limit_s": max(left, 0.05)})
 
 
 def _with_price_bound(outcome: EngineResult, options: Options, bound: float) -> EngineResult:
