@@ -9,6 +9,10 @@ Costs are scaled by a power of ten ``s`` and rounded (docs/formulation.md, secti
 bound is mapped back as ``bound / s - E`` where E is the largest total rounding error of any plan
 of kept alternatives. Dominated alternatives and options that exceed their pool's capacity are left
 out of the model (their x is 0). The plan is optimal when its relative gap is at most OPTIMAL_GAP.
+
+With `Instance.policy` (docs/formulation.md section 12) nothing is left out but options too big for
+their pool, the quota rows of `scheduler.policy` are added, and fairness solves twice: first the
+largest unserved share, then the cost with that share held.
 """
 
 from __future__ import annotations
@@ -225,8 +229,10 @@ def solve_exact(
                     model.add_hint(var, value)
                 model.add(share_var <= best)  # stage 2: cost, the share held at stage 1's
                 model.minimize(cost_expr)
-                solver.parameters.max_time_in_seconds = max(
-                    params.time_limit_s - (time.perf_counter() - started), 0.1)
+                left = params.time_limit_s - (time.perf_counter() - started)
+                if stop is not None and stop.is_set():
+                    left = 0.1  # stopped in stage 1: stage 2 only takes up its plan
+                solver.parameters.max_time_in_seconds = max(left, 0.1)
                 code = solver.solve(model, Callback())
         else:
             code = solver.solve(model, Callback())
