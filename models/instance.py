@@ -294,6 +294,18 @@ class Instance(_Frozen):
             data = {**data, "window_hours": hours}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_policy(cls, data):
+        """A policy without quotas or fairness is no policy (it would only cost the engines)."""
+        if isinstance(data, dict) and data.get("policy") is not None:
+            policy = data["policy"]
+            quotas = policy.get("quotas") if isinstance(policy, dict) else getattr(policy, "quotas", None)
+            fairness = policy.get("fairness", "none") if isinstance(policy, dict) else getattr(policy, "fairness", None)
+            if not quotas and fairness in ("none", None):
+                data = {**data, "policy": None}
+        return data
+
     @property
     def timed(self) -> bool:
         """Whether the instance has a horizon in slots (the time-expanded model applies)."""

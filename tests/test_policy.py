@@ -274,3 +274,9 @@ def test_the_verifier_flags_exactly_the_broken_quotas_of_random_plans(case):
         if abs(excess) > 1e-3:  # away from the tolerance band
             assert (qid in flagged) == (excess > 0), (qid, excess)
     assert not [v for v in found.violations if v.code.startswith("mismatch:policy")]
+
+
+def test_an_empty_policy_is_no_policy():
+    assert Instance.model_validate(base({})).policy is None
+    assert Instance.model_validate(base({"quotas": [], "fairness": "none"})).policy is None
+    assert Instance.model_validate(base({"fairness": "origin"})).policy is not None
