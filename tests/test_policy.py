@@ -280,3 +280,16 @@ def test_an_empty_policy_is_no_policy():
     assert Instance.model_validate(base({})).policy is None
     assert Instance.model_validate(base({"quotas": [], "fairness": "none"})).policy is None
     assert Instance.model_validate(base({"fairness": "origin"})).policy is not None
+
+
+def test_explain_says_a_minimum_holds_an_uneconomic_demand_in():
+    """Finance jobs cost more than their penalty on the dear pool; a minimum keeps one in."""
+    from scheduler.explain import explain
+
+    data = base({"quotas": [{"id": "fin-min", "sector": "finance", "measure": "capacity", "min_share": 0.6}]})
+    data["demands"][1]["unserved_penalty_cny"] = 5.0  # f2 costs 6 or 12 CNY
+    inst = Instance.model_validate(data)
+    plan = solve(inst, PARAMS).plan
+    assert "f2" in {a.demand for a in plan.assignments}
+    answer = explain(inst, plan, demand="f2").answer
+    assert "served for the policy: binding quota 'fin-min'" in answer

@@ -57,6 +57,10 @@ def explain_demand(ctx: Context, demand_id: str) -> DemandExplanation:
     else:
         next_best, extra = None, (None if d.must_serve else penalty - chosen.cost_cny)
     answer = _served_answer(ctx, i, chosen, others, next_best, extra, penalty)
+    if ctx.instance.policy is not None and not d.must_serve and chosen.cost_cny > penalty + 1e-9:
+        from scheduler.explain.quota import holding_in
+
+        answer = answer[:-1] + "; " + holding_in(ctx, i, chosen.pool) + "."
     return DemandExplanation(served=True, reason=None, answer=answer, chosen=chosen, next_best=next_best,
                              extra_cny=extra, **common)
 

@@ -73,3 +73,21 @@ def holding_quota(ctx: Context, i: int) -> tuple[QuotaState, str] | None:
     text = (f"unserved: its group is at quota '{qid}' ({rule_text(q)}): the group has {use.share:.2%} "
             f"and {size} would bring it to {after:.2%}{price}.")
     return state, text
+
+
+def holding_in(ctx: Context, i: int, pool_id: str) -> str:
+    """Why a demand is served above its penalty: the binding quotas whose row it is in (a minimum
+    of its group, or a work share its pool's scope counts)."""
+    from scheduler.policy import quota_masks
+
+    masks = quota_masks(ctx.instance)
+    p = ctx.pool_index[pool_id]
+    states = {s.quota: s for s in quota_states(ctx)}
+    rows = []
+    for q, (group, scope) in zip(ctx.instance.policy.quotas, masks, strict=True):
+        counted = scope[p] and (q.measure.value == "work" or group[i])
+        if counted and states[q.id].binding:
+            rows.append(f"'{q.id}' ({rule_text(q)})")
+    if not rows:
+        return "it costs more than its penalty, within the plan's gap"
+    return "it costs more than its penalty and is served for the policy: binding quota " + ", ".join(rows)
