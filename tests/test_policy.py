@@ -231,6 +231,11 @@ def test_cli_refuses_a_bad_policy_and_the_large_engine_with_exit_2(tmp_path, cap
     assert "does not enforce quotas" in capsys.readouterr().err
     assert main(["solve", str(good), "-o", str(tmp_path / "p.json"), "-q", "--time-limit", "20"]) == 0
     assert main(["verify", str(good), str(tmp_path / "p.json")]) == 0
+    from scheduler import read_plan, summary
+
+    text = summary(Instance.model_validate(base({"quotas": [{"id": "q", "max_share": 0.5}]})),
+                   read_plan(tmp_path / "p.json"))
+    assert "quota" in text and "national" in text and "50.0%" in text
 
 
 def quota_breaks(inst: Instance, plan) -> dict[str, float]:
