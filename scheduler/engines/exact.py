@@ -211,6 +211,7 @@ def solve_exact(
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
     fair: dict[str, float | int | str] = {}
+    stage1 = None  # fairness: stage 1's plan (x values), kept should stage 2 find none in time
     try:
         if share_var is not None:  # fairness, stage 1: the largest unserved share first
             model.minimize(share_var)
@@ -224,6 +225,7 @@ def solve_exact(
                 fair["fairness_share_bound"] = share_bound(solver.best_objective_bound, options.compiler.instance)
                 fair["fairness_stage1_units"] = best
                 values = [solver.value(var) for var in x.values()]
+                stage1 = np.asarray(values, dtype=np.int64)
                 model.clear_hints()
                 for var, value in zip(x.values(), values, strict=True):
                     model.add_hint(var, value)
@@ -253,9 +255,13 @@ def solve_exact(
     if share_var is not None and "fairness_stage1_units" not in fair:
         return EngineResult(None, Status.UNKNOWN, None, **common)  # stage 1 found no plan
     bound = solver.best_objective_bound / scale - error
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) and stage1 is None:
         return EngineResult(None, Status.UNKNOWN, bound, **common)
-    values = np.asarray(solver.response_proto.solution, dtype=np.int64)[: len(x)]
+    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        values = np.asarray(solver.response_proto.solution, dtype=np.int64)[: len(x)]
+    else:  # stage 2 found nothing: stage 1's plan is in its model, so its bound holds for it
+        values = stage1
+        details["fairness_stage2"] = "no plan in time: stage 1's kept"
     chosen = np.fromiter(x, dtype=np.int64, count=len(x))[values.astype(bool)]
     choice = np.full(n, -1, dtype=np.int64)
     choice[np.searchsorted(starts, chosen, side="right") - 1] = chosen
