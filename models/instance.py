@@ -237,6 +237,7 @@ class ObjectiveWeights(_Frozen):
 
 
 from models.replan import Replanning, replanning_problems  # noqa: E402 (it reads Id above)
+from models.policy import Policy, policy_problems  # noqa: E402
 
 
 def _window_optional(schema: dict) -> None:
@@ -276,6 +277,10 @@ class Instance(_Frozen):
         default=None, exclude_if=_unless,
         description="Re-planned from a reference plan: jobs pinned before now_slot, migration costs.",
     )
+    policy: Policy | None = Field(
+        default=None, exclude_if=_unless,
+        description="Quotas per sector and origin, and the fairness option (docs/policy.md).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -287,6 +292,18 @@ class Instance(_Frozen):
             except (KeyError, TypeError, ValueError):
                 return data  # the horizon's own validation names the field
             data = {**data, "window_hours": hours}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_policy(cls, data):
+        """A policy without quotas or fairness is no policy (it would only cost the engines)."""
+        if isinstance(data, dict) and data.get("policy") is not None:
+            policy = data["policy"]
+            quotas = policy.get("quotas") if isinstance(policy, dict) else getattr(policy, "quotas", None)
+            fairness = policy.get("fairness", "none") if isinstance(policy, dict) else getattr(policy, "fairness", None)
+            if not quotas and fairness in ("none", None):
+                data = {**data, "policy": None}
         return data
 
     @property
@@ -301,6 +318,8 @@ class Instance(_Frozen):
             problems = time_problems(self)
         if not problems:
             problems = replanning_problems(self)
+        if not problems:
+            problems = policy_problems(self)
         if problems:
             shown = problems[:20]
             more = len(problems) - len(shown)

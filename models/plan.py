@@ -58,6 +58,7 @@ class Reason(StrEnum):
     BANDWIDTH = "bandwidth"  # eligible remote pools exist, but the links could not carry the data
     CARBON_CAP = "carbon_cap"  # eligible pools exist, but serving the demand would pass the carbon cap
     UNECONOMIC = "uneconomic"  # every option costs at least the unserved penalty
+    QUOTA = "quota"  # serving it would pass a maximum quota of its sector or origin (Instance.policy)
     NOT_SOLVED = "not_solved"  # no plan was found (status infeasible or unknown)
 
 
@@ -247,6 +248,15 @@ class LinkPrice(_Frozen):
     )
 
 
+class QuotaPrice(_Frozen):
+    """The shadow price of one quota row (Instance.policy): what relaxing it by one unit would save."""
+
+    quota: Id
+    bound: Literal["max", "min"]
+    cny_per_unit: float = Field(ge=0, description="Per PFLOP (work quotas) or GPU-hour (capacity quotas).")
+    unit: Literal["pflop", "gpu_hour"]
+
+
 class ShadowPrices(_Frozen):
     """Multipliers of the capacity rows at a proven Lagrangian bound (docs/formulation.md §9).
 
@@ -262,6 +272,36 @@ class ShadowPrices(_Frozen):
     carbon_cny_per_t_co2: float | None = Field(
         default=None, exclude_if=_unless, description="Horizon with a carbon cap: the cap's multiplier.",
     )
+    quotas: tuple[QuotaPrice, ...] = Field(
+        default=(), exclude_if=_unless, description="Policy: quota rows with a positive price.",
+    )
+
+
+class QuotaUse(_Frozen):
+    """One quota's figure in the plan (docs/policy.md): the group's amount over the total."""
+
+    quota: Id
+    amount: float = Field(ge=0, description="The group's served work (PFLOP) or GPU-hours used, in scope.")
+    total: float = Field(ge=0, description="All served work in scope (PFLOP), or the scope's capacity (GPU-hours).")
+    share: float = Field(ge=0, description="amount / total (0 when total is 0).")
+
+
+class FairnessReport(_Frozen):
+    """The unserved share of every group the fairness option levels."""
+
+    groups: Literal["sector", "origin"]
+    largest_unserved_share: float = Field(ge=0, le=1)
+    share_lower_bound: float | None = Field(
+        default=None, description="Proven lower bound on the largest unserved share of any plan (stage 1).",
+    )
+    by_group: dict[str, float] = Field(description="Unserved work / work of each group with work.")
+
+
+class PolicyReport(_Frozen):
+    """The plan's quota figures and fairness, for instances with a policy."""
+
+    quotas: tuple[QuotaUse, ...] = ()
+    fairness: FairnessReport | None = Field(default=None, exclude_if=_unless)
 
 
 class Plan(_Frozen):
@@ -283,6 +323,9 @@ class Plan(_Frozen):
     shadow_prices: ShadowPrices | None = Field(
         default=None, exclude_if=_unless,
         description="Multipliers of the capacity rows at a proven bound (see `ShadowPrices`).",
+    )
+    policy: PolicyReport | None = Field(
+        default=None, exclude_if=_unless, description="Quota figures and fairness (Instance.policy).",
     )
 
 

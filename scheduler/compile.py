@@ -585,6 +585,11 @@ def integer_scaling(options: Options) -> Scaling:
     """
     from models import OPTIMAL_GAP
 
+    if options.compiler.instance.policy is not None:
+        # Quotas and fairness make dearer alternatives useful (a minimum share may need a demand
+        # served above its penalty, a maximum one a cheap option left out): nothing is dropped.
+        every = np.ones(options.n_options, dtype=bool)
+        return _scaled(options, every, ~options.must_serve, _least_objective(options, every), None)
     # Kept: options of must-serve demands, and options cheaper than their demand's penalty.
     kept = options.must_serve[options.demand] | (options.cost < options.penalty[options.demand])
     unserved_kept = ~options.must_serve

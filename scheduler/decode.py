@@ -42,6 +42,7 @@ def build_plan(
     status: Status,
     lower_bound: float | None,
     stats: SolveStats,
+    share_lower_bound: float | None = None,
 ) -> Plan:
     """Itemize ``choice`` (option index per demand, or UNSERVED) into a Plan.
 
@@ -88,10 +89,21 @@ def build_plan(
                 cost_cny=float(terms[0] + terms[1] + terms[2] + terms[3]),
             )
     assignments = [by_demand[i] for i in sorted(by_demand)]
+    from scheduler.policy import blocking_quota, policy_report, quota_masks
+
+    report = policy_report(instance, options, choice if solved else None, share_lower_bound)
+    masks = quota_masks(instance)
+
+    def reason(i: int) -> Reason:
+        why = unserved_reason(options, i, solved)
+        if why == Reason.CAPACITY and blocking_quota(instance, options, report, i, masks) is not None:
+            return Reason.QUOTA
+        return why
+
     unserved = [
         Unserved(
             demand=d.id,
-            reason=unserved_reason(options, i, solved),
+            reason=reason(i),
             penalty_cny=float(options.penalty[i]),
             work_pflop=d.work_pflop,
         )
@@ -136,4 +148,5 @@ def build_plan(
         unserved=tuple(unserved),
         pools=tuple(pools),
         stats=stats,
+        policy=report,
     )

@@ -788,6 +788,22 @@ def _service_view(instance: Instance, plan: Plan, d, width: int, g: Glyphs) -> l
     return lines
 
 
+def policy_table(instance: Instance, plan: Plan) -> str:
+    """Each quota's share against its limits, and with fairness the largest unserved share."""
+    rows = []
+    for q, use in zip(instance.policy.quotas, plan.policy.quotas, strict=True):
+        group = " ".join(x for x in (q.sector, q.origin) if x) or "all"
+        rows.append([q.id, group, q.measure.value, q.hub or "national", percent(q.min_share),
+                     percent(use.share), percent(q.max_share)])
+    out = table(["quota", "group", "share of", "scope", "min", "share", "max"], rows) if rows else ""
+    fair = plan.policy.fairness
+    if fair is not None:
+        bound = "" if fair.share_lower_bound is None else f" (proven at least {percent(fair.share_lower_bound)})"
+        out += ("\n" if out else "") + (f"largest unserved share among {fair.groups}s: "
+                                        f"{percent(fair.largest_unserved_share)}{bound}")
+    return out
+
+
 def summary(
     instance: Instance,
     plan: Plan,
@@ -809,6 +825,8 @@ def summary(
         parts = [headline(plan, verification), sector_table(instance, plan)]
         if plan.objective is not None:
             parts += [region_table(instance, plan), cost_table(plan)]
+        if plan.policy is not None and instance.policy is not None:
+            parts.append(policy_table(instance, plan))
         return "\n\n".join(parts)
     g = glyphs or UNICODE
     parts = [wrap_fields(headline(plan, verification), width),

@@ -49,9 +49,18 @@ class VerificationError(RuntimeError):
 
 
 def pick_engine(options: Options, requested: str) -> str:
-    """The engine to run: as requested, or for "auto" by the number of options."""
+    """The engine to run: as requested, or for "auto" by the number of options. An instance with
+    a policy (quotas, fairness) runs the exact engine, the one that enforces it."""
+    policy = options.compiler.instance.policy is not None
     if requested != "auto":
+        if policy and requested != "exact":
+            from scheduler.compile import RangeError
+
+            raise RangeError([f"instance: field 'policy': engine '{requested}' does not enforce "
+                              "quotas or fairness; use engine 'exact' (or 'auto', which picks it)"])
         return requested
+    if policy:
+        return "exact"
     return "exact" if options.n_options <= EXACT_MAX_OPTIONS else "large"
 
 
@@ -86,6 +95,13 @@ def solve(
     tell("compiled")
     engine = pick_engine(options, params.engine)
     hint, complete = greedy(options, stop=stopped)
+    first_plan = hint if complete else None
+    if instance.policy is not None and complete:  # the greedy plan knows no quotas: repair it
+        from scheduler.policy import repair
+
+        repaired = repair(options, hint)
+        complete = repaired is not None
+        hint = hint if repaired is None else repaired
     hinted = time.perf_counter()
     tell("first plan", objective(options, hint) if complete else None)
     reserve = post_reserve(instance, options)
@@ -101,6 +117,8 @@ def solve(
         outcome = EngineResult(None, Status.UNKNOWN, None, "STOPPED before the search",
                                workers=0)
     elif engine == "exact":
+        if instance.policy is not None and options.n_options > EXACT_MAX_OPTIONS and first_plan is not None:
+            hint, complete, budget = _policy_hint(options, budget, first_plan, hint, complete, stop)
         outcome = solve_exact(options, budget, hint=hint, on_progress=on_progress, stop=stop)
     else:
         from scheduler.engines.large import solve_large
@@ -112,7 +130,14 @@ def solve(
     if outcome.choice is not None:
         from scheduler.explain.prices import window_prices
 
-        shadow = window_prices(instance, options, outcome.duals, seconds=max(shadow_s, 0.05))
+        if instance.policy is not None:  # the quota rows get their prices too
+            from scheduler.policy import policy_prices
+
+            shadow = policy_prices(instance, options, seconds=max(shadow_s, 0.05))
+        else:
+            shadow = window_prices(instance, options, outcome.duals, seconds=max(shadow_s, 0.05))
+    if instance.policy is not None and shadow is not None:
+        outcome = _with_price_bound(outcome, options, shadow.bound_cny)
     priced = time.perf_counter()
     stats = SolveStats(
         engine=engine,
@@ -137,6 +162,7 @@ def solve(
             status=outcome.status,
             lower_bound=outcome.lower_bound,
             stats=stats,
+            share_lower_bound=outcome.details.get("fairness_share_bound"),
         )
         itemized = time.perf_counter()
         verification = verify(instance, plan)
@@ -210,6 +236,53 @@ def no_gc():
         if enabled:
             gc.enable()
 
+
+
+POLICY_HINT_SHARE = 1 / 3
+"""With a policy above EXACT_MAX_OPTIONS, the share of the search time the large engine gets to
+find a plan without the quotas, which is then repaired into CP-SAT's hint (docs/policy.md)."""
+
+
+def _policy_hint(options: Options, budget: SolveParams, first_plan, hint, complete: bool,
+                 stop: threading.Event | None):
+    """A better hint for a large instance with a policy: the large engine's plan (which knows no
+    quotas) repaired to meet them, when it beats the repaired greedy plan. Returns the hint,
+    whether it is complete, and the budget left for CP-SAT."""
+    from scheduler.engines.large import solve_large
+    from scheduler.policy import repair
+
+    begun = time.perf_counter()
+    share = budget.model_copy(update={"time_limit_s": budget.time_limit_s * POLICY_HINT_SHARE})
+    found = solve_large(options, share, hint=first_plan, stop=stop)
+    if found.choice is not None:
+        repaired = repair(options, found.choice)
+        if repaired is not None and (not complete or objective(options, repaired) < objective(options, hint)):
+            hint, complete = repaired, True
+    left = budget.time_limit_s - (time.perf_counter() - begun)
+    return hint, complete, budget.model_copy(update={"time_limit_s": max(left, 0.05)})
+
+
+def _with_price_bound(outcome: EngineResult, options: Options, bound: float) -> EngineResult:
+    """The better of the engine's bound and the Lagrangian bound of the policy's LP duals (both
+    valid; the latter cut to the plan's objective where it passes it by float noise only)."""
+    import dataclasses
+
+    from models import OPTIMAL_GAP, relative_gap
+
+    if outcome.choice is None or (outcome.lower_bound is not None and outcome.lower_bound >= bound):
+        return outcome
+    value = objective(options, outcome.choice)
+    if bound > value:
+        if bound > value + 1e-9 * max(abs(value), 1.0):
+            return outcome  # not a bound on this plan: keep the engine's
+        bound = value
+    status = outcome.status
+    fair = "fairness_stage1_status" in outcome.details
+    gap = relative_gap(value, bound)
+    if status == Status.FEASIBLE and not fair and gap is not None and gap <= OPTIMAL_GAP:
+        status = Status.OPTIMAL
+    details = {**outcome.details, "price_bound": bound}
+    return dataclasses.replace(outcome, lower_bound=bound, status=status, details=details)
 
 
 def _fall_back_to_hint(outcome: EngineResult, hint, complete: bool) -> EngineResult:

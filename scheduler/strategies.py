@@ -25,7 +25,7 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 
 from models import MAX_SLOTS, TARIFF_PERIODS, Instance, Plan, Precision, Sector, SolveStats, Status
 
-__all__ = ["feasible_instances", "instances", "plans", "timed_instances"]
+__all__ = ["feasible_instances", "instances", "plans", "policies", "timed_instances"]
 
 ACCELERATORS = ("H800", "H20", "910B")
 JURISDICTIONS = ("north", "east", "west")
@@ -209,6 +209,45 @@ def _instances(draw, min_regions, max_regions, min_demands, max_demands, max_poo
         "offers": offers,
         "weights": weights,
     })
+
+
+SHARES = (0.0, 0.2, 0.25, 0.5, 0.75, 1.0)
+
+
+@st.composite
+def policies(draw, instance: Instance, *, min_quotas: int = 0, max_quotas: int = 2,
+             fairness: bool = True) -> Instance:
+    """``instance`` (one window) with hub tags on its regions and a valid `Instance.policy`:
+    ``min_quotas`` to ``max_quotas`` quotas on sectors and origins present, by work or capacity,
+    national or per hub, and (when ``fairness``) any fairness option."""
+    _check_range("quotas", min_quotas, max_quotas, 0)
+    if instance.timed:
+        raise InvalidArgument("policies() takes instances without a horizon")
+    data = instance.model_dump()
+    hubs = ("hub:a", "hub:b")
+    for region in data["regions"]:
+        region["tags"] = [draw(st.sampled_from(hubs))]
+    tags = sorted({region["tags"][0] for region in data["regions"]})
+    sectors = sorted({d.sector.value for d in instance.demands})
+    origins = sorted({d.origin for d in instance.demands})
+    quotas = []
+    for k in range(draw(st.integers(min_quotas, max_quotas))):
+        low = draw(st.none() | st.sampled_from(SHARES))
+        high = draw(st.sampled_from(SHARES) if low is None else st.none() | st.sampled_from(SHARES))
+        if low is not None and high is not None and low > high:
+            low, high = high, low
+        quotas.append({
+            "id": f"q{k}",
+            "sector": draw(st.none() | st.sampled_from(sectors)),
+            "origin": draw(st.none() | st.sampled_from(origins + tags)),
+            "measure": draw(st.sampled_from(["work", "capacity"])),
+            "hub": draw(st.none() | st.sampled_from(tags)),
+            "min_share": low,
+            "max_share": high,
+        })
+    level = draw(st.sampled_from(["none", "sector", "origin"])) if fairness else "none"
+    data["policy"] = {"quotas": quotas, "fairness": level}
+    return Instance.model_validate(data)
 
 
 @st.composite

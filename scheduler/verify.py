@@ -37,6 +37,16 @@ Violation codes (``subject`` is a demand id, a pool id, or a plan field such as 
   (amount: the recomputed gap minus OPTIMAL_GAP; 1 when there is no bound).
 * ``wrong_reason``: an unserved reason that contradicts the data (amount 1).
 * ``instance_mismatch``: the plan names another instance (amount 1).
+* With ``Instance.policy`` (formulation §12, one window; ``subject`` the quota id):
+  ``quota_above_max`` / ``quota_below_min`` (amount: PFLOP or GPU-hours beyond the share, past a
+  tolerance of 1e-6 + 1e-9 x the work of all demands, or x the scope's capacity);
+  ``mismatch:policy.quotas.amount|total|share``, ``mismatch:policy.fairness.by_group.<group>``,
+  ``mismatch:policy.fairness.largest_unserved_share``; ``mismatch:policy``,
+  ``mismatch:policy.quotas``, ``mismatch:policy.fairness``, ``mismatch:policy.fairness.groups``
+  (1: a report or row missing, extra or of the wrong kind); ``share_bound_above_share`` (the
+  fairness bound above the plan's largest unserved share). The reason ``quota`` is accepted where
+  serving the demand on an eligible option of a maximum quota's scope, cheaper than its penalty,
+  would pass that maximum by more than half the tolerance.
 
 Readings where the spec leaves room:
 
@@ -109,6 +119,7 @@ from models import (
     PRECISION_FALLBACKS,
     QUANTUM_SLACK,
     RULES,
+    QuotaMeasure,
     TIMED_SCHEMA_VERSION,
     Demand,
     DemandKind,
@@ -318,6 +329,7 @@ class _Checker:
         self._routes: dict[str, dict] = {}
         self._static_cache: dict[tuple, tuple] = {}
         self.out: list[Violation] = []
+        self.quota_figures: list[tuple] | None = None  # per quota (formulation §12), when solved
 
     def flag(self, code: str, subject: str, amount: float, message: str) -> None:
         self.out.append(
@@ -414,12 +426,14 @@ def verify(instance: Instance, plan: Plan) -> Verification:
     seen: Counter[str] = Counter()
     if instance.timed:
         return _verify_timed(c, plan, solved, seen)
+    window = instance.window_hours
+    capacity = [math.floor(p.gpu_count * window / q + QUANTUM_SLACK) for p in c.pools]
+    if instance.policy is not None and solved:  # the quota figures first: reasons read them
+        c.quota_figures = _quota_figures(c, plan, capacity)
     load, terms = _check_assignments(c, plan, solved, seen)
     penalties = _check_unserved(c, plan, solved, seen)
     _check_coverage(c, seen)
 
-    window = instance.window_hours
-    capacity = [math.floor(p.gpu_count * window / q + QUANTUM_SLACK) for p in c.pools]
     for p in c.pools:
         if load[p.index] > capacity[p.index]:
             excess = (load[p.index] - capacity[p.index]) * q
@@ -429,6 +443,7 @@ def verify(instance: Instance, plan: Plan) -> Verification:
                 f"over by {excess!r} GPU-hours",
             )
     _check_pool_rows(c, plan, load, capacity)
+    _check_policy(c, plan, solved, capacity)
     return _check_totals(c, plan, solved, terms, penalties)
 
 
@@ -585,15 +600,16 @@ def _check_unserved(c: _Checker, plan: Plan, solved: bool, seen: Counter,
         if u.work_pflop is not None:
             c.figure("work_pflop", d.id, u.work_pflop, d.work_pflop)
         if timed is None:
-            _check_reason(c, d, u.reason, pi, solved)
+            _check_reason(c, d, u.reason, pi, solved, plan)
         else:
             timed.check_reason(d, u.reason, pi, solved)
 
     return penalties
 
 
-def _check_reason(c: _Checker, d: Demand, reason: Reason, pi: float, solved: bool) -> None:
-    """An unserved reason must agree with the demand's options (formulation §5)."""
+def _check_reason(c: _Checker, d: Demand, reason: Reason, pi: float, solved: bool,
+                  plan: Plan | None = None) -> None:
+    """An unserved reason must agree with the demand's options (formulation §5, §12)."""
     worst, cheapest = c.scan(d)
     if cheapest is None:
         allowed = {RULES[worst]}
@@ -605,6 +621,8 @@ def _check_reason(c: _Checker, d: Demand, reason: Reason, pi: float, solved: boo
             allowed.add(Reason.UNECONOMIC)
         if cheapest <= pi + _tol(pi):
             allowed.add(Reason.CAPACITY)
+            if plan is not None and _quota_blocks(c, plan, d, pi):
+                allowed.add(Reason.QUOTA)
     if reason not in allowed:
         expected = " or ".join(sorted(r.value for r in allowed))
         detail = f"; cheapest option {cheapest!r}, penalty {pi!r}" if cheapest is not None else ""
@@ -1258,3 +1276,157 @@ def _verify_timed(c: _Checker, plan: Plan, solved: bool, seen: Counter) -> Verif
     tm.check_pinned_served(solved)
     return _check_totals(c, plan, solved, tm.terms, penalties,
                          (tm.kwh_by_period, tm.cny_by_period), tm.migration)
+
+
+# --- policy: quotas and fairness (formulation §12) ----------------------------------------------
+
+
+def _members(c: _Checker, quota) -> set[str]:
+    """The ids of the demands a quota's sector and origin pick."""
+    out = set()
+    for d in c.inst.demands:
+        if quota.sector is not None and d.sector.value != quota.sector:
+            continue
+        if quota.origin is not None and d.origin != quota.origin and quota.origin not in c.regions[d.origin].tags:
+            continue
+        out.add(d.id)
+    return out
+
+
+def _scope(c: _Checker, quota) -> set[str]:
+    """The ids of the pools a quota counts."""
+    return {p.id for p in c.pools if quota.hub is None or quota.hub in c.regions[p.region].tags}
+
+
+def _served_units(c: _Checker, plan: Plan) -> list[tuple[Demand, _Pool, int]]:
+    """Each assignment with a known demand, pool and usage: (demand, pool, quanta)."""
+    out = []
+    for a in plan.assignments:
+        d, p = c.demands.get(a.demand), c.pool_by_id.get(a.pool)
+        if d is None or p is None:
+            continue
+        f = _option(d, p, c.offers.get((d.id, p.id)), c.routes(d.origin), c.q, c.w)[3]
+        if f is not None:
+            out.append((d, p, f.units))
+    return out
+
+
+def _quota_figures(c: _Checker, plan: Plan, capacity: list[int]) -> list[tuple]:
+    """Per quota: (quota, amount, total, tolerance), recomputed from the assignments."""
+    served = _served_units(c, plan)
+    all_work = math.fsum(d.work_pflop or 0.0 for d in c.inst.demands)
+    out = []
+    for quota in c.inst.policy.quotas:
+        members, scope = _members(c, quota), _scope(c, quota)
+        inside = [(d, p, u) for d, p, u in served if p.id in scope]
+        if quota.measure == QuotaMeasure.WORK:
+            amount = math.fsum(d.work_pflop or 0.0 for d, _, _ in inside if d.id in members)
+            total = math.fsum(d.work_pflop or 0.0 for d, _, _ in inside)
+            tol = 1e-6 + 1e-9 * all_work
+        else:
+            amount = sum(u for d, _, u in inside if d.id in members) * c.q
+            total = sum(capacity[p.index] for p in c.pools if p.id in scope) * c.q
+            tol = 1e-6 + 1e-9 * total
+        out.append((quota, amount, total, tol))
+    return out
+
+
+def _check_policy(c: _Checker, plan: Plan, solved: bool, capacity: list[int]) -> None:
+    """Every quota met (within its tolerance), and the plan's policy figures as recomputed."""
+    if c.inst.policy is None:
+        if plan.policy is not None:
+            c.flag("mismatch:policy", "policy", 1, "the plan reports policy figures; the instance has no policy")
+        return
+    if not solved:
+        return
+    figures = c.quota_figures
+    for quota, amount, total, tol in figures:
+        if quota.max_share is not None and amount - quota.max_share * total > tol:
+            excess = amount - quota.max_share * total
+            c.flag("quota_above_max", quota.id, excess,
+                   f"quota '{quota.id}': {amount!r} of {total!r} ({quota.measure}) is above the "
+                   f"maximum share {quota.max_share!r} by {excess!r}")
+        if quota.min_share is not None and quota.min_share * total - amount > tol:
+            short = quota.min_share * total - amount
+            c.flag("quota_below_min", quota.id, short,
+                   f"quota '{quota.id}': {amount!r} of {total!r} ({quota.measure}) is below the "
+                   f"minimum share {quota.min_share!r} by {short!r}")
+    report = plan.policy
+    if report is None:
+        c.flag("mismatch:policy", "policy", 1, "the instance has a policy; the plan reports no policy figures")
+        return
+    reported = {u.quota: u for u in report.quotas}
+    for quota, amount, total, _ in figures:
+        u = reported.pop(quota.id, None)
+        if u is None:
+            c.flag("mismatch:policy.quotas", quota.id, 1, f"quota '{quota.id}' is missing from the plan's policy")
+            continue
+        c.figure("policy.quotas.amount", quota.id, u.amount, amount)
+        c.figure("policy.quotas.total", quota.id, u.total, total)
+        c.figure("policy.quotas.share", quota.id, u.share, amount / total if total > 0 else 0.0)
+    for extra in reported:
+        c.flag("mismatch:policy.quotas", extra, 1, f"the plan reports unknown quota '{extra}'")
+    _check_fairness(c, plan)
+
+
+def _check_fairness(c: _Checker, plan: Plan) -> None:
+    """Each group's unserved share and the largest, as recomputed; a bound not above it."""
+    kind = c.inst.policy.fairness.value
+    fair = plan.policy.fairness
+    if kind == "none":
+        if fair is not None:
+            c.flag("mismatch:policy.fairness", "policy", 1, "fairness figures for an instance without fairness")
+        return
+    if fair is None:
+        c.flag("mismatch:policy.fairness", "policy", 1, "the instance asks for fairness; the plan reports none")
+        return
+    served = {a.demand for a in plan.assignments}
+    work: dict[str, list[float]] = defaultdict(list)
+    unserved: dict[str, list[float]] = defaultdict(list)
+    for d in c.inst.demands:
+        key = d.sector.value if kind == "sector" else d.origin
+        work[key].append(d.work_pflop or 0.0)
+        if d.id not in served:
+            unserved[key].append(d.work_pflop or 0.0)
+    shares = {key: math.fsum(unserved[key]) / math.fsum(values)
+              for key, values in work.items() if math.fsum(values) > 0}
+    if fair.groups != kind:
+        c.flag("mismatch:policy.fairness.groups", "policy", 1, f"groups are {fair.groups}, the instance levels {kind}")
+    for key in sorted(set(shares) | set(fair.by_group)):
+        c.figure(f"policy.fairness.by_group.{key}", "policy", fair.by_group.get(key), shares.get(key))
+    largest = max(shares.values(), default=0.0)
+    c.figure("policy.fairness.largest_unserved_share", "policy", fair.largest_unserved_share, largest)
+    lb = fair.share_lower_bound
+    if lb is not None and lb - largest > _tol(largest):
+        c.flag("share_bound_above_share", "policy", lb - largest,
+               f"share lower bound {lb!r} above the plan's largest unserved share {largest!r}")
+
+
+def _quota_blocks(c: _Checker, plan: Plan, d: Demand, pi: float) -> bool:
+    """Whether serving ``d`` on an eligible pool of a maximum quota's scope, cheaper than its
+    penalty, would pass that quota (the reason ``quota``)."""
+    figures = c.quota_figures
+    if c.inst.policy is None or figures is None:
+        return False
+    routes = c.routes(d.origin)
+    for quota, amount, total, tol in figures:
+        if quota.max_share is None or d.id not in _members(c, quota):
+            continue
+        scope = _scope(c, quota)
+        least = None
+        for p in c.pools:
+            if p.id not in scope:
+                continue
+            rule, _, _, f = _option(d, p, c.offers.get((d.id, p.id)), routes, c.q, c.w)
+            if rule == _PASS and f is not None and f.cost < pi + _tol(pi):
+                least = f.units if least is None else min(least, f.units)
+        if least is None:
+            continue
+        # The plan's writer says `quota` beyond the tolerance; half of it absorbs summation order.
+        if quota.measure == QuotaMeasure.WORK:
+            w = d.work_pflop or 0.0
+            if w > 0 and amount + w - quota.max_share * (total + w) > tol / 2:
+                return True
+        elif amount + least * c.q - quota.max_share * total > tol / 2:
+            return True
+    return False

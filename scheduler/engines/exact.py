@@ -9,6 +9,10 @@ Costs are scaled by a power of ten ``s`` and rounded (docs/formulation.md, secti
 bound is mapped back as ``bound / s - E`` where E is the largest total rounding error of any plan
 of kept alternatives. Dominated alternatives and options that exceed their pool's capacity are left
 out of the model (their x is 0). The plan is optimal when its relative gap is at most OPTIMAL_GAP.
+
+With `Instance.policy` (docs/formulation.md section 12) nothing is left out but options too big for
+their pool, the quota rows of `scheduler.policy` are added, and fairness solves twice: first the
+largest unserved share, then the cost with that share held.
 """
 
 from __future__ import annotations
@@ -162,7 +166,9 @@ def solve_exact(
                 cp_model.LinearExpr.weighted_sum([x[int(k)] for k in ks], options.units[ks].tolist())
                 <= int(options.capacity[p])
             )
-    model.minimize(cp_model.LinearExpr.weighted_sum(objective_vars, objective_coeffs) + constant)
+    cost_expr = cp_model.LinearExpr.weighted_sum(objective_vars, objective_coeffs) + constant
+    share_var = _add_policy(model, options, x, var_of)
+    model.minimize(cost_expr)
     if hint is not None:
         chosen = set(int(k) for k in hint if k >= 0)
         for k, var in x.items():
@@ -204,8 +210,34 @@ def solve_exact(
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+    fair: dict[str, float | int | str] = {}
+    stage1 = None  # fairness: stage 1's plan (x values), kept should stage 2 find none in time
     try:
-        code = solver.solve(model, Callback())
+        if share_var is not None:  # fairness, stage 1: the largest unserved share first
+            model.minimize(share_var)
+            solver.parameters.max_time_in_seconds = max(remaining / 2, 0.05)
+            code = solver.solve(model)
+            fair["fairness_stage1_status"] = solver.status_name(code)
+            if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                from scheduler.policy import share_bound
+
+                best = int(solver.value(share_var))
+                fair["fairness_share_bound"] = share_bound(solver.best_objective_bound, options.compiler.instance)
+                fair["fairness_stage1_units"] = best
+                values = [solver.value(var) for var in x.values()]
+                stage1 = np.asarray(values, dtype=np.int64)
+                model.clear_hints()
+                for var, value in zip(x.values(), values, strict=True):
+                    model.add_hint(var, value)
+                model.add(share_var <= best)  # stage 2: cost, the share held at stage 1's
+                model.minimize(cost_expr)
+                left = params.time_limit_s - (time.perf_counter() - started)
+                if stop is not None and stop.is_set():
+                    left = 0.1  # stopped in stage 1: stage 2 only takes up its plan
+                solver.parameters.max_time_in_seconds = max(left, 0.1)
+                code = solver.solve(model, Callback())
+        else:
+            code = solver.solve(model, Callback())
     finally:
         done.set()
         if watcher is not None:
@@ -213,17 +245,23 @@ def solve_exact(
 
     name = solver.status_name(code)
     details = {"variables": len(objective_vars), "conflicts": solver.num_conflicts,
-               "branches": solver.num_branches, "cp_sat_wall_s": solver.wall_time}
+               "branches": solver.num_branches, "cp_sat_wall_s": solver.wall_time, **fair}
     common = dict(solver_status=name, first_solution_s=first[0] if first else None,
                   cost_scale=scale, rounding_bound_cny=error, workers=workers, details=details)
     if code == cp_model.INFEASIBLE:
         return EngineResult(None, Status.INFEASIBLE, None, **common)
     if code == cp_model.MODEL_INVALID:
         raise RuntimeError(f"CP-SAT rejected the model: {model.validate()}")
+    if share_var is not None and "fairness_stage1_units" not in fair:
+        return EngineResult(None, Status.UNKNOWN, None, **common)  # stage 1 found no plan
     bound = solver.best_objective_bound / scale - error
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE) and stage1 is None:
         return EngineResult(None, Status.UNKNOWN, bound, **common)
-    values = np.asarray(solver.response_proto.solution, dtype=np.int8)[: len(x)]
+    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        values = np.asarray(solver.response_proto.solution, dtype=np.int64)[: len(x)]
+    else:  # stage 2 found nothing: stage 1's plan is in its model, so its bound holds for it
+        values = stage1
+        details["fairness_stage2"] = "no plan in time: stage 1's kept"
     chosen = np.fromiter(x, dtype=np.int64, count=len(x))[values.astype(bool)]
     choice = np.full(n, -1, dtype=np.int64)
     choice[np.searchsorted(starts, chosen, side="right") - 1] = chosen
@@ -231,4 +269,34 @@ def solve_exact(
     # rounding bound in the lower bound: a closed integer gap is not enough when E is large.
     gap = relative_gap(objective(options, choice), bound)
     status = Status.OPTIMAL if gap is not None and gap <= OPTIMAL_GAP else Status.FEASIBLE
+    if share_var is not None and fair.get("fairness_stage1_status") != "OPTIMAL":
+        status = Status.FEASIBLE  # the cost bound holds for plans as fair as stage 1's, not the fairest
     return EngineResult(choice, status, bound, **common)
+
+
+def _add_policy(model, options: Options, x: dict, var_of: list):
+    """The quota rows of the instance's policy and, with fairness, the rows of the largest unserved
+    share (returned as the variable stage 1 minimizes; None without fairness)."""
+    from ortools.sat.python import cp_model
+
+    from scheduler.policy import FAIR_UNITS, fairness_groups, quota_rows
+
+    for row in quota_rows(options):
+        pairs = [(x[int(k)], int(c)) for k, c in zip(row.ks, row.coeffs, strict=True) if int(k) in x]
+        expr = cp_model.LinearExpr.weighted_sum([v for v, _ in pairs], [c for _, c in pairs])
+        model.add(expr <= row.rhs if row.sense == "<=" else expr >= row.rhs)
+    groups = fairness_groups(options.compiler.instance)
+    if not groups:
+        return None
+    share = model.new_int_var(0, FAIR_UNITS + 1_000_000, "largest_unserved_share")
+    starts = options.start
+    for _, rows, weights in groups:
+        terms, coeffs = [], []
+        for i, w in zip(rows.tolist(), weights.tolist(), strict=True):
+            for var in var_of[int(starts[i]):int(starts[i + 1])]:
+                if var is not None:
+                    terms.append(var)
+                    coeffs.append(-int(w))
+        # unserved weight = sum of weights - served weight <= share
+        model.add(cp_model.LinearExpr.weighted_sum(terms, coeffs) + int(weights.sum()) <= share)
+    return share

@@ -170,7 +170,22 @@ def overview(ctx: Context) -> Overview:
     if prices is not None:
         parts.append(f"the prices prove a bound of {prices.bound_cny:,.2f} CNY" + (
             f" against the plan's {ctx.plan.objective:,.2f}" if ctx.plan.objective is not None else ""))
+    from scheduler.explain.quota import UNITS, quota_states
+
+    quotas = tuple(quota_states(ctx))
+    binding = [q for q in quotas if q.binding]
+    if binding:
+        parts.append("binding quotas: " + ", ".join(
+            f"{q.quota} ({q.rule}: {q.share:.2%}" + (f", {q.cny_per_unit:,.4g} CNY per {UNITS[q.unit]}"
+                                                    if q.cny_per_unit else "") + ")" for q in binding))
+    elif quotas:
+        parts.append("no quota binds")
+    fair = ctx.plan.policy.fairness if ctx.plan.policy else None
+    if fair is not None:
+        parts.append(f"largest unserved share among {fair.groups}s: {fair.largest_unserved_share:.2%}"
+                     + (f" (proven at least {fair.share_lower_bound:.2%})" if fair.share_lower_bound is not None else ""))
     return Overview(instance=ctx.instance.name, objective=ctx.plan.objective,
+                    quotas=quotas, largest_unserved_share=fair.largest_unserved_share if fair else None,
                     bound_cny=prices.bound_cny if prices else None, method=prices.method if prices else None,
                     unserved_by_reason=dict(reasons), dearest_pools=dearest, dearest_links=dear_links,
                     carbon_cny_per_t_co2=prices.carbon_cny_per_t_co2 if prices else None,

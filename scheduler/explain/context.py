@@ -52,7 +52,11 @@ class Context:
             from scheduler.compile import compile_options
 
             self.options = compile_options(instance)
-            if prices is None:
+            if prices is None and instance.policy is not None:
+                from scheduler.policy import policy_prices
+
+                prices = policy_prices(instance, self.options)
+            elif prices is None:
                 prices = window_prices(instance, self.options)
             self.lam = (window_lambda(prices, self.options, instance) if prices is not None
                         else np.zeros(self.options.n_pools))

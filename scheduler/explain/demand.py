@@ -34,6 +34,13 @@ def explain_demand(ctx: Context, demand_id: str) -> DemandExplanation:
                   rejected=rejected, prices_saved=ctx.prices_saved)
     if a is None:
         reason = ctx.unserved[d.id].reason if d.id in ctx.unserved else None
+        held = None
+        if reason == Reason.QUOTA:
+            from scheduler.explain.quota import holding_quota
+
+            held = holding_quota(ctx, i)
+        if held is not None:
+            return DemandExplanation(served=False, reason=reason, answer=held[1], quota=held[0], **common)
         answer = _unserved_answer(ctx, i, reason, options, rejected, penalty)
         return DemandExplanation(served=False, reason=reason, answer=answer, **common)
     chosen = next((o for o in options if o.pool == a.pool and o.start_slot == a.start_slot), None)
@@ -50,6 +57,10 @@ def explain_demand(ctx: Context, demand_id: str) -> DemandExplanation:
     else:
         next_best, extra = None, (None if d.must_serve else penalty - chosen.cost_cny)
     answer = _served_answer(ctx, i, chosen, others, next_best, extra, penalty)
+    if ctx.instance.policy is not None and not d.must_serve and chosen.cost_cny > penalty + 1e-9:
+        from scheduler.explain.quota import holding_in
+
+        answer = answer[:-1] + "; " + holding_in(ctx, i, chosen.pool) + "."
     return DemandExplanation(served=True, reason=None, answer=answer, chosen=chosen, next_best=next_best,
                              extra_cny=extra, **common)
 

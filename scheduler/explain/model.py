@@ -40,6 +40,20 @@ class Rejection(_Frozen):
     limit: float | None = Field(None, description="The demand's bound it misses.")
 
 
+class QuotaState(_Frozen):
+    """One quota of the instance's policy in the plan: its share, limits, and whether it binds."""
+
+    quota: str
+    rule: str = Field(description="The rule in words: group, measure, scope and limits.")
+    share: float
+    min_share: float | None = None
+    max_share: float | None = None
+    binding: bool = Field(description="At a limit: a positive shadow price, a share at the limit, "
+                          "or an unserved demand it holds back.")
+    cny_per_unit: float | None = Field(None, description="The shadow price of its binding row.")
+    unit: str | None = None
+
+
 class DemandExplanation(_Frozen):
     """Why a demand is served where it is, or why it is not served."""
 
@@ -55,6 +69,7 @@ class DemandExplanation(_Frozen):
                                     "chosen.cost where leaving it unserved is the next best.")
     options: tuple[Option, ...] = Field((), description="Eligible options, cheapest with prices first (at most 10).")
     rejected: tuple[Rejection, ...] = ()
+    quota: QuotaState | None = Field(None, description="The quota that holds it back (reason 'quota').")
     prices_saved: bool = Field(description="The shadow prices came with the plan (else computed now).")
 
 
@@ -129,6 +144,8 @@ class Overview(_Frozen):
     dearest_pools: tuple[PoolExplanation, ...] = Field(description="Pools with the highest prices (at most 5).")
     dearest_links: tuple[LinkExplanation, ...] = ()
     carbon_cny_per_t_co2: float | None = None
+    quotas: tuple[QuotaState, ...] = Field((), description="Policy: every quota, binding ones first.")
+    largest_unserved_share: float | None = Field(None, description="Policy with fairness: the plan's.")
     answer: str
     prices_saved: bool
 
