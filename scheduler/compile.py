@@ -71,7 +71,7 @@ class Options:
     capacity: np.ndarray  # int64 [pools]: cap[p] in quanta
     nearest_miss: np.ndarray  # int8 [demands]: rule index reached furthest; ELIGIBLE if any option
     quantum: float
-    compiler: Compiler  # evaluates any (demand, pool) pair again, e.g. to itemize a plan
+    compiler: Compiler | None  # evaluates any (demand, pool) pair again, e.g. to itemize a plan
 
     @property
     def n_demands(self) -> int:
@@ -93,6 +93,12 @@ class Options:
 
     def options_of(self, i: int) -> slice:
         return slice(int(self.start[i]), int(self.start[i + 1]))
+
+    @property
+    def policy(self):
+        """The instance's `Policy` (quotas, fairness), or None (also for options built without
+        an instance)."""
+        return None if self.compiler is None else self.compiler.instance.policy
 
     @property
     def stranded_must_serve(self) -> bool:
@@ -585,7 +591,7 @@ def integer_scaling(options: Options) -> Scaling:
     """
     from models import OPTIMAL_GAP
 
-    if options.compiler.instance.policy is not None:
+    if options.policy is not None:
         # Quotas and fairness make dearer alternatives useful (a minimum share may need a demand
         # served above its penalty, a maximum one a cheap option left out): nothing is dropped.
         every = np.ones(options.n_options, dtype=bool)

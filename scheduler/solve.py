@@ -51,7 +51,7 @@ class VerificationError(RuntimeError):
 def pick_engine(options: Options, requested: str) -> str:
     """The engine to run: as requested, or for "auto" by the number of options. An instance with
     a policy (quotas, fairness) runs the exact engine, the one that enforces it."""
-    policy = options.compiler.instance.policy is not None
+    policy = options.policy is not None
     if requested != "auto":
         if policy and requested != "exact":
             from scheduler.compile import RangeError

@@ -167,7 +167,7 @@ def solve_exact(
                 <= int(options.capacity[p])
             )
     cost_expr = cp_model.LinearExpr.weighted_sum(objective_vars, objective_coeffs) + constant
-    share_var = _add_policy(model, options, x, var_of)
+    share_var = _add_policy(model, options, x, var_of) if options.policy is not None else None
     model.minimize(cost_expr)
     if hint is not None:
         chosen = set(int(k) for k in hint if k >= 0)
