@@ -564,6 +564,14 @@ def cmd_scenario(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
     spec, base, params = read_scenario(args.spec)
     params = _solve_overrides(args, params)
+    if spec.expansion is not None and args.time_limit is not None:  # seconds per year
+        if not 0 < args.time_limit <= 24 * 3600:
+            from scheduler.io import InputError
+
+            raise InputError("arguments", [f"--time-limit: {args.time_limit:g} must be above 0 and at "
+                                           "most 86,400 s with 'expansion'"])
+        spec = spec.model_copy(update={"expansion": spec.expansion.model_copy(
+            update={"year_time_limit_s": args.time_limit})})
     out = prepare_output(args.output, "eastwest-scenario", force=args.force)
     bar = TaskBar("years", live=sys.stderr.isatty(), quiet=args.quiet)
     run = ScenarioRun(spec, args.spec, base, params, out, write_instances=args.instances,

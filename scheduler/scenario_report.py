@@ -323,7 +323,7 @@ def builds_section(summary: ScenarioSummary) -> Section | None:
                        "capital CNY", "saving CNY"], rows) if rows else "<p>Nothing is built.</p>"
     bound = html_table(["objective CNY", "proven lower bound", "gap", "status"],
                        [[money(expansion.objective_cny), money(expansion.lower_bound_cny),
-                         percent(expansion.gap, 3), expansion.status.value]])
+                         percent(expansion.gap, 3), expansion.status]])
     note = ("<p class=note>Chosen by the expansion optimizer (docs/expansion.md): annualized capital "
             "plus operating cost plus unserved penalties over the years, with its proven bound; "
             "saving: the objective re-solved without the build minus with it.</p>")
