@@ -123,6 +123,9 @@ def read_expansion(spec: Scenario, spec_path: str | os.PathLike, base: Instance)
     problems with a candidate name the candidates file, the others the scenario file."""
     from scheduler.expansion import check_input, read_candidates
 
+    if base.timed:
+        raise InputError(spec_path, ["scenario: field 'expansion': the base instance has a horizon "
+                                     "(schema version 2); expansion plans single-window instances only"])
     where = candidates_path(spec, spec_path)
     candidates = read_candidates(where)
     # every year's instance keeps the base's window, quantum, regions and horizon
@@ -130,13 +133,7 @@ def read_expansion(spec: Scenario, spec_path: str | os.PathLike, base: Instance)
     of_candidates = [p for p in problems if p.startswith("candidate")]
     if of_candidates:
         raise InputError(where, of_candidates)
-    lines = []
-    for p in problems:
-        line = ("scenario: field 'expansion': the base instance has a horizon (schema version 2); "
-                "expansion plans single-window instances only" if "'horizon'" in p
-                else f"scenario: field 'expansion': {p}")
-        if line not in lines:
-            lines.append(line)
+    lines = list(dict.fromkeys(f"scenario: field 'expansion': {p}" for p in problems))
     if lines:
         raise InputError(spec_path, lines)
     return candidates

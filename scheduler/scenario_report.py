@@ -106,7 +106,7 @@ def _derivable(folder: Path, summary: ScenarioSummary):
             f"scenario summary: field 'scenario_file': '{summary.scenario_file}' is not found and the "
             "folder has no instance-<year>.json (run 'eastwest scenario' with --instances)"])
     spec, base, _ = read_scenario(where)
-    if getattr(spec, "expansion", None) is not None:
+    if spec.expansion is not None:
         raise InputError(folder / SUMMARY_FILE, [
             "scenario summary: a year's instance-<year>.json is missing (a scenario with expansion "
             "writes them: its builds are part of each year's instance)"])
@@ -214,7 +214,8 @@ def trend_svg(years: list[YearSummary], *, name: str = "trends") -> str:
 # Sections
 
 
-def overview_section(years: list[Year]) -> Section:
+def overview_section(years: list[Year], built: bool = False) -> Section:
+    """Each year's figures; ``built``: with the expansion's GPUs usable that year."""
     rows = []
     for y in years:
         s = y.summary
@@ -223,10 +224,12 @@ def overview_section(years: list[Year]) -> Section:
                      percent(s.served_pflop / s.demand_pflop if s.demand_pflop else None),
                      "-" if s.cost_per_pflop_cny is None else f"{s.cost_per_pflop_cny:.4g}",
                      f"{s.co2_t:,.1f}", f"{s.gpus:,}", f"+{s.settings.gpus_added:,}",
+                     *([f"+{s.settings.gpus_built:,}"] if built else []),
                      f"{s.settings.carbon_price_cny_per_t_co2:g}",
                      "ok" if y.verification.ok else f"{len(y.verification.violations)} violation(s)"])
     table = html_table(["year", "status", "gap", "demands", "demand PFLOP", "served PFLOP", "unserved PFLOP",
-                        "served", "CNY/PFLOP", "t CO2", "GPUs", "planned GPUs", "carbon CNY/t", "verifier"], rows)
+                        "served", "CNY/PFLOP", "t CO2", "GPUs", "planned GPUs",
+                        *(["built GPUs"] if built else []), "carbon CNY/t", "verifier"], rows)
     note = ("<p class=note>Cost per PFLOP: compute, energy, transfer and carbon (the objective's operating "
             "terms) over the work served; penalties of unserved work are not in it. 'verifier': each "
             "plan checked again by the independent verifier against its year's instance.</p>")
@@ -294,7 +297,7 @@ def scenario_report(folder: str | os.PathLike) -> tuple[str, list[Year]]:
     summary = read_scenario_summary(folder)
     years = load_years(folder, summary)
     maps = [map_data(y.instance, y.plan) for y in years]
-    sections = [overview_section(years), sectors_section(years), hubs_section(years), maps_section(years, maps)]
+    sections = [overview_section(years, summary.expansion is not None), sectors_section(years), hubs_section(years), maps_section(years, maps)]
     builds = builds_section(summary)
     if builds is not None:
         sections.insert(1, builds)
@@ -303,7 +306,10 @@ def scenario_report(folder: str | os.PathLike) -> tuple[str, list[Year]]:
     facts = [("years", f"{years[0].summary.year}-{years[-1].summary.year} ({len(years)} solved"
                        f"{'' if summary.complete else ', incomplete'})"),
              ("base year", str(summary.base_year)),
-             ("largest gap", percent(max(gaps), 3) if gaps else "-"),
+             ("largest gap of a year", percent(max(gaps), 3) if gaps else "-"),
+             *([("expansion gap", percent(summary.expansion.gap, 3)),
+                ("builds", f"{sum(b.gpus for b in summary.expansion.builds):,} GPUs")]
+               if summary.expansion else []),
              ("verifier", "ok, every year" if not bad else f"FAILED in {', '.join(map(str, bad))}")]
     data = {"eastwest-scenario-summary": summary.model_dump_json(),
             "eastwest-map-data": json.dumps({str(y.summary.year): json.loads(m.to_json())
@@ -314,14 +320,14 @@ def scenario_report(folder: str | os.PathLike) -> tuple[str, list[Year]]:
 
 def builds_section(summary: ScenarioSummary) -> Section | None:
     """What to build where and when, where the scenario chose builds (its ``expansion``)."""
-    expansion = getattr(summary, "expansion", None)
+    expansion = summary.expansion
     if expansion is None:
         return None
     rows = [[b.candidate, b.region, b.accelerator, str(b.year), str(b.usable_from_year), f"{b.gpus:,}",
              money(b.capital_cny), money(b.saving_cny)] for b in expansion.builds]
     body = html_table(["candidate", "region", "accelerator", "built", "usable from", "GPUs",
                        "capital CNY", "saving CNY"], rows) if rows else "<p>Nothing is built.</p>"
-    bound = html_table(["objective CNY", "proven lower bound", "gap", "status"],
+    bound = html_table(["objective CNY/yr, all years", "proven lower bound", "gap", "status"],
                        [[money(expansion.objective_cny), money(expansion.lower_bound_cny),
                          percent(expansion.gap, 3), expansion.status]])
     note = ("<p class=note>Chosen by the expansion optimizer (docs/expansion.md): annualized capital "
