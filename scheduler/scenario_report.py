@@ -244,11 +244,10 @@ def sectors_section(years: list[Year]) -> Section:
         row = [sector]
         for s in summaries:
             f = {x.sector.value: x for x in s.sectors}.get(sector)
-            row.append("-" if f is None else f"{f.served_pflop:,.0f} / {f.demand_pflop:,.0f} "
-                       f"({percent(f.served_share)})")
+            row.append("-" if f is None else f"{percent(f.served_share)} of {f.demand_pflop:,.0f}")
         rows.append(row)
     table = html_table(["sector", *(str(s.year) for s in summaries)], rows)
-    note = "<p class=note>Served / demand PFLOP (served share) per sector and year.</p>"
+    note = "<p class=note>Share of the demand served, of the demand in PFLOP, per sector and year.</p>"
     return Section("sectors", "Demand, served and unserved by sector", sector_svg(summaries) + note + table)
 
 

@@ -81,7 +81,7 @@ def test_the_pages_figures_are_the_summarys_and_the_plans(folder, report):
         assert y.instance.name == plan.instance
     # the sector table's cells are the summary's
     first = summary.years[0].sectors[0]
-    assert f"{first.served_pflop:,.0f} / {first.demand_pflop:,.0f}" in page
+    assert f"{100 * first.served_share:.1f}% of {first.demand_pflop:,.0f}" in page
 
 
 def test_cli_refuses_what_does_not_fit(folder, tmp_path, capsys):
