@@ -296,7 +296,8 @@ def scenario_report(folder: str | os.PathLike) -> tuple[str, list[Year]]:
     summary = read_scenario_summary(folder)
     years = load_years(folder, summary)
     maps = [map_data(y.instance, y.plan) for y in years]
-    sections = [overview_section(years, summary.expansion is not None), sectors_section(years), hubs_section(years), maps_section(years, maps)]
+    sections = [overview_section(years, summary.expansion is not None), sectors_section(years),
+                hubs_section(years), maps_section(years, maps)]
     builds = builds_section(summary)
     if builds is not None:
         sections.insert(1, builds)

@@ -102,7 +102,8 @@ def test_the_report_shows_the_builds(out):
     ({"expansion": {"candidates": "nowhere.json"}}, "nowhere.json", "no such file"),
     ({"expansion": {"budget": 3}}, "scenario.json", "scenario: field 'expansion.budget'"),
     ({"expansion": {"year_time_limit_s": 0}}, "scenario.json", "scenario: field 'expansion.year_time_limit_s'"),
-    ({"years": [2025, 2027]}, "scenario.json", "scenario: field 'years': with 'expansion' the years must be consecutive"),
+    ({"years": [2025, 2027]}, "scenario.json",
+     "scenario: field 'years': with 'expansion' the years must be consecutive"),
     ({"base": ROOT / "instances" / "tiny" / "timed_valley.json"}, "scenario.json",
      "scenario: field 'expansion': the base instance has a horizon"),
 ])
