@@ -59,6 +59,9 @@ def read_scenario_summary(folder: str | os.PathLike) -> ScenarioSummary:
     if not path.is_file():
         raise InputError(folder, [f"no {SUMMARY_FILE}: not an output folder of 'eastwest scenario'"])
     file, raw = read_raw(path)
+    if b'"eastwest-sweep"' in raw[:200]:
+        raise InputError(file, ["is a sweep's summary; 'eastwest report' reads the folder of one "
+                                "scenario ('eastwest scenario -o DIR')"])
     try:
         summary = ScenarioSummary.model_validate_json(raw)
     except ValidationError as error:

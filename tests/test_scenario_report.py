@@ -85,12 +85,16 @@ def test_the_pages_figures_are_the_summarys_and_the_plans(folder, report):
 
 
 def test_cli_refuses_what_does_not_fit(folder, tmp_path, capsys):
-    """Exit 2 naming the file, object and field: not a scenario folder, a plan given with a
-    folder, a plan of another instance, the scenario file gone; an output over an input."""
+    """Exit 2 naming the file, object and field: not a scenario folder (or a sweep's), a plan
+    given with a folder, a plan of another instance, the scenario file gone; an output over an
+    input."""
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty), "-o", str(tmp_path / "r.html")]) == 2
     assert "no summary.json" in capsys.readouterr().err
+    (empty / "summary.json").write_text(json.dumps({"kind": "eastwest-sweep", "points": []}))
+    assert main(["report", str(empty), "-o", str(tmp_path / "r.html")]) == 2
+    assert "is a sweep's summary" in capsys.readouterr().err
     assert main(["report", str(folder), str(folder / "plan-2025.json"), "-o", str(tmp_path / "r.html")]) == 2
     assert "give no plan with it" in capsys.readouterr().err
     copy = tmp_path / "copy"
