@@ -122,3 +122,14 @@ def test_a_sweep_refuses_a_scenario_with_expansion(tmp_path, capsys):
     assert main(["sweep", str(sweep), "--backend", "serial", "-o", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err
     assert "scenario.json" in err and "field 'expansion': a sweep" in err and "Traceback" not in err
+
+
+def test_the_shipped_builds_scenario_reads():
+    """instances/scenario-builds.json: three consecutive years, its candidates valid against
+    china-2025.json."""
+    from scheduler.scenario import read_expansion, read_scenario
+
+    path = ROOT / "instances" / "scenario-builds.json"
+    spec, base, _ = read_scenario(path)
+    assert spec.years == (2026, 2027, 2028) and spec.expansion is not None
+    assert len(read_expansion(spec, path, base).candidates) == 5
