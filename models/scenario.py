@@ -53,7 +53,9 @@ class ExpansionSpec(_Frozen):
         description="Each yearly solve at most this; the CLI's --time-limit overrides it.")
     savings: bool = Field(default=True, description="Re-solve without each build to price it.")
     lp_max_options: int = Field(
-        default=400_000, ge=0, description="Solve the LP relaxation up to this many options over all years.")
+        default=2_000_000, ge=0,
+        description="Solve the LP relaxation (GLOP) up to this many options over all years; above it "
+        "the bound comes from the bundle method alone, much weaker (docs/scenarios.md).")
 
 
 class Scenario(_Frozen):
