@@ -39,6 +39,25 @@ def _check_years(name: str, years: list[int], base_year: int) -> list[str]:
     return [f"field '{name}': year {y} is not after base_year {base_year}" for y in years if y <= base_year]
 
 
+class ExpansionSpec(_Frozen):
+    """Candidate builds for the scenario to choose with the expansion optimizer (docs/expansion.md):
+    the years are then planned together, builds and placements, with one proven bound."""
+
+    candidates: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="The candidates file (docs/schema/candidates.schema.json); a relative path is "
+        "relative to the scenario file.")
+    time_limit_s: float = Field(default=240.0, gt=0, le=7 * 24 * 3600,
+                                description="For the whole expansion run: bound, builds, yearly solves, savings.")
+    year_time_limit_s: float = Field(
+        default=10.0, gt=0, le=24 * 3600,
+        description="Each yearly solve at most this; the CLI's --time-limit overrides it.")
+    savings: bool = Field(default=True, description="Re-solve without each build to price it.")
+    lp_max_options: int = Field(
+        default=2_000_000, ge=0,
+        description="Solve the LP relaxation (GLOP) up to this many options over all years; above it "
+        "the bound comes from the bundle method alone, much weaker (docs/scenarios.md).")
+
+
 class Scenario(_Frozen):
     """How demand, capacity and prices change over the years, from a base instance."""
 
@@ -76,6 +95,10 @@ class Scenario(_Frozen):
     solve: dict[str, Any] = Field(
         default_factory=dict,
         description="Further solve parameters (the fields of docs/schema/params.schema.json).")
+    expansion: ExpansionSpec | None = Field(
+        default=None,
+        description="Candidate builds to choose over the years (needs consecutive years and a base "
+        "instance without a horizon); null: only the planned capacity.")
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -94,6 +117,9 @@ class Scenario(_Frozen):
             if isinstance(path, dict):
                 problems += _check_years(field, list(path), self.base_year)
         problems += _check_years("planned_capacity", list(self.planned_capacity), self.base_year)
+        if self.expansion is not None and any(b != a + 1 for a, b in zip(years, years[1:])):
+            problems.append("field 'years': with 'expansion' the years must be consecutive (builds "
+                            "are chosen year by year)")
         if problems:
             raise ValueError("\n".join(f"scenario: {p}" for p in problems))
         return self
@@ -196,6 +222,8 @@ class YearSettings(_Frozen):
     demand_factor: dict[Sector, float] = Field(description="Demand of the year / demand of the base year.")
     gpus_added: int = Field(ge=0, description="GPUs planned up to this year.")
     gpus_out: int = Field(default=0, ge=0, description="GPUs taken out by a sweep's outage case.")
+    gpus_built: int = Field(default=0, ge=0, description="GPUs of builds chosen by the expansion "
+                            "optimizer usable this year (the scenario's 'expansion').")
     carbon_price_cny_per_t_co2: float = Field(ge=0)
     electricity_price_factor: float = Field(ge=0)
     accelerator_price_factor: float = Field(ge=0)
@@ -231,6 +259,37 @@ class YearSummary(_Frozen):
     instance_file: str | None = Field(default=None, description="The year's instance, if written.")
 
 
+class ScenarioBuild(_Frozen):
+    """Steps of one candidate built in one year (a scenario with 'expansion')."""
+
+    candidate: str
+    region: str
+    accelerator: str
+    year: Year
+    usable_from_year: int
+    gpus: int = Field(ge=1)
+    capital_cny: float = Field(description="Annualized capital of these GPUs over the years planned.")
+    saving_cny: float | None = Field(
+        default=None, description="Objective re-solved without the build minus with it (capital included).")
+
+
+class ScenarioExpansion(_Frozen):
+    """The builds chosen and the expansion's total with its proven bound; money in CNY per year,
+    summed over the years (the full result: expansion.json, docs/schema/expansion.schema.json)."""
+
+    candidates_file: str
+    result_file: str = "expansion.json"
+    status: str
+    objective_cny: float | None = Field(description="Capital plus operating plus penalties, all years.")
+    lower_bound_cny: float | None
+    gap: float | None
+    capital_cny: float
+    operating_cny: float | None
+    bound_method: str
+    wall_time_s: float = Field(ge=0)
+    builds: tuple[ScenarioBuild, ...]
+
+
 class ScenarioSummary(_Frozen):
     """`eastwest scenario`'s summary.json: the years done so far, in order."""
 
@@ -243,6 +302,7 @@ class ScenarioSummary(_Frozen):
     years_planned: tuple[Year, ...]
     complete: bool = Field(description="False while running, or when interrupted.")
     years: tuple[YearSummary, ...]
+    expansion: ScenarioExpansion | None = Field(default=None, description="The builds chosen (with 'expansion').")
 
 
 class SweepPoint(_Frozen):

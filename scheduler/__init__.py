@@ -37,6 +37,8 @@ _SOURCES = {
     "write_instance": "scheduler.io",
     "html_report": "scheduler.html_report",
     "write_html_report": "scheduler.html_report",
+    "scenario_report": "scheduler.scenario_report",
+    "write_scenario_report": "scheduler.scenario_report",
     "write_plan": "scheduler.io",
     "build_graph": "scheduler.network",
     "Progress": "scheduler.params",
@@ -65,6 +67,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from scheduler.gap import GapFormatError, convert_gap_file, gap_to_instance, read_gap
     from scheduler.generate import china_instance
     from scheduler.html_report import html_report, write_html_report
+    from scheduler.scenario_report import scenario_report, write_scenario_report
     from scheduler.io import (
         InputError,
         read_instance,

@@ -31,6 +31,7 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -422,7 +423,7 @@ def check_plan_matches(instance, plan, path) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from scheduler.html_report import MissingExtra, require_matplotlib, write_html_report
-    from scheduler.io import check_writable, read_instance, read_plan
+    from scheduler.io import InputError, check_writable, read_instance, read_plan
     from scheduler.verify import verify
 
     try:
@@ -430,6 +431,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     except MissingExtra as error:
         warn(f"error: {error}")
         return EXIT_FAILED
+    if Path(args.instance).is_dir():
+        return _report_scenario(args)
+    if args.plan is None:
+        raise InputError("arguments", ["report: give INSTANCE PLAN, or a folder written by 'eastwest scenario'"])
     check_writable(args.output, protect=(args.instance, args.plan))
     instance = read_instance(args.instance)
     plan = read_plan(args.plan)
@@ -442,6 +447,26 @@ def cmd_report(args: argparse.Namespace) -> int:
              f"eastwest verify lists them); the report says so")
         return EXIT_FAILED
     say(f"report written to {args.output}")
+    return EXIT_OK
+
+
+def _report_scenario(args: argparse.Namespace) -> int:
+    """`eastwest report DIR -o FILE`: the years of a scenario's folder side by side."""
+    from scheduler.io import InputError, check_writable
+    from scheduler.scenario_report import write_scenario_report
+
+    if args.plan is not None:
+        raise InputError("arguments", [f"report: '{args.instance}' is a folder (a scenario's output); "
+                                       "give no plan with it"])
+    folder = Path(args.instance)
+    check_writable(args.output, protect=tuple(folder.glob("*.json")))
+    years = write_scenario_report(folder, args.output)
+    bad = [y for y in years if not y.verification.ok]
+    if bad:
+        warn(f"the plans of {', '.join(str(y.summary.year) for y in bad)} fail verification "
+             f"(eastwest verify lists the violations); the report says so")
+        return EXIT_FAILED
+    say(f"report of {len(years)} year(s) written to {args.output}")
     return EXIT_OK
 
 
@@ -539,6 +564,14 @@ def cmd_scenario(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
     spec, base, params = read_scenario(args.spec)
     params = _solve_overrides(args, params)
+    if spec.expansion is not None and args.time_limit is not None:  # seconds per year
+        if not 0 < args.time_limit <= 24 * 3600:
+            from scheduler.io import InputError
+
+            raise InputError("arguments", [f"--time-limit: {args.time_limit:g} must be above 0 and at "
+                                           "most 86,400 s with 'expansion'"])
+        spec = spec.model_copy(update={"expansion": spec.expansion.model_copy(
+            update={"year_time_limit_s": args.time_limit})})
     out = prepare_output(args.output, "eastwest-scenario", force=args.force)
     bar = TaskBar("years", live=sys.stderr.isatty(), quiet=args.quiet)
     run = ScenarioRun(spec, args.spec, base, params, out, write_instances=args.instances,
@@ -759,9 +792,10 @@ def parser() -> argparse.ArgumentParser:
                    help="one demand: a batch job's window, pool and run, a service's replicas per pool")
     p.set_defaults(run=cmd_show)
 
-    p = sub.add_parser("report", help="write a plan's report: one self-contained HTML page with maps")
-    p.add_argument("instance")
-    p.add_argument("plan")
+    p = sub.add_parser("report", help="write a plan's report (or a scenario folder's years side by "
+                       "side): one self-contained HTML page with maps")
+    p.add_argument("instance", help="instance file, or a folder written by 'eastwest scenario'")
+    p.add_argument("plan", nargs="?", help="plan file (not with a folder)")
     p.add_argument("-o", "--output", required=True, help="HTML file to write")
     p.add_argument("--pool-group", choices=["hub", "region", "accelerator"],
                    help="group the utilization chart by hub (default where regions name hubs), "

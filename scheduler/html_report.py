@@ -22,6 +22,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -359,12 +360,16 @@ def _frame(sites: tuple[Site, ...]) -> tuple[float, float, float, float]:
     return min(lons) - pad, max(lons) + pad, min(lats) - pad, max(lats) + pad
 
 
-def map_svg(data: MapData, *, title: str = "", name: str = "map", hub_names: dict[str, str] | None = None) -> str:
+def map_svg(data: MapData, *, title: str = "", name: str = "map", hub_names: dict[str, str] | None = None,
+            scale: tuple[float, float] | None = None, size: tuple[float, float] = (9.5, 7.0)) -> str:
     """Regions as points (area by GPU-hours of capacity, colour by utilization), flows between
-    regions as arcs from origin to where the work runs (width by work), hubs labelled."""
+    regions as arcs from origin to where the work runs (width by work), hubs labelled.
+
+    ``scale`` (largest flow, largest capacity) sizes flows and points against figures shared by
+    several maps (a scenario's years); by default against this map's own largest."""
     plt = _pyplot()
     with plt.rc_context(_STYLE):
-        fig, ax = plt.subplots(figsize=(9.5, 7.0))
+        fig, ax = plt.subplots(figsize=size)
         x0, x1, y0, y1 = _frame(data.sites)
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
@@ -373,8 +378,8 @@ def map_svg(data: MapData, *, title: str = "", name: str = "map", hub_names: dic
         ax.set_ylabel("latitude (°N)")
         ax.set_title(title)
         _draw_land(ax)
-        unit, top = _draw_flows(ax, data)
-        points = _draw_sites(ax, data)
+        unit, top = _draw_flows(ax, data, scale[0] if scale else None)
+        points = _draw_sites(ax, data, scale[1] if scale else None)
         bar = fig.colorbar(points, ax=ax, shrink=0.6, pad=0.01)
         bar.set_label("utilization (GPU-hours used / capacity)")
         bar.ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
@@ -407,31 +412,41 @@ def _draw_land(ax) -> None:
     ax.add_collection(PatchCollection(china, facecolor="#f7f1e3", edgecolor="#8d7f64", linewidth=0.7))
 
 
-def _draw_flows(ax, data: MapData) -> tuple[str, float]:
-    """Arcs between regions, widest last; (the unit of their width, the largest flow's value):
-    PFLOP where every flow has a work figure, else GPU-hours."""
+def flow_weight(data: MapData) -> tuple[str, Callable[[Flow], float]]:
+    """What a map's flow widths measure: PFLOP where every flow between regions has a work
+    figure, else GPU-hours; (unit, the flow's value)."""
+    remote = [f for f in data.flows if f.origin != f.target]
+    if all(f.work_pflop > 0 for f in remote):
+        return "PFLOP", lambda f: f.work_pflop
+    return "GPU-h", lambda f: f.gpu_hours
+
+
+def _draw_flows(ax, data: MapData, top: float | None = None) -> tuple[str, float]:
+    """Arcs between regions, widest last, widths against ``top`` (default: the largest flow's
+    value); (the unit of their width, ``top``)."""
     from matplotlib.patches import FancyArrowPatch
 
     where = {s.id: s for s in data.sites}
     remote = [f for f in data.flows if f.origin != f.target]
-    by_work = all(f.work_pflop > 0 for f in remote)
-    weight = (lambda f: f.work_pflop) if by_work else (lambda f: f.gpu_hours)
-    top = max((weight(f) for f in remote), default=0.0)
+    unit, weight = flow_weight(data)
+    if top is None:
+        top = max((weight(f) for f in remote), default=0.0)
     for f in sorted(remote, key=weight):
         a, b = where[f.origin], where[f.target]
-        share = weight(f) / top if top else 0.0
+        share = min(1.0, weight(f) / top) if top else 0.0
         width = _flow_width(share)
         ax.add_patch(FancyArrowPatch((a.lon, a.lat), (b.lon, b.lat), connectionstyle="arc3,rad=0.18",
                                      arrowstyle="-|>", mutation_scale=6 + width, linewidth=width,
                                      color=FLOW_COLOUR, alpha=0.25 + 0.5 * share, zorder=3, shrinkB=3))
-    return ("PFLOP" if by_work else "GPU-h"), top
+    return unit, top
 
 
-def _draw_sites(ax, data: MapData):
-    """Regions without pools as small white points, the others sized and coloured; the latter returned."""
+def _draw_sites(ax, data: MapData, biggest: float | None = None):
+    """Regions without pools as small white points, the others sized (against ``biggest``,
+    default this map's largest capacity) and coloured; the latter returned."""
     with_pools = [s for s in data.sites if s.capacity_gpu_hours > 0]
     others = [s for s in data.sites if s.capacity_gpu_hours <= 0]
-    biggest = max((s.capacity_gpu_hours for s in with_pools), default=1.0)
+    biggest = biggest or max((s.capacity_gpu_hours for s in with_pools), default=1.0)
     ax.scatter([s.lon for s in others], [s.lat for s in others], s=10, facecolor="white",
                edgecolor="#555", linewidth=0.6, zorder=4)
     return ax.scatter([s.lon for s in with_pools], [s.lat for s in with_pools],
@@ -638,6 +653,8 @@ table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;font-variant-nume
 th,td{padding:.2rem .6rem;border-bottom:1px solid #e4e4dc;text-align:left}
 .num{text-align:right}thead th{background:#efefe8}tfoot th{border-top:2px solid #bbb}
 p.note{font-size:.85rem;color:#52606d;max-width:70rem}
+.multiples{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:.4rem 1rem}
+.multiples figure{margin:0}.multiples figcaption{font-weight:600;font-size:.9rem}
 """
 
 

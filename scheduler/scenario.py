@@ -29,6 +29,8 @@ from models.scenario import (
     HubFigures,
     RatePath,
     Scenario,
+    ScenarioBuild,
+    ScenarioExpansion,
     ScenarioSummary,
     SectorFigures,
     YearSettings,
@@ -96,6 +98,8 @@ def read_scenario(path: str | os.PathLike) -> tuple[Scenario, Instance, SolvePar
     spec = read_spec(path, Scenario, "scenario")
     base = read_instance(base_path(spec, path))
     check_against(spec, base, path)
+    if spec.expansion is not None:
+        read_expansion(spec, path, base)
     params = solve_params(spec.solve, path, "scenario")
     if spec.time_limit_s is not None:
         params = params.model_copy(update={"time_limit_s": spec.time_limit_s})
@@ -106,6 +110,33 @@ def base_path(spec: Scenario, spec_path: str | os.PathLike) -> Path:
     """The base instance's path: relative paths are relative to the scenario file."""
     target = Path(spec.base_instance)
     return target if target.is_absolute() else Path(spec_path).parent / target
+
+
+def candidates_path(spec: Scenario, spec_path: str | os.PathLike) -> Path:
+    """The expansion's candidates file: relative paths are relative to the scenario file."""
+    target = Path(spec.expansion.candidates)
+    return target if target.is_absolute() else Path(spec_path).parent / target
+
+
+def read_expansion(spec: Scenario, spec_path: str | os.PathLike, base: Instance):
+    """The scenario's candidate builds (a `CandidateSet`), checked against the base instance:
+    problems with a candidate name the candidates file, the others the scenario file."""
+    from scheduler.expansion import check_input, read_candidates
+
+    if base.timed:
+        raise InputError(spec_path, ["scenario: field 'expansion': the base instance has a horizon "
+                                     "(schema version 2); expansion plans single-window instances only"])
+    where = candidates_path(spec, spec_path)
+    candidates = read_candidates(where)
+    # every year's instance keeps the base's window, quantum, regions and horizon
+    problems = check_input([(year, base) for year in spec.years], candidates.candidates)
+    of_candidates = [p for p in problems if p.startswith("candidate")]
+    if of_candidates:
+        raise InputError(where, of_candidates)
+    lines = list(dict.fromkeys(f"scenario: field 'expansion': {p}" for p in problems))
+    if lines:
+        raise InputError(spec_path, lines)
+    return candidates
 
 
 def check_against(spec: Scenario, base: Instance, where) -> None:
@@ -314,8 +345,9 @@ def hub_of(region) -> str:
 
 
 def summarize(instance: Instance, plan: Plan, verification: Verification, setting: YearSetting,
-              base: Instance) -> YearSummary:
-    """The year's figures, computed from the instance, the plan and the verifier's verdict."""
+              base: Instance, built: int = 0) -> YearSummary:
+    """The year's figures, computed from the instance, the plan and the verifier's verdict
+    (``built``: GPUs of the expansion's builds in the instance)."""
     slots = instance.horizon.slots if instance.horizon else 1
     slot_hours = instance.horizon.slot_hours if instance.horizon else 1.0
     by_id = {d.id: d for d in instance.demands}
@@ -367,8 +399,8 @@ def summarize(instance: Instance, plan: Plan, verification: Verification, settin
         verified=verification.ok, violations=len(verification.violations),
         engine=plan.stats.engine, wall_time_s=plan.stats.wall_time_s,
         settings=YearSettings(
-            demand_factor=setting.demand_factor, gpus_added=added,
-            gpus_out=sum(base_gpus.values()) + added - gpus,
+            demand_factor=setting.demand_factor, gpus_added=added, gpus_built=built,
+            gpus_out=sum(base_gpus.values()) + added + built - gpus,
             carbon_price_cny_per_t_co2=weights.carbon_price_cny_per_t_co2,
             electricity_price_factor=setting.electricity_factor,
             accelerator_price_factor=setting.accelerator_price_factor),
@@ -446,12 +478,17 @@ class ScenarioRun:
         self.on_event = on_event or (lambda event: None)
         self.stop = stop or threading.Event()
         self.protect = (self.spec_path, base_path(spec, spec_path))
+        if spec.expansion is not None:
+            self.protect += (candidates_path(spec, spec_path),)
         self.done: list[YearSummary] = []
+        self.expansion: ScenarioExpansion | None = None
         self.interrupted = False
 
     def run(self) -> list[YearSummary]:
         """Solve every year; an interrupt keeps the years done (``interrupted`` set)."""
         settings = year_settings(self.spec)
+        if self.spec.expansion is not None:
+            return self._run_expansion(settings)
         total = len(settings)
         for setting in settings:
             if self.stop.is_set():
@@ -482,6 +519,55 @@ class ScenarioRun:
         self.write_summary(complete=not self.interrupted and len(self.done) == total)
         return self.done
 
+    def _run_expansion(self, settings: list[YearSetting]) -> list[YearSummary]:
+        """Every year at once: the expansion optimizer chooses the builds and each year's
+        placement (docs/expansion.md); each year's instance, with its builds, is written. Not
+        interruptible while the optimizer runs: an interrupt then keeps nothing."""
+        from models.expansion import ExpansionParams
+        from scheduler.expansion import ExpansionInputError, plan_expansion
+
+        ex = self.spec.expansion
+        where = candidates_path(self.spec, self.spec_path)
+        candidates = read_expansion(self.spec, self.spec_path, self.base)
+        total = len(settings)
+        if self.stop.is_set():
+            self.interrupted = True
+            self.write_summary(complete=False)
+            return self.done
+        self.on_event(RunEvent("start", "expansion", 0, total, ("expansion",)))
+        years = [(s.year, derive_instance(self.base, s)) for s in settings]
+        params = ExpansionParams(time_limit_s=ex.time_limit_s, year_time_limit_s=ex.year_time_limit_s,
+                                 seed=self.params.seed, workers=self.params.workers, savings=ex.savings,
+                                 lp_max_options=ex.lp_max_options)
+        try:
+            run = plan_expansion(years, candidates.candidates, params, on_progress=lambda text: self.on_event(
+                RunEvent("solve", "expansion", 0, total, ("expansion",), text.strip())))
+        except ExpansionInputError as error:
+            raise InputError(self.spec_path, [f"scenario: field 'expansion': {p}" for p in error.problems]) from None
+        year_rows = []
+        for setting, instance, result, row in zip(settings, run.instances, run.plans,
+                                                  run.result.year_summaries, strict=True):
+            summary = summarize(instance, result.plan, result.verification, setting, self.base,
+                                built=sum(row.built_gpus.values()))
+            summary = self._write_year(summary, result.plan, instance)
+            self.done.append(summary)
+            year_rows.append(row.model_copy(update={"plan_file": summary.plan_file}))
+        result = run.result.model_copy(update={"year_summaries": tuple(year_rows)})
+        write_text(result.model_dump_json(indent=1), self.out / "expansion.json", protect=self.protect)
+        self.expansion = ScenarioExpansion(
+            candidates_file=str(where), status=result.status.value, objective_cny=result.objective_cny,
+            lower_bound_cny=result.lower_bound_cny, gap=result.gap, capital_cny=result.capital_cny,
+            operating_cny=result.operating_cny, bound_method=result.bound_method,
+            wall_time_s=float(result.stats.get("wall_time_s", 0.0)),
+            builds=tuple(ScenarioBuild(candidate=b.candidate, region=b.region, accelerator=b.accelerator,
+                                       year=b.year, usable_from_year=b.usable_from_year, gpus=b.gpus,
+                                       capital_cny=b.capital_cny, saving_cny=b.saving_cny)
+                         for b in result.builds))
+        self.write_summary(complete=True)
+        self.on_event(RunEvent("finish", "expansion", total, total, (),
+                               f"gap {_pct(result.gap, 2)}, {len(result.builds)} build(s)"))
+        return self.done
+
     def _write_year(self, summary: YearSummary, plan: Plan, instance: Instance | None) -> YearSummary:
         plan_name = f"plan-{summary.year}.json"
         write_text(plan.model_dump_json(indent=1), self.out / plan_name, protect=self.protect)
@@ -495,13 +581,14 @@ class ScenarioRun:
         return ScenarioSummary(
             name=self.spec.name, scenario_file=str(self.spec_path),
             base_instance=str(base_path(self.spec, self.spec_path)), base_year=self.spec.base_year,
-            years_planned=self.spec.years, complete=complete, years=tuple(self.done))
+            years_planned=self.spec.years, complete=complete, years=tuple(self.done),
+            expansion=self.expansion)
 
     def write_summary(self, complete: bool) -> None:
         summary = self.summary(complete)
         write_text(summary.model_dump_json(indent=1), self.out / SUMMARY_FILE, protect=self.protect)
-        write_text(tables(summary.years, complete=complete) + "\n", self.out / TABLE_FILE,
-                   protect=self.protect)
+        write_text(tables(summary.years, complete=complete, expansion=summary.expansion) + "\n",
+                   self.out / TABLE_FILE, protect=self.protect)
 
 
 def run_scenario(spec_path: str | os.PathLike, out: str | os.PathLike, *, params: SolveParams | None = None,
@@ -577,13 +664,30 @@ def year_tables(s: YearSummary) -> str:
             f"gap {_pct(s.gap, 3)}, {'verified' if s.verified else 'VERIFICATION FAILED'}\n"
             f"cost {_sig(s.cost_per_pflop_cny)} CNY/PFLOP, {_num(s.co2_t, 1)} tCO2, carbon price "
             f"{st.carbon_price_cny_per_t_co2:g} CNY/t, electricity x{st.electricity_price_factor:.3f}, "
-            f"GPU-hour price x{st.accelerator_price_factor:.3f}, +{st.gpus_added:,} GPUs planned")
+            f"GPU-hour price x{st.accelerator_price_factor:.3f}, +{st.gpus_added:,} GPUs planned"
+            + (f", +{st.gpus_built:,} built" if st.gpus_built else ""))
     return "\n\n".join([head, sectors, hubs])
 
 
-def tables(years, *, complete: bool = True) -> str:
-    """The readable summary: the overview, then each year's tables."""
-    parts = [overview_table(years)] + [year_tables(s) for s in years]
+def builds_table(expansion: ScenarioExpansion) -> str:
+    """What to build where and when, and the expansion's objective, bound and gap."""
+    from scheduler.report import money, table
+
+    rows = [[b.candidate, b.region, b.accelerator, str(b.year), str(b.usable_from_year), f"{b.gpus:,}",
+             money(b.capital_cny), money(b.saving_cny)] for b in expansion.builds]
+    head = ("builds (expansion; CNY per year summed over the years: capital annualized, saving "
+            "re-solved without the build)")
+    body = (table(["candidate", "region", "accelerator", "built", "usable", "GPUs", "capital CNY",
+                   "saving CNY"], rows) if rows else "(nothing to build)")
+    foot = (f"objective {money(expansion.objective_cny)} CNY, bound {money(expansion.lower_bound_cny)}, "
+            f"gap {_pct(expansion.gap, 3)}, {expansion.status} ({expansion.wall_time_s:.0f} s)")
+    return "\n".join([head, body, foot])
+
+
+def tables(years, *, complete: bool = True, expansion: ScenarioExpansion | None = None) -> str:
+    """The readable summary: the overview, the builds (with expansion), then each year's tables."""
+    parts = [overview_table(years)] + ([builds_table(expansion)] if expansion else [])
+    parts += [year_tables(s) for s in years]
     if not complete:
         parts.append("(incomplete: not every year has been solved)")
     return "\n\n".join(parts)

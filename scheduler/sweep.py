@@ -83,6 +83,10 @@ def read_sweep(path: str | os.PathLike) -> tuple[Sweep, Path, Scenario, Instance
     spec, base, params = read_scenario(scenario_path)
     merged = params.model_dump() | sweep.solve | {"workers": 1}
     params = solve_params(merged, path, "sweep")
+    if spec.expansion is not None:
+        raise InputError(scenario_path, ["scenario: field 'expansion': a sweep solves each year on its "
+                                         "own and cannot choose builds; run the scenario with "
+                                         "'eastwest scenario', or name the builds in planned_capacity"])
     problems = []
     if sweep.years is not None:
         problems += [f"sweep: field 'years': {y} is not a year of the scenario"
