@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from models.base import Frozen as _Frozen
 from models.instance import Id, Name, NonNegative, Positive, Precision, Speed
 from models.plan import Status
 
 HOURS_PER_YEAR = 8760.0
 """A year of operation: a window's operating cost is scaled to a year by HOURS_PER_YEAR / window_hours."""
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PoolTemplate(_Frozen):

@@ -10,7 +10,9 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, Field
+
+from models.base import Frozen as _Frozen
 
 BEIJING = timezone(timedelta(hours=8), "CST")
 """Beijing time (UTC+8), in which horizons start unless they say otherwise."""
@@ -25,10 +27,6 @@ TARIFF_PERIODS = "CPFVD"
 """Tariff period codes: C critical peak, P peak, F flat, V valley, D deep valley."""
 
 PERIOD_NAMES = {"C": "critical", "P": "peak", "F": "flat", "V": "valley", "D": "deep_valley"}
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Horizon(_Frozen):

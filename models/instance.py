@@ -11,8 +11,9 @@ from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
+from models.base import Frozen as _Frozen
 from models.horizon import MAX_SLOTS, Horizon, Outage, TariffPeriods, time_problems
 
 SCHEMA_VERSION = 1
@@ -97,10 +98,6 @@ class Sector(StrEnum):
     EDUCATION = "education"
     AGRICULTURE = "agriculture"
     OTHER = "other"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class AcceleratorPool(_Frozen):

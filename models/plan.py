@@ -9,8 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from models.base import Frozen as _Frozen
 from models.instance import SCHEMA_VERSION, Id, Precision
 
 
@@ -76,10 +77,6 @@ RULES: tuple[Reason, ...] = (
     Reason.PRICE_CAP,
 )
 """The eligibility rules, in the order they are checked."""
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 Cny = Annotated[float, Field(description="CNY, objective contribution")]

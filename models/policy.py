@@ -12,7 +12,9 @@ from collections import Counter
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
+
+from models.base import Frozen as _Frozen
 
 if TYPE_CHECKING:
     from models.instance import Instance
@@ -37,10 +39,6 @@ class Fairness(StrEnum):
     NONE = "none"
     SECTOR = "sector"
     ORIGIN = "origin"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Quota(_Frozen):

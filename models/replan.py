@@ -10,14 +10,11 @@ the new pool lies in another region than the old one.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from models.base import Frozen as _Frozen
 from models.horizon import MAX_SLOTS
 from models.instance import Id, NonNegative
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Baseline(_Frozen):

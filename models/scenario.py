@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, model_validator
+from pydantic import Discriminator, Field, StringConstraints, Tag, model_validator
 
+from models.base import Frozen as _Frozen
 from models.instance import AMOUNT_LIMIT, Id, Name, NonNegative, Sector
 
 Year = Annotated[int, Field(ge=1900, le=2200)]
@@ -27,10 +28,6 @@ PATH_TAGS = ("rate", "by_year")
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 SCENARIO_SCHEMA_VERSION = 1
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _check_years(name: str, years: list[int], base_year: int) -> list[str]:
