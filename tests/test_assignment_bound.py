@@ -99,3 +99,24 @@ def test_national_scale_shapes_do_not_fit():
     options = random_options(1)
     big = type(options)(**{**options.__dict__, "capacity": options.capacity * 10**6})
     assert not fits(big)
+
+
+@pytest.mark.parametrize("repair", [0, 5])
+def test_engine_reports_the_knapsack_bound_and_stays_valid(monkeypatch, repair):
+    """Through solve_large (iteration limit, one worker): the knapsack phase runs on a GAP
+    problem, its bound is below the optimum and the plan is feasible, with and without repair."""
+    from scheduler import SolveParams
+    from scheduler.engines import large
+    from scheduler.engines.primal import is_feasible, objective
+
+    monkeypatch.setattr(large, "REPAIR_EVERY", repair)
+    options = compile_options(gap_to_instance(small_gap(2, m=3, n=10)))
+    best = brute_force(options)
+    result = large.solve_large(options, SolveParams(time_limit_s=60, workers=1, seed=0,
+                                                    iteration_limit=3))
+    assert is_feasible(options, result.choice)
+    assert result.lower_bound <= best + TOL <= objective(options, result.choice) + 2 * TOL
+    if "knapsack_steps" in result.details:  # absent only when the first plan was proven
+        assert result.details["knapsack_bound"] <= best + TOL
+        assert result.details["knapsack_repairs"] == (
+            result.details["knapsack_steps"] // repair if repair else 0)

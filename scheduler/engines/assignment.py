@@ -188,11 +188,14 @@ def subgradient_ascent(relax: AssignmentRelaxation, mu0: np.ndarray, target: flo
                        deadline: float, max_iterations: int,
                        stop: Callable[[], bool] = lambda: False,
                        on_bound: Callable[[float], None] | None = None,
-                       patience: int = 25) -> AscentResult:
+                       patience: int = 25,
+                       on_evaluation: Callable[[int, Evaluation], None] | None = None
+                       ) -> AscentResult:
     """Deflected subgradient ascent with Polyak steps towards ``target`` (an incumbent's cost).
 
     The step size factor halves after ``patience`` steps without a new best and the iterate
     returns to the best; deterministic for given inputs when the deadline does not bind.
+    ``on_evaluation(step, evaluation)`` sees every evaluation (e.g. to build plans from it).
     """
     current = relax.evaluate(mu0)
     best = current
@@ -216,6 +219,8 @@ def subgradient_ascent(relax: AssignmentRelaxation, mu0: np.ndarray, target: flo
         trial = relax.evaluate(current.mu + step * direction)
         iterations += 1
         current = trial
+        if on_evaluation is not None:
+            on_evaluation(iterations, trial)
         if trial.value > best.value + 1e-12 * max(1.0, abs(best.value)):
             best = trial
             quiet = 0

@@ -62,6 +62,7 @@ CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) c
 ASSIGNMENT_SHARE = 0.15  # at most this share of the time goes to the knapsack (assignment) bound
 ASSIGNMENT_STEPS = 5_000  # its subgradient steps at most (a time limit alone)
 ASSIGNMENT_DETERMINISTIC_STEPS = 60  # ... with an iteration limit (the clock then never binds)
+REPAIR_EVERY = 0  # a plan from the knapsacks' choice every this many steps (0: off, see docs)
 
 
 class _Run:
@@ -260,9 +261,25 @@ def _assignment_bound(run: _Run, lam: np.ndarray, deterministic: bool, details: 
     def stop() -> bool:
         return run.stopped() or run.done()
 
+    run_rc = CapacityRelaxation(run.o).reduced_costs(lam)
+    repairs = [0, 0]
+
+    def repair(step: int, e: assignment.Evaluation) -> None:
+        """Lagrangian heuristic: the knapsacks' choice first (it fits; a demand taken twice
+        keeps its cheapest), the other demands by regret on the capacity reduced costs."""
+        if step % REPAIR_EVERY or run.stopped():
+            return
+        before = run.objective
+        _build(run, np.where(e.taken, run.o.cost - run.big, run_rc))
+        repairs[0] += 1
+        repairs[1] += run.objective < before
+
     result = assignment.subgradient_ascent(
         relax, relax.start(lam), run.objective, deadline, steps, stop=stop,
-        on_bound=lambda value: run.raise_bound(value, "knapsack"))
+        on_bound=lambda value: run.raise_bound(value, "knapsack"),
+        on_evaluation=repair if REPAIR_EVERY else None)
+    details["knapsack_repairs"] = repairs[0]
+    details["knapsack_repair_wins"] = repairs[1]
     details["knapsack_bound"] = result.best.bound
     details["knapsack_steps"] = result.iterations
     details["knapsack_s"] = run.elapsed() - started
