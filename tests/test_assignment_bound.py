@@ -110,13 +110,13 @@ def test_engine_reports_the_knapsack_bound_and_stays_valid(monkeypatch, repair):
     from scheduler.engines.primal import is_feasible, objective
 
     monkeypatch.setattr(large, "REPAIR_EVERY", repair)
-    options = compile_options(gap_to_instance(small_gap(2, m=3, n=10)))
-    best = brute_force(options)
+    options = compile_options(gap_to_instance(small_gap(1, m=4, n=16)))
+    best = exact_optimum(options)
     result = large.solve_large(options, SolveParams(time_limit_s=60, workers=1, seed=0,
                                                     iteration_limit=3))
     assert is_feasible(options, result.choice)
     assert result.lower_bound <= best + TOL <= objective(options, result.choice) + 2 * TOL
-    if "knapsack_steps" in result.details:  # absent only when the first plan was proven
-        assert result.details["knapsack_bound"] <= best + TOL
-        assert result.details["knapsack_repairs"] == (
-            result.details["knapsack_steps"] // repair if repair else 0)
+    assert result.details["knapsack_steps"] == large.ASSIGNMENT_DETERMINISTIC_STEPS
+    assert result.details["knapsack_bound"] <= best + TOL
+    assert result.details["knapsack_repairs"] == (
+        result.details["knapsack_steps"] // repair if repair else 0)

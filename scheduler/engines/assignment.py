@@ -28,20 +28,22 @@ from scheduler.compile import Options
 MAX_CAPACITY = 100_000  # largest pool capacity (quanta) the knapsack programme takes
 MAX_DP_CELLS = 50_000_000  # largest sum over pools of options x capacity (the worst evaluation)
 MAX_OPTIONS = 200_000
+MAX_POOL_CELLS = 3_000_000  # largest options x capacity of one pool (Yagiura n <= 900: <= 2.2M)
 EPS = 2.0 ** -52
 DP_CELLS = 100_000  # knapsacks up to this many items x capacity take the dynamic programme
 
 
 def fits(o: Options) -> bool:
-    """Whether the knapsack relaxation is cheap enough to try: small capacities, few options, and
-    more than one demand per pool on average (otherwise it is the trivial relaxation)."""
+    """Whether the knapsack relaxation is cheap enough to try: small capacities in quanta, few
+    options, and no pool whose knapsack (options x capacity) is large."""
     if o.n_options == 0 or o.n_options > MAX_OPTIONS or o.n_pools < 2:
         return False
     cap = o.capacity
     if int(cap.max()) > MAX_CAPACITY:
         return False
-    per_pool = np.bincount(o.pool, minlength=o.n_pools)
-    return float(per_pool @ np.minimum(cap, MAX_CAPACITY)) <= MAX_DP_CELLS
+    per_pool = np.bincount(o.pool, minlength=o.n_pools).astype(np.float64)
+    cells = per_pool * cap
+    return float(cells.max()) <= MAX_POOL_CELLS and float(cells.sum()) <= MAX_DP_CELLS
 
 
 @dataclass(frozen=True, eq=False)
