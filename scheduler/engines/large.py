@@ -27,6 +27,7 @@ from models import OPTIMAL_GAP, Status
 from scheduler.compile import Options
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import available_cores, cost_scale, rounding_errors, scaled_costs
+from scheduler.engines import assignment
 from scheduler.engines.exchange import MAX_DEMANDS as EXCHANGE_MAX_DEMANDS
 from scheduler.engines.exchange import Exchanger, perturb
 from scheduler.engines.lagrangian import CapacityRelaxation, DualAscent, smoothed_ascent
@@ -59,6 +60,10 @@ EXCHANGE_STEPS = 5  # exchange-search steps per sub-solve with one worker
 RAISED_MAX_OPTIONS = 1_000_000  # above this, plans are built at the dual optima only
 DETERMINISTIC_SUB_LIMIT = 1.0  # CP-SAT deterministic time per sub-solve, at most (and with an iteration limit)
 CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) core runs
+ASSIGNMENT_SHARE = 0.15  # at most this share of the time goes to the knapsack (assignment) bound
+ASSIGNMENT_STEPS = 5_000  # its subgradient steps at most (a time limit alone)
+ASSIGNMENT_DETERMINISTIC_STEPS = 60  # ... with an iteration limit (the clock then never binds)
+REPAIR_EVERY = 0  # a plan from the knapsacks' choice every this many steps (0: off, see docs)
 
 
 class _Run:
@@ -217,6 +222,12 @@ def solve_large(
         hint = np.asarray(hint, dtype=np.int64)
         run.offer(hint if run.stopped() else shift_moves(o, hint, run.big)[0])
 
+    # 2b. GAP-like instances (small capacities in quanta): the Lagrangian relaxation of the
+    #     assignment rows, one exact knapsack per pool, from the capacity duals (never below them).
+    if assignment.fits(o) and run.choice is not None and not run.missing and not run.done() \
+            and not run.stopped():
+        _assignment_bound(run, dual.best.lam, deterministic, details)
+
     # 3. CP-SAT neighbourhood search around the incumbent.
     if o.n_options and run.choice is not None and not run.done():
         _Search(run, rc, dual.best.bound, workers).run_until_done(details)
@@ -236,6 +247,43 @@ def solve_large(
     name = "OPTIMAL" if status == Status.OPTIMAL else (
         "STOPPED" if run.stopped() else "FEASIBLE")
     return EngineResult(run.choice, status, lb, name, **common)
+
+
+def _assignment_bound(run: _Run, lam: np.ndarray, deterministic: bool, details: dict) -> None:
+    """Raise the bound by subgradient ascent on the assignment relaxation (`assignment`)."""
+    started = run.elapsed()
+    relax = assignment.AssignmentRelaxation(run.o)
+    if deterministic:
+        deadline, steps = run.deadline, ASSIGNMENT_DETERMINISTIC_STEPS
+    else:
+        deadline = min(run.deadline, run.started + ASSIGNMENT_SHARE * run.params.time_limit_s)
+        steps = ASSIGNMENT_STEPS
+
+    def stop() -> bool:
+        return run.stopped() or run.done()
+
+    run_rc = CapacityRelaxation(run.o).reduced_costs(lam)
+    repairs = [0, 0]
+
+    def repair(step: int, e: assignment.Evaluation) -> None:
+        """Lagrangian heuristic: the knapsacks' choice first (it fits; a demand taken twice
+        keeps its cheapest), the other demands by regret on the capacity reduced costs."""
+        if step % REPAIR_EVERY or run.stopped():
+            return
+        before = run.objective
+        _build(run, np.where(e.taken, run.o.cost - run.big, run_rc))
+        repairs[0] += 1
+        repairs[1] += run.objective < before
+
+    result = assignment.subgradient_ascent(
+        relax, relax.start(lam), run.objective, deadline, steps, stop=stop,
+        on_bound=lambda value: run.raise_bound(value, "knapsack"),
+        on_evaluation=repair if REPAIR_EVERY else None)
+    details["knapsack_repairs"] = repairs[0]
+    details["knapsack_repair_wins"] = repairs[1]
+    details["knapsack_bound"] = result.best.bound
+    details["knapsack_steps"] = result.iterations
+    details["knapsack_s"] = run.elapsed() - started
 
 
 def _build(run: _Run, rc: np.ndarray) -> None:
