@@ -284,27 +284,35 @@ def headless(binary: str, profile: Path, *args: str) -> subprocess.CompletedProc
         capture_output=True, text=True, timeout=180)
 
 
-@pytest.mark.skipif(browser() is None, reason="no Chromium installed")
-def test_page_loads_in_headless_chromium(week, tmp_path):
-    """The week's page loads from file:// with no console message; the DOM has every section;
-    the screenshot is not blank and shows the flows' orange."""
+def load_in_chromium(page: Path, tmp_path: Path, sections, size: tuple[int, int]):
+    """Load ``page`` from file:// in headless Chromium: no console message, every section in the
+    DOM, and a screenshot that is not blank and shows the flows' orange (#c2410c at 25-75% on
+    the map's land). Returns the screenshot."""
     from PIL import Image
 
-    instance, plan = week
-    page = tmp_path / "report.html"
-    write_html_report(instance, plan, page)
     shot = tmp_path / "shot.png"
-    done = headless(browser(), tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,1400",
-                    page.as_uri())
+    done = headless(browser(), tmp_path / "profile", f"--screenshot={shot}",
+                    f"--window-size={size[0]},{size[1]}", page.as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     assert not [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     dom = headless(browser(), tmp_path / "profile", "--dump-dom", page.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for section in SECTIONS:
+    for section in sections:
         assert f'<section id="{section}">' in dom.stdout
     image = Image.open(shot).convert("RGB")
-    assert image.size == (1200, 1400)
     colours = image.getcolors(maxcolors=1 << 20)
     assert len(colours) > 100  # not one colour: a page with a map
     orange = sum(n for n, (r, g, b) in colours if r > 180 and 60 < g < 160 and b < 110)
-    assert orange > 200  # the flows (#c2410c at 25-75% on the map's land)
+    assert orange > 200
+    return image
+
+
+@pytest.mark.skipif(browser() is None, reason="no Chromium installed")
+def test_page_loads_in_headless_chromium(week, tmp_path):
+    """The week's page loads from file:// with no console message; the DOM has every section;
+    the screenshot is not blank and shows the flows' orange."""
+    instance, plan = week
+    page = tmp_path / "report.html"
+    write_html_report(instance, plan, page)
+    image = load_in_chromium(page, tmp_path, SECTIONS, (1200, 1400))
+    assert image.size == (1200, 1400)

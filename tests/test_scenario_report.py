@@ -24,7 +24,7 @@ from scheduler.scenario import run_scenario
 pytest.importorskip("matplotlib")
 
 from scheduler.scenario_report import load_years, read_scenario_summary  # noqa: E402
-from tests.test_html_report import browser, embedded, headless  # noqa: E402
+from tests.test_html_report import browser, embedded, load_in_chromium  # noqa: E402
 
 SECTIONS = ("overview", "sectors", "hubs", "maps")
 YEARS = [2025, 2026, 2027]
@@ -120,21 +120,6 @@ def test_cli_refuses_what_does_not_fit(folder, tmp_path, capsys):
 def test_page_loads_in_headless_chromium(folder, tmp_path):
     """The page loads from file:// with no console message, every section is in the DOM, and
     the screenshot shows the maps' flows (orange)."""
-    from PIL import Image
-
     page = tmp_path / "report.html"
     assert main(["report", str(folder), "-o", str(page)]) == 0
-    shot = tmp_path / "shot.png"
-    done = headless(browser(), tmp_path / "profile", f"--screenshot={shot}", "--window-size=1200,4000",
-                    page.as_uri())
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert not [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
-    dom = headless(browser(), tmp_path / "profile", "--dump-dom", page.as_uri())
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    for section in SECTIONS:
-        assert f'<section id="{section}">' in dom.stdout
-    image = Image.open(shot).convert("RGB")
-    colours = image.getcolors(maxcolors=1 << 20)
-    assert len(colours) > 100
-    orange = sum(n for n, (r, g, b) in colours if r > 180 and 60 < g < 160 and b < 110)
-    assert orange > 200
+    load_in_chromium(page, tmp_path, SECTIONS, (1200, 4000))
