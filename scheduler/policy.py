@@ -43,6 +43,12 @@ def work_tolerance(instance: Instance) -> float:
     return 1e-6 + 1e-9 * math.fsum(d.work_pflop or 0.0 for d in instance.demands)
 
 
+def work_scale(options) -> float:
+    """The power of ten S that scales the work rows: n / S is at most the work tolerance."""
+    n = max(options.n_demands, 1)
+    return 10.0 ** math.ceil(math.log10(n / work_tolerance(options.compiler.instance)))
+
+
 def in_group(instance: Instance, quota) -> np.ndarray:
     """bool [demands]: the demands the quota's sector and origin pick."""
     tags = {r.id: set(r.tags) for r in instance.regions}
@@ -68,8 +74,7 @@ def quota_rows(options) -> list[Row]:
         return []
     rows: list[Row] = []
     work = demand_work(inst)
-    n = max(options.n_demands, 1)
-    scale = 10.0 ** math.ceil(math.log10(n / work_tolerance(inst)))
+    scale = work_scale(options)
     for q in inst.policy.quotas:
         group = in_group(inst, q)[options.demand]
         scope = in_scope(inst, q)
@@ -202,8 +207,7 @@ def _rows_as_le(options) -> list[tuple[Row, np.ndarray, float, float]]:
     scale to the reported unit). Work rows keep the engine's outward rounding, so they relax the
     rule exactly as the engine's rows do."""
     inst = options.compiler.instance
-    n = max(options.n_demands, 1)
-    scale = 10.0 ** math.ceil(math.log10(n / work_tolerance(inst)))
+    scale = work_scale(options)
     by_id = {q.id: q for q in inst.policy.quotas}
     out = []
     for row in quota_rows(options):
