@@ -10,8 +10,9 @@ where KP_p(mu) = max { sum_k (mu[d(k)] - c[k]) x[k] : sum_k u[k] x[k] <= cap[p],
 the options k of pool p. Every mu gives a lower bound on the true (integer) problem; the best one
 equals the column-generation bound and is at least the capacity relaxation's (LP) value, which it
 starts from: mu[d] = min_k (c[k] + lam[p(k)] u[k]) (capped at pi[d]). The knapsacks are solved
-exactly by a numpy dynamic programme over the capacity in quanta, so this is only used where the
-capacities are small (GAP-like instances, `fits`). See docs/large-engine.md.
+exactly, small ones by a numpy dynamic programme over the capacity in quanta, larger ones by
+OR-Tools' branch and bound on profits rounded up, so this is only used where the capacities are
+small (GAP-like instances, `fits`). See docs/large-engine.md.
 """
 
 from __future__ import annotations
