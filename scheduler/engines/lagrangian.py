@@ -263,8 +263,8 @@ class SmoothedDual:
         self.P = o.n_pools
         self.evaluations = 0
 
-    def value(self, lam: np.ndarray, tau: float, hessian: bool = True):
-        """(L_tau, gradient, Hessian or None) at lam."""
+    def value(self, lam: np.ndarray, tau: float, hessian: bool = True, gradient: bool = True):
+        """(L_tau, gradient or None, Hessian or None) at lam (the Hessian needs the gradient)."""
         r, o = self.relax, self.relax.options
         self.evaluations += 1
         if not len(r.seg):
@@ -274,30 +274,32 @@ class SmoothedDual:
         low = np.minimum(np.minimum.reduceat(rc, r.seg), r.alt)
         rc -= np.repeat(low, self.counts)
         rc *= -1.0 / tau
-        np.exp(rc, out=rc)  # rc now holds the unnormalized weights z
+        np.exp(rc, out=rc)  # rc now holds the unnormalized weights z (the best one is 1)
         z_alt = np.exp(-(r.alt - low) / tau)
         total = np.add.reduceat(rc, r.seg) + z_alt
         value = math.fsum(low - tau * np.log(total)) + r.constant - math.fsum(lam * r.capacity)
+        if not (gradient or hessian):
+            return value, None, None
         rc /= np.repeat(total, self.counts)  # weights w
         rc *= r.units_f  # w * u
-        gradient = np.bincount(o.pool, weights=rc, minlength=self.P) - r.capacity
+        g = np.bincount(o.pool, weights=rc, minlength=self.P) - r.capacity
         if not hessian:
-            return value, gradient, None
-        # Only demands whose weights are spread have a non-zero covariance.
-        wmax = np.maximum(np.maximum.reduceat(rc / r.units_f, r.seg), z_alt / total)
-        spread = np.flatnonzero(wmax < 1.0 - 1e-12)
+            return value, g, None
+        # Only demands whose weights are spread (the largest, 1 / total, below 1) have a
+        # non-zero covariance.
+        spread = np.flatnonzero(total > 1.0 + 1e-12)
         H = np.zeros((self.P, self.P))
         for lo in range(0, len(spread), self.CHUNK):
             part = spread[lo: lo + self.CHUNK]
             rows = _rows_of(o.start, r.demands_with[part])
-            owner = np.repeat(np.arange(len(part)), np.diff(o.start)[r.demands_with[part]])
+            owner = np.repeat(np.arange(len(part)), self.counts[part])
             A = np.zeros((len(part), self.P))
             A[owner, o.pool[rows]] = rc[rows]
             H += A.T @ A
             H[np.diag_indices(self.P)] -= np.bincount(
                 o.pool[rows], weights=rc[rows] * r.units_f[rows], minlength=self.P)
         H /= tau
-        return value, gradient, H
+        return value, g, H
 
 
 def _rows_of(start: np.ndarray, demands: np.ndarray) -> np.ndarray:
@@ -345,7 +347,7 @@ def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
             a = 1.0
             while a > 1e-8:
                 trial = np.maximum(lam + a * step, 0.0)
-                trial_value = smooth.value(trial, tau, hessian=False)[0]
+                trial_value = smooth.value(trial, tau, hessian=False, gradient=False)[0]
                 if trial_value >= value + 1e-4 * float(g @ (trial - lam)):
                     break
                 a *= 0.3
