@@ -50,11 +50,13 @@ def _grams_int(grams: np.ndarray | float) -> np.ndarray:
 
 class RangeMin:
     """Minimum of ``values[r, lo:hi]`` for many (r, lo, hi) at once (a sparse table), with
-    row updates."""
+    updates of column ranges of rows: only the entries whose window meets a changed range are
+    rebuilt, at the next query."""
 
     def __init__(self, values: np.ndarray):
         self.values = values  # int64 [R, S], shared with the owner and updated through it
         R, self.S = values.shape
+        self.R = R
         self.n_levels = max(1, int(self.S).bit_length())
         # levels[j, r, t] = min(values[r, t : t + 2^j]) (HUGE past the end): one 3-D table, so a
         # query is two gathers whatever the lengths.
@@ -62,24 +64,54 @@ class RangeMin:
         self.flat = self.levels.reshape(-1)
         self.log2 = np.zeros(self.S + 1, dtype=np.int64)
         self.log2[1:] = np.floor(np.log2(np.arange(1, self.S + 1))).astype(np.int64)
-        self.dirty = np.ones(R, dtype=bool)
+        self.dirty_lo = np.zeros(R, dtype=np.int64)  # changed columns dirty_lo..dirty_hi-1
+        self.dirty_hi = np.full(R, self.S, dtype=np.int64)
         self.any_dirty = True
 
-    def update(self, rows) -> None:
-        """Mark the rows ``rows`` changed; they are rebuilt, together, at the next query."""
-        self.dirty[rows] = True
+    def update(self, rows, lo: int = 0, hi: int | None = None) -> None:
+        """Mark columns ``lo..hi-1`` of the rows ``rows`` changed (all columns by default); they
+        are rebuilt, together, at the next query."""
+        hi = self.S if hi is None else hi
+        if lo >= hi:
+            return
+        if isinstance(rows, (int, np.integer)):
+            if self.dirty_lo[rows] >= self.dirty_hi[rows]:
+                self.dirty_lo[rows], self.dirty_hi[rows] = lo, hi
+            else:
+                self.dirty_lo[rows] = min(int(self.dirty_lo[rows]), lo)
+                self.dirty_hi[rows] = max(int(self.dirty_hi[rows]), hi)
+        else:
+            clean = self.dirty_lo[rows] >= self.dirty_hi[rows]
+            self.dirty_lo[rows] = np.where(clean, lo, np.minimum(self.dirty_lo[rows], lo))
+            self.dirty_hi[rows] = np.where(clean, hi, np.maximum(self.dirty_hi[rows], hi))
         self.any_dirty = True
 
     def _rebuild(self) -> None:
-        rows = np.flatnonzero(self.dirty)
-        self.dirty[:] = False
+        rows = np.flatnonzero(self.dirty_lo < self.dirty_hi)
         self.any_dirty = False
-        L = self.levels
-        L[0, rows] = self.values[rows]
+        if not len(rows):
+            return
+        a, b = int(self.dirty_lo[rows].min()), int(self.dirty_hi[rows].max())
+        self.dirty_lo[rows], self.dirty_hi[rows] = 0, 0
+        L, S = self.levels, self.S
+        # The union of the rows' changed ranges is rebuilt for all of them: an entry outside a
+        # row's own range is recomputed from unchanged entries, to the same value.
+        r = int(rows[0]) if len(rows) == 1 else rows
+        L[0, r, a:b] = self.values[r, a:b]
         for j in range(1, self.n_levels):
-            half = 1 << (j - 1)
-            width = self.S - (1 << j) + 1
-            L[j, rows, :width] = np.minimum(L[j - 1, rows, :width], L[j - 1, rows, half: half + width])
+            half, size = 1 << (j - 1), 1 << j
+            lo, hi = max(a - size + 1, 0), min(b, S - size + 1)
+            if lo < hi:
+                if len(rows) == 1:
+                    np.minimum(L[j - 1, r, lo:hi], L[j - 1, r, lo + half: hi + half], out=L[j, r, lo:hi])
+                else:
+                    L[j, r, lo:hi] = np.minimum(L[j - 1, r, lo:hi], L[j - 1, r, lo + half: hi + half])
+
+    def table(self) -> np.ndarray:
+        """The flat table (levels, rows, slots), up to date."""
+        if self.any_dirty:
+            self._rebuild()
+        return self.flat
 
     def query(self, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """min(values[r, lo:hi]) elementwise (broadcast); HUGE where the range is empty."""
@@ -99,11 +131,197 @@ class RangeMin:
         return out
 
 
+_EXACT_SHIFT = 1074  # every finite float is an integer multiple of 2^-1074
+_EXACT_ONE = 1 << _EXACT_SHIFT
+_GRAM_FACTOR = 1.0 + GRAM_MARGIN
+FIT_CACHE_CELLS = 1 << 22
+"""(option, start) cells of the per-demand start tables kept for the search (about 30 bytes
+each); the demands past it are priced afresh at every look."""
+
+
+def _exact(x: float) -> int:
+    """A finite float as an exact integer multiple of 2^-1074."""
+    n, d = x.as_integer_ratio()
+    return n << (_EXACT_SHIFT + 1 - d.bit_length())
+
+
+def _grams_one(grams: float) -> int:
+    """`_grams_int` of one value, in plain floats (the same IEEE operations)."""
+    return math.ceil(grams * _GRAM_FACTOR - 1e-9)
+
+
+class ExactTotal:
+    """The sum of a float array kept exactly while its elements change: `value()` equals
+    ``math.fsum`` of the array (both are the correctly rounded exact sum), in O(1)."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values.reshape(-1)  # a view: the owner writes through `set`
+        self.total = 0
+        self.nonfinite = 0
+        for x in self.values.tolist():
+            if math.isfinite(x):
+                self.total += _exact(x)
+            else:
+                self.nonfinite += 1
+
+    def set(self, index: int, x: float) -> None:
+        old = float(self.values[index])
+        if math.isfinite(old):
+            self.total -= _exact(old)
+        else:
+            self.nonfinite -= 1
+        x = float(x)
+        if math.isfinite(x):
+            self.total += _exact(x)
+        else:
+            self.nonfinite += 1
+        self.values[index] = x
+
+    def value(self) -> float:
+        if self.nonfinite:
+            return math.fsum(self.values)
+        return self.total / _EXACT_ONE  # int / int is correctly rounded
+
+
+@dataclasses.dataclass(eq=False)
+class DemandStarts:
+    """Everything about a batch demand's allowed starts that the room left does not change:
+    the starts of its options (padded), their costs and rates, and the flat indices of the
+    range-minimum lookups that say whether a start fits."""
+
+    ks: np.ndarray  # int64 [m]: its options
+    s: np.ndarray  # int64 [m, W]
+    valid: np.ndarray  # bool [m, W]
+    cost: np.ndarray  # float64 [m, W]
+    rate: np.ndarray  # int64 [m, W]
+    gang: np.ndarray  # int64 [m, 1]
+    pool_a: np.ndarray  # int64 [m, W]: `RangeMin.flat` indices of min(pool_free[p, s:s+n])
+    pool_b: np.ndarray
+    moving: np.ndarray  # bool [m]
+    route_a: np.ndarray | None  # int64 [moving, W]: of min(route_free[r, rel:s])
+    route_b: np.ndarray | None
+    route_empty: np.ndarray | None  # bool [moving, W] where rel:s is empty (never, for a move)
+    grams_f: np.ndarray | None = None  # float64 [m, W], filled when first needed
+    grams: np.ndarray | None = None  # int64 [m, W]
+
+
+class FitTables:
+    """What every `PlanState` of one problem shares: per-demand start tables (`DemandStarts`,
+    kept up to `FIT_CACHE_CELLS` cells), the service rows as plain lists, each slot's order of
+    the service rows by true cost per quantum, and the routes sharing a link with each route."""
+
+    def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
+        self.pb, self.pr, self.routes = problem, pricer, routes
+        sv = problem.services
+        self.cells = 0
+        self.demands: dict[int, DemandStarts] = {}
+        self.through: dict[int, np.ndarray] = {}
+        S = problem.slots
+        self.pool_levels_R = problem.avail.shape[0]
+        self.route_levels_R = routes.count
+        self.log2 = np.zeros(S + 1, dtype=np.int64)
+        self.log2[1:] = np.floor(np.log2(np.arange(1, S + 1))).astype(np.int64)
+        self.sv_start = [int(x) for x in sv.start]
+        self.sv_pool = [int(x) for x in sv.pool]
+        self.sv_kappa = [int(x) for x in sv.kappa]
+        self.sv_route = [int(x) for x in sv.route]
+        self.sv_tau = [int(x) for x in sv.tau]
+        self.sv_routed = [r >= 0 and t > 0 for r, t in zip(self.sv_route, self.sv_tau)]
+        self.sv_transfer = [float(x) for x in sv.transfer_per_quantum]
+        self.sv_gang = [int(x) for x in sv.gang]
+        self.sv_penalty = [float(x) for x in sv.penalty_per_quantum]
+        self.sv_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        self.rows_on_pool = [np.flatnonzero(sv.pool == p) for p in range(problem.avail.shape[0])]
+        self._true_order: np.ndarray | None = None
+
+    def true_order(self) -> np.ndarray:
+        """[S, J]: per slot, the service rows grouped by service (``sv.start``), each group by
+        true cost per quantum (stable): `cover_service_slot`'s default order."""
+        if self._true_order is None:
+            sv = self.pb.services
+            kappa = sv.kappa.astype(np.float64)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                unit = np.where(kappa > 0, sv.rent / kappa, np.inf) + sv.transfer_per_quantum[:, None]
+            self._true_order = self.orders(unit)
+        return self._true_order
+
+    def orders(self, unit: np.ndarray) -> np.ndarray:
+        """[S, J]: per slot, the rows grouped by service, each group by ``unit[J, t]`` (stable,
+        as ``np.argsort(kind="stable")`` of the group's slice)."""
+        S = self.pb.slots
+        owner = np.broadcast_to(self.sv_owner, (S, len(self.sv_owner)))
+        return np.lexsort((unit.T, owner), axis=-1)
+
+    def through_route(self, r: int) -> np.ndarray:
+        """The routes sharing a link with route ``r`` (r included)."""
+        got = self.through.get(r)
+        if got is None:
+            links = self.routes.links[r]
+            got = np.unique(np.concatenate([self.routes.of_link[int(l)] for l in links])) if len(links) \
+                else np.zeros(0, dtype=np.int64)
+            self.through[r] = got
+        return got
+
+    def demand(self, d: int) -> DemandStarts | None:
+        """Demand ``d``'s start table (None without options); kept within the cell budget."""
+        got = self.demands.get(d)
+        if got is not None:
+            return got
+        b, pr, S = self.pb.batch, self.pr, self.pb.slots
+        ks = np.arange(b.start[d], b.start[d + 1])
+        if not len(ks):
+            return None
+        s, valid = pr.starts(ks)
+        cost = pr.cost(ks, s)
+        rate = pr.rate(ks, s)
+        ks2 = ks[:, None]
+        n = pr.n[ks2]
+        j = self.log2[np.clip(n, 0, S)]
+        base = (j * self.pool_levels_R + pr.pool[ks2]) * S
+        pool_a = base + np.clip(s, 0, S - 1)
+        pool_b = base + np.clip(s + n - (1 << j), 0, S - 1)
+        moving = pr.moves[ks]
+        route_a = route_b = route_empty = None
+        if np.any(moving) and self.routes.count:
+            sub = ks[moving]
+            r, lo, hi = np.broadcast_arrays(pr.route[sub, None], pr.rel[sub, None], s[moving])
+            length = hi - lo
+            jr = self.log2[np.clip(length, 0, S)]
+            rbase = (jr * self.route_levels_R + r) * S
+            route_a = rbase + np.clip(lo, 0, S - 1)
+            route_b = rbase + np.clip(hi - (1 << jr), 0, S - 1)
+            route_empty = length <= 0
+        out = DemandStarts(ks, s, valid, cost, rate, pr.gang[ks2], pool_a, pool_b, moving,
+                           route_a, route_b, route_empty)
+        if self.cells + s.size <= FIT_CACHE_CELLS:
+            self.demands[d] = out
+            self.cells += s.size
+        return out
+
+    @staticmethod
+    def grams_of(t: DemandStarts, pr: StartPricer) -> tuple[np.ndarray, np.ndarray]:
+        if t.grams is None:
+            t.grams_f = pr.grams(t.ks, t.s)
+            t.grams = _grams_int(t.grams_f)
+        return t.grams_f, t.grams
+
+
+def fit_tables(problem: TimedProblem, pricer: StartPricer, routes: Routes) -> FitTables:
+    """The `FitTables` of ``pricer``'s problem (built once, kept on the pricer, shared by its
+    plan states)."""
+    got = pricer.fit_tables
+    if got is None or got.pb is not problem or got.routes is not routes:
+        got = FitTables(problem, pricer, routes)
+        pricer.fit_tables = got
+    return got
+
+
 class PlanState:
     """A plan under construction or search: choices, the room left in every row, costs."""
 
     def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
         self.pb, self.pr, self.routes = problem, pricer, routes
+        self.tab = fit_tables(problem, pricer, routes)
         b, sv = problem.batch, problem.services
         self.n_batch = len(b.rows)
         self.option = np.full(self.n_batch, -1, dtype=np.int64)
@@ -114,12 +332,18 @@ class PlanState:
         J, S = len(sv.pool), problem.slots
         self.replicas = np.zeros((J, S), dtype=np.int64)
         self.served = np.zeros((J, S), dtype=np.int64)
-        self.service_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        self.service_owner = self.tab.sv_owner
         self.service_cost = (sv.load * sv.penalty_per_quantum[:, None]).astype(np.float64)
+        self._batch_total = ExactTotal(self.batch_cost)
+        self._service_total = ExactTotal(self.service_cost)
         self.service_grams = np.zeros((J, S), dtype=np.int64)
         self.pool_free = problem.avail.astype(np.int64).copy()
         self.service_held = np.zeros(problem.avail.shape, dtype=np.int64)  # GPUs of replicas
-        self.link_free = problem.bandwidth.astype(np.int64).copy()
+        # The links' room, with one more row of unlimited room (the routes' padding).
+        n_links = problem.bandwidth.shape[0]
+        self._link_ext = np.full((n_links + 1, S), HUGE, dtype=np.int64)
+        self._link_ext[:n_links] = problem.bandwidth
+        self.link_free = self._link_ext[:n_links]
         self.carbon_free = HUGE if problem.carbon_cap_g is None else int(problem.carbon_cap_g)
         self.pool_min = RangeMin(self.pool_free)
         self.route_free = routes.minima(self.link_free)
@@ -127,7 +351,8 @@ class PlanState:
 
     # -- views -------------------------------------------------------------------------------
     def objective(self) -> float:
-        return math.fsum(self.batch_cost) + math.fsum(self.service_cost.ravel())
+        """math.fsum of the batch costs plus math.fsum of the service costs (kept exactly)."""
+        return self._batch_total.value() + self._service_total.value()
 
     def unplaced(self) -> int:
         """Must-serve batch demands without a start."""
@@ -136,6 +361,9 @@ class PlanState:
     def choice(self) -> TimedChoice:
         return TimedChoice(self.option.copy(), self.start.astype(np.int32),
                            self.replicas.copy(), self.served.copy())
+
+    def _set_service_cost(self, i: int, t: int, value: float) -> None:
+        self._service_total.set(i * self.pb.slots + t, value)
 
     # -- room --------------------------------------------------------------------------------
     def fits(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
@@ -159,16 +387,40 @@ class PlanState:
             ok &= grams <= self.carbon_free
         return ok
 
-    def _touch_links(self, links: np.ndarray) -> None:
-        """Recompute the room of the routes through ``links`` after their room changed."""
-        if self.route_min is None or not len(links):
+    def fits_one(self, k: int, s: int, rate: int, grams: int) -> bool:
+        """Whether option ``k`` at start ``s`` fits the room left (plain slices: one start)."""
+        pr = self.pr
+        p, n = int(pr.pool[k]), int(pr.n[k])
+        if int(self.pool_free[p, s: s + n].min()) < int(pr.gang[k]):
+            return False
+        if pr.moves[k] and self.route_min is not None:
+            rel = int(pr.rel[k])
+            if s > rel and int(self.route_free[int(pr.route[k]), rel:s].min()) < rate:
+                return False
+        return not (self.carbon_free < HUGE and grams > self.carbon_free)
+
+    def start_terms(self, d: int, k: int, s: int) -> tuple[float, int, int]:
+        """(cost, rate, grams) of demand ``d``'s option ``k`` at start ``s``."""
+        pr = self.pr
+        t = self.tab.demands.get(d)
+        if t is not None:
+            i, w = k - int(t.ks[0]), s - int(pr.first[k])
+            _gf, grams = FitTables.grams_of(t, pr)
+            return float(t.cost[i, w]), int(t.rate[i, w]), int(grams[i, w])
+        one, sm = np.array([k]), np.array([[s]])
+        grams_f = pr.grams(one, sm)
+        return (float(pr.cost(one, sm, grams_f)[0, 0]), int(pr.rate(one, sm)[0, 0]),
+                int(_grams_int(grams_f)[0, 0]))
+
+    def _touch_route(self, r: int, lo: int, hi: int) -> None:
+        """Recompute the room of the routes sharing a link with route ``r`` in slots lo..hi-1
+        after the room of its links changed there."""
+        if self.route_min is None or lo >= hi:
             return
-        routes = np.unique(np.concatenate([self.routes.of_link[l] for l in links]))
+        routes = self.tab.through_route(r)
         if len(routes):
-            sentinel = np.full((1, self.link_free.shape[1]), HUGE, dtype=np.int64)
-            table = np.concatenate([self.link_free, sentinel])
-            self.route_free[routes] = table[self.routes.padded[routes]].min(axis=1)
-            self.route_min.update(routes)
+            self.route_free[routes, lo:hi] = self._link_ext[self.routes.padded[routes], lo:hi].min(axis=1)
+            self.route_min.update(routes, lo, hi)
 
     # -- batch -------------------------------------------------------------------------------
     def place(self, d: int, k: int, s: int, cost: float, rate: int, grams: int) -> None:
@@ -176,14 +428,15 @@ class PlanState:
         pr = self.pr
         p, n, g = int(pr.pool[k]), int(pr.n[k]), int(pr.gang[k])
         self.pool_free[p, s: s + n] -= g
-        self.pool_min.update(p)
+        self.pool_min.update(p, s, s + n)
         if rate and pr.moves[k]:
-            links = self.routes.links[pr.route[k]]
-            self.link_free[links, int(pr.rel[k]): s] -= rate
-            self._touch_links(links)
+            r, rel = int(pr.route[k]), int(pr.rel[k])
+            self.link_free[self.routes.links[r], rel: s] -= rate
+            self._touch_route(r, rel, s)
         self.carbon_free -= grams if self.carbon_free < HUGE else 0
         self.option[d], self.start[d] = k, s
-        self.batch_cost[d], self.batch_grams[d], self.batch_rate[d] = cost, grams, rate
+        self._batch_total.set(d, cost)
+        self.batch_grams[d], self.batch_rate[d] = grams, rate
 
     def remove(self, d: int) -> None:
         """Make batch demand ``d`` unserved."""
@@ -194,32 +447,55 @@ class PlanState:
         s = int(self.start[d])
         p, n, g = int(pr.pool[k]), int(pr.n[k]), int(pr.gang[k])
         self.pool_free[p, s: s + n] += g
-        self.pool_min.update(p)
+        self.pool_min.update(p, s, s + n)
         rate = int(self.batch_rate[d])
         if rate and pr.moves[k]:
-            links = self.routes.links[pr.route[k]]
-            self.link_free[links, int(pr.rel[k]): s] += rate
-            self._touch_links(links)
+            r, rel = int(pr.route[k]), int(pr.rel[k])
+            self.link_free[self.routes.links[r], rel: s] += rate
+            self._touch_route(r, rel, s)
         if self.carbon_free < HUGE:
             self.carbon_free += int(self.batch_grams[d])
         self.option[d] = self.start[d] = -1
-        self.batch_cost[d] = self.pb.batch.penalty[d]
+        self._batch_total.set(d, self.pb.batch.penalty[d])
         self.batch_grams[d] = self.batch_rate[d] = 0
 
     def best_fit(self, d: int, rc_extra=None) -> tuple[int, int, float, int, int, float]:
         """(option, start, true cost, rate, grams, ranking value) of demand ``d``'s cheapest
         start that fits now; option -1 when none fits. Ranked by true cost, or by the reduced
-        cost when ``rc_extra`` (a `ReducedPrices`) is given."""
-        b = self.pb.batch
-        ks = np.arange(b.start[d], b.start[d + 1])
-        if not len(ks):
+        cost when ``rc_extra`` (a `ReducedPrices`) is given. (The first cheapest in (option,
+        start) order, as `price_fitting`'s per-option best followed by the first best option.)"""
+        t = self.tab.demand(d)
+        if t is None:
             return -1, -1, math.inf, 0, 0, math.inf
-        res = self.price_fitting(ks, rc_extra)
-        j = int(np.argmin(res[0]))
-        if not math.isfinite(res[0][j]):
+        flat = self.pool_min.table()
+        ok = np.minimum(np.take(flat, t.pool_a), np.take(flat, t.pool_b)) >= t.gang
+        ok &= t.valid
+        if t.route_a is not None and self.route_min is not None:
+            rf = self.route_min.table()
+            room = np.minimum(np.take(rf, t.route_a), np.take(rf, t.route_b))
+            if t.route_empty.any():
+                room[t.route_empty] = HUGE
+            ok[t.moving] &= room >= t.rate[t.moving]
+        need_grams = self.carbon_free < HUGE or (rc_extra is not None and rc_extra.mult.carbon)
+        if need_grams:
+            grams_f, grams = FitTables.grams_of(t, self.pr)
+            if self.carbon_free < HUGE:
+                ok &= grams <= self.carbon_free
+        else:
+            grams_f = grams = None
+        if rc_extra is None:
+            rank = np.where(ok, t.cost, np.inf)
+        else:
+            extra = rc_extra.batch(t.ks, t.s, t.rate,
+                                   grams_f if grams_f is not None else np.zeros(t.s.shape, dtype=np.int64))
+            rank = np.where(ok, t.cost + extra, np.inf)
+        at = int(np.argmin(rank))
+        i, w = divmod(at, rank.shape[1])
+        value = float(rank[i, w])
+        if not math.isfinite(value):
             return -1, -1, math.inf, 0, 0, math.inf
-        return (int(ks[j]), int(res[1][j]), float(res[2][j]), int(res[3][j]), int(res[4][j]),
-                float(res[0][j]))
+        return (int(t.ks[i]), int(t.s[i, w]), float(t.cost[i, w]), int(t.rate[i, w]),
+                int(grams[i, w]) if grams is not None else 0, value)
 
     def price_fitting(self, ks: np.ndarray, rc_extra=None):
         """Per option of ``ks``: (rank, start, cost, rate, grams) of its best fitting start."""
@@ -263,69 +539,73 @@ class PlanState:
 
     def service_slots_on(self, p: int, lo: int, hi: int) -> list[tuple[int, int]]:
         """(service, slot) pairs holding replicas on pool ``p`` in slots lo..hi-1."""
-        sv = self.pb.services
-        if not len(sv.pool) or not self.service_held[p, lo:hi].any():
+        if not self.tab.sv_pool or not self.service_held[p, lo:hi].any():
             return []
-        rows = np.flatnonzero(sv.pool == p)
+        rows = self.tab.rows_on_pool[p]
         held = self.replicas[rows, lo:hi] > 0
         return sorted({(int(self.service_owner[rows[r]]), lo + int(t)) for r, t in zip(*np.nonzero(held))})
 
     # -- services ----------------------------------------------------------------------------
+    def _link_slot(self, J: int, t: int, delta: int) -> None:
+        """Add ``delta`` quanta to the room of service row J's route links in slot t."""
+        r = self.tab.sv_route[J]
+        self.link_free[self.routes.links[r], t] += delta
+        self._touch_route(r, t, t + 1)
+
     def clear_service_slot(self, i: int, t: int) -> None:
-        sv = self.pb.services
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
-        gang = int(sv.gang[i])
+        tab = self.tab
+        lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
+        gang = tab.sv_gang[i]
+        rows = np.arange(lo, hi)
+        on = rows[(self.replicas[lo:hi, t] != 0) | (self.served[lo:hi, t] != 0)]
         touched = []
-        for J in range(lo, hi):
+        for J in on.tolist():
             m, u = int(self.replicas[J, t]), int(self.served[J, t])
-            if not m and not u:
-                continue
-            p = int(sv.pool[J])
+            p = tab.sv_pool[J]
             self.pool_free[p, t] += m * gang
             self.service_held[p, t] -= m * gang
-            self.pool_min.update(p)
-            if sv.route[J] >= 0 and sv.tau[J] > 0 and u:
-                links = self.routes.links[sv.route[J]]
-                self.link_free[links, t] += int(sv.tau[J]) * u
-                touched.append(links)
+            self.pool_min.update(p, t, t + 1)
+            if tab.sv_routed[J] and u:
+                self.link_free[self.routes.links[tab.sv_route[J]], t] += tab.sv_tau[J] * u
+                touched.append(tab.sv_route[J])
             if self.carbon_free < HUGE:
                 self.carbon_free += int(self.service_grams[J, t])
             self.replicas[J, t] = self.served[J, t] = self.service_grams[J, t] = 0
-        for links in touched:
-            self._touch_links(links)
-        self.service_cost[i, t] = float(sv.load[i, t]) * float(sv.penalty_per_quantum[i])
+        for r in touched:
+            self._touch_route(r, t, t + 1)
+        self._set_service_cost(i, t, float(self.pb.services.load[i, t]) * tab.sv_penalty[i])
 
-    def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None) -> None:
+    def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None,
+                           order: np.ndarray | None = None) -> None:
         """Serve service ``i``'s load in slot ``t`` (cleared before) greedily: pools by ``rank``
-        (per-quantum cost; the true one by default), whole replicas where they pay for
-        themselves against the penalty, within the room of every row."""
-        sv = self.pb.services
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        (per-quantum cost; the true one by default; ``order``: the rows, global indices, already
+        in that order), whole replicas where they pay for themselves against the penalty,
+        within the room of every row."""
+        tab, sv = self.tab, self.pb.services
+        lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
         remaining = int(sv.load[i, t])
         if remaining <= 0 or hi <= lo:
             return
-        gang = int(sv.gang[i])
-        pen = float(sv.penalty_per_quantum[i])
-        kappa = sv.kappa[lo:hi].astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            true_unit = np.where(kappa > 0, sv.rent[lo:hi, t] / kappa, np.inf) + sv.transfer_per_quantum[lo:hi]
-        order = np.argsort(true_unit if rank is None else rank, kind="stable")
+        gang = tab.sv_gang[i]
+        pen = tab.sv_penalty[i]
+        if order is None:
+            order = tab.true_order()[t, lo:hi] if rank is None else lo + np.argsort(rank, kind="stable")
+        capped = self.carbon_free < HUGE
         cost = 0.0
-        for jj in order:
+        for J in order.tolist():
             if remaining <= 0:
                 break
-            J = lo + int(jj)
-            k = int(sv.kappa[J])
+            k = tab.sv_kappa[J]
             if k <= 0:
                 continue
-            rent, tr = float(sv.rent[J, t]), float(sv.transfer_per_quantum[J])
-            p = int(sv.pool[J])
+            rent, tr = float(sv.rent[J, t]), tab.sv_transfer[J]
+            p = tab.sv_pool[J]
             max_m = int(self.pool_free[p, t]) // gang if gang > 0 else HUGE
             max_u = min(remaining, max_m * k)
-            routed = sv.route[J] >= 0 and sv.tau[J] > 0
+            routed = tab.sv_routed[J]
             if routed:
-                room = int(self.route_free[sv.route[J], t]) if self.route_min is not None else HUGE
-                max_u = min(max_u, room // int(sv.tau[J]))
+                room = int(self.route_free[tab.sv_route[J], t]) if self.route_min is not None else HUGE
+                max_u = min(max_u, room // tab.sv_tau[J])
             if max_u <= 0:
                 continue
             full = max_u // k
@@ -337,56 +617,51 @@ class PlanState:
             m = use_full + (1 if use_part else 0)
             u = use_full * k + use_part
             grams_per = float(sv.co2_kg[J, t]) * 1000.0
-            if self.carbon_free < HUGE:
-                while m > 0 and int(_grams_int(m * grams_per)) > self.carbon_free:
+            if capped:
+                while m > 0 and _grams_one(m * grams_per) > self.carbon_free:
                     m -= 1
                     u = min(u, m * k)
                 if m <= 0:
                     continue
-            grams = int(_grams_int(m * grams_per))
+            grams = _grams_one(m * grams_per)
             self.replicas[J, t], self.served[J, t] = m, u
             self.service_grams[J, t] = grams
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
-            self.pool_min.update(p)
+            self.pool_min.update(p, t, t + 1)
             if routed:
-                links = self.routes.links[sv.route[J]]
-                self.link_free[links, t] -= int(sv.tau[J]) * u
-                self._touch_links(links)
-            if self.carbon_free < HUGE:
+                self._link_slot(J, t, -tab.sv_tau[J] * u)
+            if capped:
                 self.carbon_free -= grams
             cost += m * rent + tr * u
             remaining -= u
-        self.service_cost[i, t] = cost + remaining * pen
+        self._set_service_cost(i, t, cost + remaining * pen)
 
     def service_slot_snapshot(self, i: int, t: int):
-        sv = self.pb.services
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        lo, hi = self.tab.sv_start[i], self.tab.sv_start[i + 1]
         return (self.replicas[lo:hi, t].copy(), self.served[lo:hi, t].copy(), float(self.service_cost[i, t]))
 
     def restore_service_slot(self, i: int, t: int, snap) -> None:
         """Put back a snapshot of service ``i``'s slot ``t`` (the slot must be cleared and the
         room still there: it was freed by clearing it)."""
-        sv = self.pb.services
-        lo = int(sv.start[i])
-        gang = int(sv.gang[i])
+        tab, sv = self.tab, self.pb.services
+        lo = tab.sv_start[i]
+        gang = tab.sv_gang[i]
         replicas, served, cost = snap
-        for jj in np.flatnonzero((replicas > 0) | (served > 0)):
-            J = lo + int(jj)
+        for jj in np.flatnonzero((replicas > 0) | (served > 0)).tolist():
+            J = lo + jj
             m, u = int(replicas[jj]), int(served[jj])
-            p = int(sv.pool[J])
+            p = tab.sv_pool[J]
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
-            self.pool_min.update(p)
-            if sv.route[J] >= 0 and sv.tau[J] > 0 and u:
-                links = self.routes.links[sv.route[J]]
-                self.link_free[links, t] -= int(sv.tau[J]) * u
-                self._touch_links(links)
-            grams = int(_grams_int(m * float(sv.co2_kg[J, t]) * 1000.0))
+            self.pool_min.update(p, t, t + 1)
+            if tab.sv_routed[J] and u:
+                self._link_slot(J, t, -tab.sv_tau[J] * u)
+            grams = _grams_one(m * float(sv.co2_kg[J, t]) * 1000.0)
             if self.carbon_free < HUGE:
                 self.carbon_free -= grams
             self.replicas[J, t], self.served[J, t], self.service_grams[J, t] = m, u, grams
-        self.service_cost[i, t] = cost
+        self._set_service_cost(i, t, cost)
 
 
 class ReducedPrices:
@@ -477,14 +752,9 @@ class Builder:
                     return None
                 d, row = int(open_[j]), int(chosen[j])
                 k, s = int(ks[row]), int(start[row])
-                one = np.array([k])
-                sm = np.array([[s]])
-                grams_f = pr.grams(one, sm)
-                rate = pr.rate(one, sm)
-                grams = _grams_int(grams_f)
-                if state.fits(one, sm, rate, grams)[0, 0]:
-                    state.place(d, k, s, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]),
-                                int(grams[0, 0]))
+                cost, rate, grams = state.start_terms(d, k, s)
+                if state.fits_one(k, s, rate, grams):
+                    state.place(d, k, s, cost, rate, grams)
                     placed += 1
                 else:  # its proposal no longer fits: its best start that still does
                     k, s, cost, rate_, grams_, rank_ = state.best_fit(d, prices)
@@ -501,9 +771,12 @@ class Builder:
         sv = self.pb.services
         if len(sv.rows):
             unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
+            orders = state.tab.orders(unit)  # per slot, each service's rows by reduced cost
+            bounds = state.tab.sv_start
             for t in range(self.pb.slots):
+                row = orders[t]
                 for i in range(len(sv.rows)):
-                    state.cover_service_slot(i, t, unit[sv.start[i]: sv.start[i + 1], t])
+                    state.cover_service_slot(i, t, order=row[bounds[i]: bounds[i + 1]])
                 if stopped():
                     return False
         return True
@@ -576,9 +849,11 @@ class Eject:
             if stopped():
                 break
             d = int(d)
-            ks = np.arange(b.start[d], b.start[d + 1])
-            s, valid = pr.starts(ks)
-            cost = np.where(valid, pr.cost(ks, s), np.inf).ravel()
+            table = state.tab.demand(d)
+            if table is None:
+                continue
+            ks, s = table.ks, table.s
+            cost = np.where(table.valid, table.cost, np.inf).ravel()
             for flat in np.argsort(cost, kind="stable")[: self.TARGETS]:
                 if not math.isfinite(cost[flat]):
                     break
@@ -612,11 +887,9 @@ class Eject:
         self._clear(state, slots, snaps)
         for j in jobs:
             state.remove(j)
-        one, sm = np.array([k]), np.array([[st]])
-        grams_f = pr.grams(one, sm)
-        rate, grams = pr.rate(one, sm), _grams_int(grams_f)
-        if state.fits(one, sm, rate, grams)[0, 0]:
-            state.place(d, k, st, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
+        cost, rate, grams = state.start_terms(d, k, st)
+        if state.fits_one(k, st, rate, grams):
+            state.place(d, k, st, cost, rate, grams)
             for j in jobs[:-1]:
                 kk, ss, cc, rr, gg, _ = state.best_fit(j)
                 if kk < 0 and b.must_serve[j]:  # take room from services instead
