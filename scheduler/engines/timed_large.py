@@ -50,13 +50,11 @@ def _grams_int(grams: np.ndarray | float) -> np.ndarray:
 
 class RangeMin:
     """Minimum of ``values[r, lo:hi]`` for many (r, lo, hi) at once (a sparse table), with
-    updates of column ranges of rows: only the entries whose window meets a changed range are
-    rebuilt, at the next query."""
+    row updates."""
 
     def __init__(self, values: np.ndarray):
         self.values = values  # int64 [R, S], shared with the owner and updated through it
         R, self.S = values.shape
-        self.R = R
         self.n_levels = max(1, int(self.S).bit_length())
         # levels[j, r, t] = min(values[r, t : t + 2^j]) (HUGE past the end): one 3-D table, so a
         # query is two gathers whatever the lengths.
@@ -64,54 +62,24 @@ class RangeMin:
         self.flat = self.levels.reshape(-1)
         self.log2 = np.zeros(self.S + 1, dtype=np.int64)
         self.log2[1:] = np.floor(np.log2(np.arange(1, self.S + 1))).astype(np.int64)
-        self.dirty_lo = np.zeros(R, dtype=np.int64)  # changed columns dirty_lo..dirty_hi-1
-        self.dirty_hi = np.full(R, self.S, dtype=np.int64)
+        self.dirty = np.ones(R, dtype=bool)
         self.any_dirty = True
 
-    def update(self, rows, lo: int = 0, hi: int | None = None) -> None:
-        """Mark columns ``lo..hi-1`` of the rows ``rows`` changed (all columns by default); they
-        are rebuilt, together, at the next query."""
-        hi = self.S if hi is None else hi
-        if lo >= hi:
-            return
-        if isinstance(rows, (int, np.integer)):
-            if self.dirty_lo[rows] >= self.dirty_hi[rows]:
-                self.dirty_lo[rows], self.dirty_hi[rows] = lo, hi
-            else:
-                self.dirty_lo[rows] = min(int(self.dirty_lo[rows]), lo)
-                self.dirty_hi[rows] = max(int(self.dirty_hi[rows]), hi)
-        else:
-            clean = self.dirty_lo[rows] >= self.dirty_hi[rows]
-            self.dirty_lo[rows] = np.where(clean, lo, np.minimum(self.dirty_lo[rows], lo))
-            self.dirty_hi[rows] = np.where(clean, hi, np.maximum(self.dirty_hi[rows], hi))
+    def update(self, rows) -> None:
+        """Mark the rows ``rows`` changed; they are rebuilt, together, at the next query."""
+        self.dirty[rows] = True
         self.any_dirty = True
 
     def _rebuild(self) -> None:
-        rows = np.flatnonzero(self.dirty_lo < self.dirty_hi)
+        rows = np.flatnonzero(self.dirty)
+        self.dirty[:] = False
         self.any_dirty = False
-        if not len(rows):
-            return
-        a, b = int(self.dirty_lo[rows].min()), int(self.dirty_hi[rows].max())
-        self.dirty_lo[rows], self.dirty_hi[rows] = 0, 0
-        L, S = self.levels, self.S
-        # The union of the rows' changed ranges is rebuilt for all of them: an entry outside a
-        # row's own range is recomputed from unchanged entries, to the same value.
-        r = int(rows[0]) if len(rows) == 1 else rows
-        L[0, r, a:b] = self.values[r, a:b]
+        L = self.levels
+        L[0, rows] = self.values[rows]
         for j in range(1, self.n_levels):
-            half, size = 1 << (j - 1), 1 << j
-            lo, hi = max(a - size + 1, 0), min(b, S - size + 1)
-            if lo < hi:
-                if len(rows) == 1:
-                    np.minimum(L[j - 1, r, lo:hi], L[j - 1, r, lo + half: hi + half], out=L[j, r, lo:hi])
-                else:
-                    L[j, r, lo:hi] = np.minimum(L[j - 1, r, lo:hi], L[j - 1, r, lo + half: hi + half])
-
-    def table(self) -> np.ndarray:
-        """The flat table (levels, rows, slots), up to date."""
-        if self.any_dirty:
-            self._rebuild()
-        return self.flat
+            half = 1 << (j - 1)
+            width = self.S - (1 << j) + 1
+            L[j, rows, :width] = np.minimum(L[j - 1, rows, :width], L[j - 1, rows, half: half + width])
 
     def query(self, r: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """min(values[r, lo:hi]) elementwise (broadcast); HUGE where the range is empty."""
@@ -134,9 +102,9 @@ class RangeMin:
 _EXACT_SHIFT = 1074  # every finite float is an integer multiple of 2^-1074
 _EXACT_ONE = 1 << _EXACT_SHIFT
 _GRAM_FACTOR = 1.0 + GRAM_MARGIN
-FIT_CACHE_CELLS = 1 << 22
-"""(option, start) cells of the per-demand start tables kept for the search (about 30 bytes
-each); the demands past it are priced afresh at every look."""
+FIT_CACHE_CELLS = 1 << 23
+"""(option, start) cells of the per-demand start tables kept for the search (about 35 bytes
+each, 50 with a carbon cap or price); the demands past it are priced afresh at every look."""
 
 
 def _exact(x: float) -> int:
@@ -156,25 +124,28 @@ class ExactTotal:
 
     def __init__(self, values: np.ndarray):
         self.values = values.reshape(-1)  # a view: the owner writes through `set`
-        self.total = 0
-        self.nonfinite = 0
-        for x in self.values.tolist():
-            if math.isfinite(x):
-                self.total += _exact(x)
-            else:
-                self.nonfinite += 1
+        self.floats = self.values.tolist()
+        self.parts: list[int | None] = [_exact(x) if math.isfinite(x) else None
+                                        for x in self.values.tolist()]
+        self.total = sum(x for x in self.parts if x is not None)
+        self.nonfinite = sum(x is None for x in self.parts)
 
     def set(self, index: int, x: float) -> None:
-        old = float(self.values[index])
-        if math.isfinite(old):
-            self.total -= _exact(old)
-        else:
-            self.nonfinite -= 1
         x = float(x)
-        if math.isfinite(x):
-            self.total += _exact(x)
+        if x == self.floats[index]:
+            return
+        self.floats[index] = x
+        old = self.parts[index]
+        if old is None:
+            self.nonfinite -= 1
         else:
+            self.total -= old
+        new = _exact(x) if math.isfinite(x) else None
+        if new is None:
             self.nonfinite += 1
+        else:
+            self.total += new
+        self.parts[index] = new
         self.values[index] = x
 
     def value(self) -> float:
@@ -186,8 +157,8 @@ class ExactTotal:
 @dataclasses.dataclass(eq=False)
 class DemandStarts:
     """Everything about a batch demand's allowed starts that the room left does not change:
-    the starts of its options (padded), their costs and rates, and the flat indices of the
-    range-minimum lookups that say whether a start fits."""
+    the starts of its options (padded), their costs and rates, and the flat indices that read
+    whether a start fits off the room of its pool and route rows (`PlanState.best_fit`)."""
 
     ks: np.ndarray  # int64 [m]: its options
     s: np.ndarray  # int64 [m, W]
@@ -195,32 +166,32 @@ class DemandStarts:
     cost: np.ndarray  # float64 [m, W]
     rate: np.ndarray  # int64 [m, W]
     gang: np.ndarray  # int64 [m, 1]
-    pool_a: np.ndarray  # int64 [m, W]: `RangeMin.flat` indices of min(pool_free[p, s:s+n])
-    pool_b: np.ndarray
+    pools: np.ndarray  # int64 [m]
+    short_a: np.ndarray  # int64 [m, W]: flat index p * S + s into the pool rows [m, S] ...
+    short_b: np.ndarray  # ... and p * S + s + n (a window of one row: contiguous when flat)
     moving: np.ndarray  # bool [m]
-    route_a: np.ndarray | None  # int64 [moving, W]: of min(route_free[r, rel:s])
-    route_b: np.ndarray | None
-    route_empty: np.ndarray | None  # bool [moving, W] where rel:s is empty (never, for a move)
+    all_moving: bool
+    rel: int
+    route_links: np.ndarray | None  # int64: the links of the distinct routes, one after another
+    route_seg: np.ndarray | None  # int64 [routes]: where each route's links begin
+    room_at: np.ndarray | None  # int64 [moving, W]: flat index of (route, s - 1 - rel) into
+    # the routes' room from rel on, [routes, S - rel]
+    route_empty: np.ndarray | None  # bool [moving, W]: rel:s empty (never, for a move)
+    moving_rate: np.ndarray | None  # int64 [moving, W]
     grams_f: np.ndarray | None = None  # float64 [m, W], filled when first needed
     grams: np.ndarray | None = None  # int64 [m, W]
 
 
 class FitTables:
     """What every `PlanState` of one problem shares: per-demand start tables (`DemandStarts`,
-    kept up to `FIT_CACHE_CELLS` cells), the service rows as plain lists, each slot's order of
-    the service rows by true cost per quantum, and the routes sharing a link with each route."""
+    kept up to `FIT_CACHE_CELLS` cells), the service rows as plain lists, and each slot's
+    order of the service rows by true cost per quantum."""
 
     def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
         self.pb, self.pr, self.routes = problem, pricer, routes
         sv = problem.services
         self.cells = 0
         self.demands: dict[int, DemandStarts] = {}
-        self.through: dict[int, np.ndarray] = {}
-        S = problem.slots
-        self.pool_levels_R = problem.avail.shape[0]
-        self.route_levels_R = routes.count
-        self.log2 = np.zeros(S + 1, dtype=np.int64)
-        self.log2[1:] = np.floor(np.log2(np.arange(1, S + 1))).astype(np.int64)
         self.sv_start = [int(x) for x in sv.start]
         self.sv_pool = [int(x) for x in sv.pool]
         self.sv_kappa = [int(x) for x in sv.kappa]
@@ -231,7 +202,15 @@ class FitTables:
         self.sv_gang = [int(x) for x in sv.gang]
         self.sv_penalty = [float(x) for x in sv.penalty_per_quantum]
         self.sv_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        self.sv_kappa_np = sv.kappa.astype(np.int64)
+        self.sv_pool_np = sv.pool.astype(np.int64)
+        # Each row's route links, padded with the row of unlimited room (also at home).
+        n_links = problem.bandwidth.shape[0]
+        self.sv_padded = (routes.padded[np.maximum(sv.route, 0)] if routes.count
+                          else np.zeros((len(sv.pool), 1), dtype=np.int64))
+        self.sv_padded = np.where((sv.route >= 0)[:, None], self.sv_padded, n_links)
         self.rows_on_pool = [np.flatnonzero(sv.pool == p) for p in range(problem.avail.shape[0])]
+        self.route_padded = [routes.padded[r] for r in range(routes.count)]
         self._true_order: np.ndarray | None = None
 
     def true_order(self) -> np.ndarray:
@@ -252,16 +231,6 @@ class FitTables:
         owner = np.broadcast_to(self.sv_owner, (S, len(self.sv_owner)))
         return np.lexsort((unit.T, owner), axis=-1)
 
-    def through_route(self, r: int) -> np.ndarray:
-        """The routes sharing a link with route ``r`` (r included)."""
-        got = self.through.get(r)
-        if got is None:
-            links = self.routes.links[r]
-            got = np.unique(np.concatenate([self.routes.of_link[int(l)] for l in links])) if len(links) \
-                else np.zeros(0, dtype=np.int64)
-            self.through[r] = got
-        return got
-
     def demand(self, d: int) -> DemandStarts | None:
         """Demand ``d``'s start table (None without options); kept within the cell budget."""
         got = self.demands.get(d)
@@ -272,27 +241,26 @@ class FitTables:
         if not len(ks):
             return None
         s, valid = pr.starts(ks)
-        cost = pr.cost(ks, s)
-        rate = pr.rate(ks, s)
-        ks2 = ks[:, None]
-        n = pr.n[ks2]
-        j = self.log2[np.clip(n, 0, S)]
-        base = (j * self.pool_levels_R + pr.pool[ks2]) * S
-        pool_a = base + np.clip(s, 0, S - 1)
-        pool_b = base + np.clip(s + n - (1 << j), 0, S - 1)
+        m, W = s.shape
+        short_a = (np.arange(m)[:, None] * S + s).astype(np.int32)
+        short_b = (short_a + pr.n[ks, None]).astype(np.int32)
         moving = pr.moves[ks]
-        route_a = route_b = route_empty = None
+        rate = pr.rate(ks, s)
+        rel = int(b.release[d])
+        route_links = route_seg = room_at = route_empty = moving_rate = None
         if np.any(moving) and self.routes.count:
-            sub = ks[moving]
-            r, lo, hi = np.broadcast_arrays(pr.route[sub, None], pr.rel[sub, None], s[moving])
-            length = hi - lo
-            jr = self.log2[np.clip(length, 0, S)]
-            rbase = (jr * self.route_levels_R + r) * S
-            route_a = rbase + np.clip(lo, 0, S - 1)
-            route_b = rbase + np.clip(hi - (1 << jr), 0, S - 1)
-            route_empty = length <= 0
-        out = DemandStarts(ks, s, valid, cost, rate, pr.gang[ks2], pool_a, pool_b, moving,
-                           route_a, route_b, route_empty)
+            distinct, row = np.unique(pr.route[ks[moving]], return_inverse=True)
+            lists = [self.routes.links[int(r)] if len(self.routes.links[int(r)])
+                     else np.array([self.pb.bandwidth.shape[0]]) for r in distinct]
+            route_links = np.concatenate(lists).astype(np.int64)
+            route_seg = np.cumsum([0] + [len(x) for x in lists[:-1]]).astype(np.int64)
+            sm = s[moving]
+            room_at = (row.reshape(-1, 1) * max(S - rel, 1) + np.clip(sm - 1 - rel, 0, None)).astype(np.int32)
+            route_empty = sm <= rel
+            moving_rate = rate if moving.all() else rate[moving]
+        out = DemandStarts(ks, s, valid, pr.cost(ks, s), rate, pr.gang[ks, None],
+                           pr.pool[ks], short_a, short_b, moving, bool(moving.all()), rel,
+                           route_links, route_seg, room_at, route_empty, moving_rate)
         if self.cells + s.size <= FIT_CACHE_CELLS:
             self.demands[d] = out
             self.cells += s.size
@@ -317,7 +285,11 @@ def fit_tables(problem: TimedProblem, pricer: StartPricer, routes: Routes) -> Fi
 
 
 class PlanState:
-    """A plan under construction or search: choices, the room left in every row, costs."""
+    """A plan under construction or search: choices, the room left in every row, costs.
+
+    The room of the pool-slot and link-slot rows is kept exactly; the least room of each
+    route per slot and the range-minimum tables over it (for `fits`, which prices many options
+    at once) are refreshed when asked for, after changes."""
 
     def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
         self.pb, self.pr, self.routes = problem, pricer, routes
@@ -346,8 +318,9 @@ class PlanState:
         self.link_free = self._link_ext[:n_links]
         self.carbon_free = HUGE if problem.carbon_cap_g is None else int(problem.carbon_cap_g)
         self.pool_min = RangeMin(self.pool_free)
-        self.route_free = routes.minima(self.link_free)
-        self.route_min = RangeMin(self.route_free) if routes.count else None
+        self._route_free = routes.minima(self.link_free)
+        self._routes_stale = False
+        self._route_min = RangeMin(self._route_free) if routes.count else None
 
     # -- views -------------------------------------------------------------------------------
     def objective(self) -> float:
@@ -366,6 +339,26 @@ class PlanState:
         self._service_total.set(i * self.pb.slots + t, value)
 
     # -- room --------------------------------------------------------------------------------
+    @property
+    def route_free(self) -> np.ndarray:
+        """[routes, S]: the least room of each route's links, slot by slot."""
+        if self._routes_stale:
+            self._routes_stale = False
+            if self.routes.count:
+                self._route_free[:] = self._link_ext[self.routes.padded].min(axis=1)
+                self._route_min.update(np.arange(self.routes.count))
+        return self._route_free
+
+    @property
+    def route_min(self) -> RangeMin | None:
+        if self._routes_stale:
+            self.route_free  # noqa: B018 (refreshes the table's rows)
+        return self._route_min
+
+    def route_room(self, r: int, t: int) -> int:
+        """The least room of route ``r``'s links in slot ``t``."""
+        return int(self._link_ext[self.tab.route_padded[r], t].min())
+
     def fits(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
         """Whether each (option, start) fits the room left (broadcast over [m, W])."""
         pr = self.pr
@@ -379,9 +372,10 @@ class PlanState:
         pr = self.pr
         ok = np.ones(s.shape, dtype=bool)
         moving = pr.moves[ks]
-        if np.any(moving) and self.route_min is not None:
+        route_min = self.route_min
+        if np.any(moving) and route_min is not None:
             sub = ks[moving]
-            room = self.route_min.query(pr.route[sub, None], pr.rel[sub, None], s[moving])
+            room = route_min.query(pr.route[sub, None], pr.rel[sub, None], s[moving])
             ok[moving] &= room >= rate[moving]
         if self.carbon_free < HUGE:
             ok &= grams <= self.carbon_free
@@ -393,9 +387,9 @@ class PlanState:
         p, n = int(pr.pool[k]), int(pr.n[k])
         if int(self.pool_free[p, s: s + n].min()) < int(pr.gang[k]):
             return False
-        if pr.moves[k] and self.route_min is not None:
+        if pr.moves[k] and self.routes.count:
             rel = int(pr.rel[k])
-            if s > rel and int(self.route_free[int(pr.route[k]), rel:s].min()) < rate:
+            if s > rel and int(self._link_ext[self.tab.route_padded[int(pr.route[k])], rel:s].min()) < rate:
                 return False
         return not (self.carbon_free < HUGE and grams > self.carbon_free)
 
@@ -412,27 +406,16 @@ class PlanState:
         return (float(pr.cost(one, sm, grams_f)[0, 0]), int(pr.rate(one, sm)[0, 0]),
                 int(_grams_int(grams_f)[0, 0]))
 
-    def _touch_route(self, r: int, lo: int, hi: int) -> None:
-        """Recompute the room of the routes sharing a link with route ``r`` in slots lo..hi-1
-        after the room of its links changed there."""
-        if self.route_min is None or lo >= hi:
-            return
-        routes = self.tab.through_route(r)
-        if len(routes):
-            self.route_free[routes, lo:hi] = self._link_ext[self.routes.padded[routes], lo:hi].min(axis=1)
-            self.route_min.update(routes, lo, hi)
-
     # -- batch -------------------------------------------------------------------------------
     def place(self, d: int, k: int, s: int, cost: float, rate: int, grams: int) -> None:
         """Put batch demand ``d`` on option ``k`` at start ``s`` (it must be unserved now)."""
         pr = self.pr
         p, n, g = int(pr.pool[k]), int(pr.n[k]), int(pr.gang[k])
         self.pool_free[p, s: s + n] -= g
-        self.pool_min.update(p, s, s + n)
+        self.pool_min.update(p)
         if rate and pr.moves[k]:
-            r, rel = int(pr.route[k]), int(pr.rel[k])
-            self.link_free[self.routes.links[r], rel: s] -= rate
-            self._touch_route(r, rel, s)
+            self.link_free[self.routes.links[int(pr.route[k])], int(pr.rel[k]): s] -= rate
+            self._routes_stale = True
         self.carbon_free -= grams if self.carbon_free < HUGE else 0
         self.option[d], self.start[d] = k, s
         self._batch_total.set(d, cost)
@@ -447,12 +430,11 @@ class PlanState:
         s = int(self.start[d])
         p, n, g = int(pr.pool[k]), int(pr.n[k]), int(pr.gang[k])
         self.pool_free[p, s: s + n] += g
-        self.pool_min.update(p, s, s + n)
+        self.pool_min.update(p)
         rate = int(self.batch_rate[d])
         if rate and pr.moves[k]:
-            r, rel = int(pr.route[k]), int(pr.rel[k])
-            self.link_free[self.routes.links[r], rel: s] += rate
-            self._touch_route(r, rel, s)
+            self.link_free[self.routes.links[int(pr.route[k])], int(pr.rel[k]): s] += rate
+            self._routes_stale = True
         if self.carbon_free < HUGE:
             self.carbon_free += int(self.batch_grams[d])
         self.option[d] = self.start[d] = -1
@@ -462,20 +444,31 @@ class PlanState:
     def best_fit(self, d: int, rc_extra=None) -> tuple[int, int, float, int, int, float]:
         """(option, start, true cost, rate, grams, ranking value) of demand ``d``'s cheapest
         start that fits now; option -1 when none fits. Ranked by true cost, or by the reduced
-        cost when ``rc_extra`` (a `ReducedPrices`) is given. (The first cheapest in (option,
-        start) order, as `price_fitting`'s per-option best followed by the first best option.)"""
+        cost when ``rc_extra`` (a `ReducedPrices`) is given; the first cheapest in (option,
+        start) order.
+
+        A start fits its pool when no slot of its run has less room than the gang (a prefix
+        count of the short slots of each option's pool row), its route when the running
+        minimum of the route's room from the release covers its rate."""
         t = self.tab.demand(d)
         if t is None:
             return -1, -1, math.inf, 0, 0, math.inf
-        flat = self.pool_min.table()
-        ok = np.minimum(np.take(flat, t.pool_a), np.take(flat, t.pool_b)) >= t.gang
+        short = (np.take(self.pool_free, t.pools, axis=0) < t.gang).reshape(-1)
+        count = np.zeros(len(short) + 1, dtype=np.int64)
+        np.cumsum(short, out=count[1:])
+        ok = np.take(count, t.short_b) == np.take(count, t.short_a)
         ok &= t.valid
-        if t.route_a is not None and self.route_min is not None:
-            rf = self.route_min.table()
-            room = np.minimum(np.take(rf, t.route_a), np.take(rf, t.route_b))
+        if t.route_links is not None:
+            room = np.minimum.reduceat(np.take(self._link_ext, t.route_links, axis=0), t.route_seg,
+                                       axis=0)[:, t.rel:]
+            room = np.minimum.accumulate(room, axis=1)
+            got = np.take(room, t.room_at)
             if t.route_empty.any():
-                room[t.route_empty] = HUGE
-            ok[t.moving] &= room >= t.rate[t.moving]
+                got[t.route_empty] = HUGE
+            if t.all_moving:
+                ok &= got >= t.moving_rate
+            else:
+                ok[t.moving] &= got >= t.moving_rate
         need_grams = self.carbon_free < HUGE or (rc_extra is not None and rc_extra.mult.carbon)
         if need_grams:
             grams_f, grams = FitTables.grams_of(t, self.pr)
@@ -548,31 +541,25 @@ class PlanState:
     # -- services ----------------------------------------------------------------------------
     def _link_slot(self, J: int, t: int, delta: int) -> None:
         """Add ``delta`` quanta to the room of service row J's route links in slot t."""
-        r = self.tab.sv_route[J]
-        self.link_free[self.routes.links[r], t] += delta
-        self._touch_route(r, t, t + 1)
+        self.link_free[self.routes.links[self.tab.sv_route[J]], t] += delta
+        self._routes_stale = True
 
     def clear_service_slot(self, i: int, t: int) -> None:
         tab = self.tab
         lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
         gang = tab.sv_gang[i]
-        rows = np.arange(lo, hi)
-        on = rows[(self.replicas[lo:hi, t] != 0) | (self.served[lo:hi, t] != 0)]
-        touched = []
+        on = np.flatnonzero(self.replicas[lo:hi, t] + self.served[lo:hi, t]) + lo  # both >= 0
         for J in on.tolist():
             m, u = int(self.replicas[J, t]), int(self.served[J, t])
             p = tab.sv_pool[J]
             self.pool_free[p, t] += m * gang
             self.service_held[p, t] -= m * gang
-            self.pool_min.update(p, t, t + 1)
+            self.pool_min.update(p)
             if tab.sv_routed[J] and u:
-                self.link_free[self.routes.links[tab.sv_route[J]], t] += tab.sv_tau[J] * u
-                touched.append(tab.sv_route[J])
+                self._link_slot(J, t, tab.sv_tau[J] * u)
             if self.carbon_free < HUGE:
                 self.carbon_free += int(self.service_grams[J, t])
             self.replicas[J, t] = self.served[J, t] = self.service_grams[J, t] = 0
-        for r in touched:
-            self._touch_route(r, t, t + 1)
         self._set_service_cost(i, t, float(self.pb.services.load[i, t]) * tab.sv_penalty[i])
 
     def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None,
@@ -592,20 +579,27 @@ class PlanState:
             order = tab.true_order()[t, lo:hi] if rank is None else lo + np.argsort(rank, kind="stable")
         capped = self.carbon_free < HUGE
         cost = 0.0
-        for J in order.tolist():
+        # The rows whose pool has room for a replica (a service's rows are on distinct pools:
+        # its own replicas leave the others' pools alone); the others would serve nothing.
+        keep = tab.sv_kappa_np[order] > 0
+        if gang > 0:
+            keep &= self.pool_free[tab.sv_pool_np[order], t] >= gang
+        order = order[keep]
+        rooms = None  # the routes' room of those rows in slot t, read when first needed
+        for at, J in enumerate(order.tolist()):
             if remaining <= 0:
                 break
             k = tab.sv_kappa[J]
-            if k <= 0:
-                continue
             rent, tr = float(sv.rent[J, t]), tab.sv_transfer[J]
             p = tab.sv_pool[J]
             max_m = int(self.pool_free[p, t]) // gang if gang > 0 else HUGE
             max_u = min(remaining, max_m * k)
             routed = tab.sv_routed[J]
             if routed:
-                room = int(self.route_free[tab.sv_route[J], t]) if self.route_min is not None else HUGE
-                max_u = min(max_u, room // tab.sv_tau[J])
+                if rooms is None:
+                    rooms = (self._link_ext[tab.sv_padded[order], t].min(axis=1).tolist()
+                             if self.routes.count else [HUGE] * len(order))
+                max_u = min(max_u, rooms[at] // tab.sv_tau[J])
             if max_u <= 0:
                 continue
             full = max_u // k
@@ -628,9 +622,10 @@ class PlanState:
             self.service_grams[J, t] = grams
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
-            self.pool_min.update(p, t, t + 1)
+            self.pool_min.update(p)
             if routed:
                 self._link_slot(J, t, -tab.sv_tau[J] * u)
+                rooms = None  # the links changed
             if capped:
                 self.carbon_free -= grams
             cost += m * rent + tr * u
@@ -654,7 +649,7 @@ class PlanState:
             p = tab.sv_pool[J]
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
-            self.pool_min.update(p, t, t + 1)
+            self.pool_min.update(p)
             if tab.sv_routed[J] and u:
                 self._link_slot(J, t, -tab.sv_tau[J] * u)
             grams = _grams_one(m * float(sv.co2_kg[J, t]) * 1000.0)
