@@ -568,37 +568,63 @@ class PlanState:
         (per-quantum cost; the true one by default; ``order``: the rows, global indices, already
         in that order), whole replicas where they pay for themselves against the penalty,
         within the room of every row."""
+        placed, cost = self.plan_cover(i, t, rank, order)
+        if placed is not None:
+            self._apply_cover(i, t, placed, cost)
+
+    def plan_cover(self, i: int, t: int, rank: np.ndarray | None = None,
+                   order: np.ndarray | None = None, freed: bool = False):
+        """(placements [(row, replicas, served, grams)], cost) that `cover_service_slot` would
+        make, without changing anything; ``freed``: in the room the cell would have once
+        cleared (its own replicas given back). (None, None) when the load is nil."""
         tab, sv = self.tab, self.pb.services
         lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
         remaining = int(sv.load[i, t])
         if remaining <= 0 or hi <= lo:
-            return
+            return None, None
         gang = tab.sv_gang[i]
         pen = tab.sv_penalty[i]
         if order is None:
             order = tab.true_order()[t, lo:hi] if rank is None else lo + np.argsort(rank, kind="stable")
         capped = self.carbon_free < HUGE
+        carbon_free = self.carbon_free
+        pool_room = self.pool_free[tab.sv_pool_np[order], t]
+        col = None  # the links' room in slot t (with the cell's own traffic back, if freed)
+        if freed:
+            own_m = self.replicas[lo:hi, t]
+            own = np.flatnonzero(own_m + self.served[lo:hi, t])
+            if len(own):
+                pool_room = pool_room + self.replicas[order, t] * gang
+                if capped:
+                    carbon_free += int(self.service_grams[lo + own, t].sum())
+                col = self._link_ext[:, t].copy()
+                for J in (own + lo).tolist():
+                    u = int(self.served[J, t])
+                    if tab.sv_routed[J] and u:
+                        col[self.routes.links[tab.sv_route[J]]] += tab.sv_tau[J] * u
+        # A service's rows are on distinct pools: its own replicas leave the others' pools
+        # alone, so each row's pool room is read once.
+        pool_room = pool_room.tolist()
+        rows = order.tolist()
+        rooms = None  # the routes' room of the rows in slot t, read when first needed
         cost = 0.0
-        # The rows whose pool has room for a replica (a service's rows are on distinct pools:
-        # its own replicas leave the others' pools alone); the others would serve nothing.
-        keep = tab.sv_kappa_np[order] > 0
-        if gang > 0:
-            keep &= self.pool_free[tab.sv_pool_np[order], t] >= gang
-        order = order[keep]
-        rooms = None  # the routes' room of those rows in slot t, read when first needed
-        for at, J in enumerate(order.tolist()):
+        placed = []
+        kappa = tab.sv_kappa
+        for at, J in enumerate(rows):
             if remaining <= 0:
                 break
-            k = tab.sv_kappa[J]
+            k = kappa[J]
+            if k <= 0 or (gang > 0 and pool_room[at] < gang):
+                continue  # no replica fits: it would serve nothing
             rent, tr = float(sv.rent[J, t]), tab.sv_transfer[J]
-            p = tab.sv_pool[J]
-            max_m = int(self.pool_free[p, t]) // gang if gang > 0 else HUGE
+            max_m = pool_room[at] // gang if gang > 0 else HUGE
             max_u = min(remaining, max_m * k)
             routed = tab.sv_routed[J]
             if routed:
                 if rooms is None:
-                    rooms = (self._link_ext[tab.sv_padded[order], t].min(axis=1).tolist()
-                             if self.routes.count else [HUGE] * len(order))
+                    if col is None:
+                        col = self._link_ext[:, t].copy()
+                    rooms = col[tab.sv_padded[order]].min(axis=1).tolist()
                 max_u = min(max_u, rooms[at] // tab.sv_tau[J])
             if max_u <= 0:
                 continue
@@ -612,25 +638,60 @@ class PlanState:
             u = use_full * k + use_part
             grams_per = float(sv.co2_kg[J, t]) * 1000.0
             if capped:
-                while m > 0 and _grams_one(m * grams_per) > self.carbon_free:
+                while m > 0 and _grams_one(m * grams_per) > carbon_free:
                     m -= 1
                     u = min(u, m * k)
                 if m <= 0:
                     continue
             grams = _grams_one(m * grams_per)
+            placed.append((J, m, u, grams))
+            if routed:
+                col[self.routes.links[tab.sv_route[J]]] -= tab.sv_tau[J] * u
+                rooms = None  # the links changed
+            if capped:
+                carbon_free -= grams
+            cost += m * rent + tr * u
+            remaining -= u
+        return placed, cost + remaining * pen
+
+    def _apply_cover(self, i: int, t: int, placed, cost: float) -> None:
+        """Make the placements of `plan_cover` (the cell cleared)."""
+        tab = self.tab
+        gang = tab.sv_gang[i]
+        capped = self.carbon_free < HUGE
+        for J, m, u, grams in placed:
+            p = tab.sv_pool[J]
             self.replicas[J, t], self.served[J, t] = m, u
             self.service_grams[J, t] = grams
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
             self.pool_min.update(p)
-            if routed:
+            if tab.sv_routed[J]:
                 self._link_slot(J, t, -tab.sv_tau[J] * u)
-                rooms = None  # the links changed
             if capped:
                 self.carbon_free -= grams
-            cost += m * rent + tr * u
-            remaining -= u
-        self._set_service_cost(i, t, cost + remaining * pen)
+        self._set_service_cost(i, t, cost)
+
+    def recover_slot(self, i: int, t: int) -> bool:
+        """Cover service ``i``'s slot ``t`` again at true cost in the room it would have once
+        cleared; made (True) only if it costs less. Otherwise the plan stays as it was (but for
+        the grams of its replicas, recounted as `restore_service_slot` counts them)."""
+        placed, cost = self.plan_cover(i, t, freed=True)
+        if placed is None:
+            return False
+        current = float(self.service_cost[i, t])
+        if cost < current - 1e-12 * max(abs(current), 1.0):
+            self.clear_service_slot(i, t)
+            self._apply_cover(i, t, placed, cost)
+            return True
+        if self.carbon_free < HUGE:
+            sv, lo, hi = self.pb.services, self.tab.sv_start[i], self.tab.sv_start[i + 1]
+            for J in (np.flatnonzero(self.replicas[lo:hi, t] + self.served[lo:hi, t]) + lo).tolist():
+                m = int(self.replicas[J, t])
+                grams = _grams_one(m * float(sv.co2_kg[J, t]) * 1000.0)
+                self.carbon_free += int(self.service_grams[J, t]) - grams
+                self.service_grams[J, t] = grams
+        return False
 
     def service_slot_snapshot(self, i: int, t: int):
         lo, hi = self.tab.sv_start[i], self.tab.sv_start[i + 1]
@@ -1002,14 +1063,8 @@ class Recover:
             for t in range(state.pb.slots):
                 if sv.load[i, t] <= 0:
                     continue
-                snap = state.service_slot_snapshot(i, t)
-                state.clear_service_slot(i, t)
-                state.cover_service_slot(i, t)
-                if state.service_cost[i, t] < snap[2] - 1e-12 * max(abs(snap[2]), 1.0):
+                if state.recover_slot(i, t):
                     moves += 1
-                else:
-                    state.clear_service_slot(i, t)
-                    state.restore_service_slot(i, t, snap)
         return moves
 
 
