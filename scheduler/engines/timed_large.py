@@ -38,7 +38,7 @@ from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
 
 HUGE = np.iinfo(np.int64).max // 4
-DUAL_SHARE = 0.5  # of the time limit, at most, for the subgradient steps
+DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
 PROGRESS_EVERY_S = 0.25
 GRAM_MARGIN = 1e-12  # emissions are rounded up from (1 + this) * grams: never under the verifier's
