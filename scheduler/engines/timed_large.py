@@ -202,7 +202,6 @@ class FitTables:
         self.sv_gang = [int(x) for x in sv.gang]
         self.sv_penalty = [float(x) for x in sv.penalty_per_quantum]
         self.sv_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
-        self.sv_kappa_np = sv.kappa.astype(np.int64)
         self.sv_pool_np = sv.pool.astype(np.int64)
         # Each row's route links, padded with the row of unlimited room (also at home).
         n_links = problem.bandwidth.shape[0]
@@ -354,10 +353,6 @@ class PlanState:
         if self._routes_stale:
             self.route_free  # noqa: B018 (refreshes the table's rows)
         return self._route_min
-
-    def route_room(self, r: int, t: int) -> int:
-        """The least room of route ``r``'s links in slot ``t``."""
-        return int(self._link_ext[self.tab.route_padded[r], t].min())
 
     def fits(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
         """Whether each (option, start) fits the room left (broadcast over [m, W])."""
