@@ -539,3 +539,181 @@ def test_batch_demand_with_no_option_beside_a_service():
     assert [u.demand for u in large.plan.unserved] == ["job"]
     assert large.plan.objective == pytest.approx(exact.plan.objective)
     assert large.plan.lower_bound <= exact.plan.objective + 1e-9
+
+
+# -- the search's fast paths against the plain ones -------------------------------------------
+def _china_state(cap_t: float | None, penalty_scale: float = 1.0):
+    """A plan built at zero multipliers on a small generated week-day instance (carbon cap
+    ``cap_t`` tonnes, binding when small; the services' penalty scaled), with its relaxation."""
+    import dataclasses
+
+    from scheduler.engines.timed_large import Builder
+    from scheduler.generate import china_instance
+
+    pb = compile_timed(china_instance(demands=120, seed=3, hours=24, carbon_cap_t_co2=cap_t))
+    sv = pb.services
+    pb = dataclasses.replace(pb, services=dataclasses.replace(
+        sv, penalty_per_quantum=sv.penalty_per_quantum * penalty_scale))
+    relax = TimedRelaxation(pb)
+    state = Builder(pb, relax, relax.routes).build(Multipliers.zeros(pb), lambda: False)
+    return pb, relax, state
+
+
+def _snapshot(state: PlanState) -> tuple:
+    return (state.option.copy(), state.start.copy(), state.replicas.copy(), state.served.copy(),
+            state.service_grams.copy(), state.pool_free.copy(), state.link_free.copy(),
+            state.carbon_free, state.service_cost.copy(), state.batch_cost.copy())
+
+
+@pytest.mark.parametrize("cap_t", [None, 0.2])
+def test_best_fit_and_objective_match_the_plain_pricing(cap_t):
+    """`best_fit` (prefix counts over the rows' room) equals the cheapest fitting start of
+    `price_fitting` (range-minimum tables), by true and by reduced cost, on a plan being
+    changed; the exactly kept objective equals math.fsum of the cost arrays."""
+    from scheduler.engines.timed_large import ReducedPrices
+
+    pb, relax, state = _china_state(cap_t)
+    rng = np.random.default_rng(0)
+    mult = Multipliers(rng.uniform(0, 2, pb.avail.shape), rng.uniform(0, 1e-6, pb.bandwidth.shape),
+                       1e-4 if cap_t else 0.0)
+    prices = ReducedPrices(relax, mult)
+    b = pb.batch
+    for d in rng.permutation(len(b.rows))[:60]:
+        d = int(d)
+        state.remove(d)
+        for extra in (None, prices):
+            ks = np.arange(b.start[d], b.start[d + 1])
+            got = state.best_fit(d, extra)
+            if not len(ks):
+                assert got[0] == -1
+                continue
+            rank, s, cost, rate, grams = state.price_fitting(ks, extra)
+            j = int(np.argmin(rank))
+            if not math.isfinite(rank[j]):
+                assert got[0] == -1
+                continue
+            assert got == (int(ks[j]), int(s[j]), float(cost[j]), int(rate[j]), int(grams[j]), float(rank[j]))
+        k, s, cost, rate, grams, _ = state.best_fit(d)
+        if k >= 0:
+            state.place(d, k, s, cost, rate, grams)
+        assert state.objective() == math.fsum(state.batch_cost) + math.fsum(state.service_cost.ravel())
+
+
+def _cover_reference(state: PlanState, i: int, t: int) -> tuple[list, float]:
+    """The greedy cover of a cleared (service, slot) cell as the engine first wrote it: rows by
+    true cost per quantum, each row's room read afresh from the rows' state (placements kept
+    in local copies of the room)."""
+    sv, pb = state.pb.services, state.pb
+    lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+    remaining, gang, pen = int(sv.load[i, t]), int(sv.gang[i]), float(sv.penalty_per_quantum[i])
+    pool = state.pool_free[:, t].copy()
+    link = state.link_free[:, t].copy()
+    carbon = state.carbon_free
+    kappa = sv.kappa[lo:hi].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = np.where(kappa > 0, sv.rent[lo:hi, t] / kappa, np.inf) + sv.transfer_per_quantum[lo:hi]
+    placed, cost = [], 0.0
+    for jj in np.argsort(unit, kind="stable"):
+        if remaining <= 0:
+            break
+        J = lo + int(jj)
+        k, p = int(sv.kappa[J]), int(sv.pool[J])
+        if k <= 0:
+            continue
+        rent, tr = float(sv.rent[J, t]), float(sv.transfer_per_quantum[J])
+        max_u = min(remaining, (int(pool[p]) // gang) * k)
+        routed = sv.route[J] >= 0 and sv.tau[J] > 0
+        links = list(pb.routes[int(sv.route[J])]) if routed else []
+        if routed:
+            room = min((int(link[l]) for l in links), default=2**62)
+            max_u = min(max_u, room // int(sv.tau[J]))
+        if max_u <= 0:
+            continue
+        full, part = max_u // k, max_u % k
+        use_full = full if rent + tr * k < pen * k else 0
+        use_part = part if part and rent + tr * part < pen * part else 0
+        if not use_full and not use_part:
+            continue
+        m, u = use_full + (1 if use_part else 0), use_full * k + use_part
+        per = float(sv.co2_kg[J, t]) * 1000.0
+        grams = lambda m: math.ceil(m * per * (1.0 + 1e-12) - 1e-9)  # noqa: E731
+        if carbon < 2**61:
+            while m > 0 and grams(m) > carbon:
+                m -= 1
+                u = min(u, m * k)
+            if m <= 0:
+                continue
+            carbon -= grams(m)
+        placed.append((J, m, u, grams(m)))
+        pool[p] -= m * gang
+        for l in links:
+            link[l] -= int(sv.tau[J]) * u
+        cost += m * rent + tr * u
+        remaining -= u
+    return placed, cost + remaining * pen
+
+
+@pytest.mark.parametrize("tight", ["nothing", "carbon", "links"])
+def test_recover_slot_matches_clear_cover_restore(tight):
+    """`PlanState.recover_slot` leaves the plan exactly as clearing the cell, covering it at
+    true cost and putting the snapshot back when that is not cheaper would; also where the
+    carbon left, or the links (the services' home pools full), bind."""
+    _pb, _relax, state = _china_state(0.2 if tight == "carbon" else None,
+                                      penalty_scale=100.0 if tight == "links" else 1.0)
+    sv = state.pb.services
+    rng = np.random.default_rng(1)
+    if tight == "carbon":
+        state.carbon_free = min(state.carbon_free, 400)  # a few replicas' grams
+    if tight == "links":  # away from home, through links with room for a few cells' traffic
+        for i in range(len(sv.rows)):
+            for t in range(state.pb.slots):
+                state.clear_service_slot(i, t)
+        for d in range(state.n_batch):
+            state.remove(d)
+        state.pool_free[sv.pool[sv.route < 0]] = 0
+        state.link_free[:] = rng.integers(0, 8 * 10**6, state.link_free.shape)
+        state._routes_stale = True
+        for i in range(len(sv.rows)):
+            for t in range(state.pb.slots):
+                state.cover_service_slot(i, t)
+        assert (state.served[sv.route >= 0] > 0).sum() > 50
+    cells = [(i, t) for i in range(len(sv.rows)) for t in range(state.pb.slots) if sv.load[i, t] > 0]
+    assert cells
+    for at in rng.permutation(len(cells))[:150]:
+        i, t = cells[int(at)]
+        before = _snapshot(state)
+        snap = state.service_slot_snapshot(i, t)
+        state.clear_service_slot(i, t)
+        assert state.plan_cover(i, t) == _cover_reference(state, i, t)
+        state.cover_service_slot(i, t)
+        better = state.service_cost[i, t] < snap[2] - 1e-12 * max(abs(snap[2]), 1.0)
+        if not better:
+            state.clear_service_slot(i, t)
+            state.restore_service_slot(i, t, snap)
+        plain = _snapshot(state)
+        # Back to the state before, then the same cell by recover_slot.
+        (state.option[:], state.start[:], state.replicas[:], state.served[:], state.service_grams[:],
+         state.pool_free[:], state.link_free[:]) = before[:7]
+        state.carbon_free = before[7]
+        for (ii, tt), value in np.ndenumerate(before[8]):
+            state._set_service_cost(ii, tt, value)
+        state._routes_stale = True
+        assert state.recover_slot(i, t) == better
+        fast = _snapshot(state)
+        for x, y in zip(plain, fast):
+            assert np.array_equal(x, y)
+
+
+def test_china_day_is_deterministic():
+    """A generated day with 200 demands, with an iteration limit and one worker: the same plan,
+    bound and counters twice (and the plan keeps every row)."""
+    from scheduler.generate import china_instance
+
+    pb = compile_timed(china_instance(demands=200, seed=1, hours=24))
+    params = SolveParams(time_limit_s=600, workers=1, seed=0, iteration_limit=3)
+    a, b = solve_timed_large(pb, params), solve_timed_large(pb, params)
+    assert a.choice is not None and violations(pb, a.choice) == []
+    for x, y in zip((a.choice.option, a.choice.start_slot, a.choice.replicas, a.choice.served),
+                    (b.choice.option, b.choice.start_slot, b.choice.replicas, b.choice.served)):
+        assert np.array_equal(x, y)
+    assert a.lower_bound == b.lower_bound and a.details == b.details

@@ -131,6 +131,7 @@ class StartPricer:
         self.kwh_prefix = prefix(table).ravel()
         self.table_row = self.pool + P * (~b.priced_energy).astype(np.int64)
         self.bits_per_slot = self.bits / (problem.slot_hours * 3600.0)
+        self.fit_tables = None  # timed_large.FitTables, built by the first plan state
 
     def chunks(self, ks: np.ndarray):
         """Split option indices so that each chunk prices at most CHUNK_CELLS starts."""

@@ -38,7 +38,7 @@ from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
 
 HUGE = np.iinfo(np.int64).max // 4
-DUAL_SHARE = 0.5  # of the time limit, at most, for the subgradient steps
+DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
 PROGRESS_EVERY_S = 0.25
 GRAM_MARGIN = 1e-12  # emissions are rounded up from (1 + this) * grams: never under the verifier's
@@ -99,11 +99,200 @@ class RangeMin:
         return out
 
 
-class PlanState:
-    """A plan under construction or search: choices, the room left in every row, costs."""
+_EXACT_SHIFT = 1074  # every finite float is an integer multiple of 2^-1074
+_EXACT_ONE = 1 << _EXACT_SHIFT
+_GRAM_FACTOR = 1.0 + GRAM_MARGIN
+FIT_CACHE_CELLS = 1 << 23
+"""(option, start) cells of the per-demand start tables kept for the search (about 35 bytes
+each, 50 with a carbon cap or price); the demands past it are priced afresh at every look."""
+
+
+def _exact(x: float) -> int:
+    """A finite float as an exact integer multiple of 2^-1074."""
+    n, d = x.as_integer_ratio()
+    return n << (_EXACT_SHIFT + 1 - d.bit_length())
+
+
+def _grams_one(grams: float) -> int:
+    """`_grams_int` of one value, in plain floats (the same IEEE operations)."""
+    return math.ceil(grams * _GRAM_FACTOR - 1e-9)
+
+
+class ExactTotal:
+    """The sum of a float array kept exactly while its elements change: `value()` equals
+    ``math.fsum`` of the array (both are the correctly rounded exact sum), in O(1)."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values.reshape(-1)  # a view: the owner writes through `set`
+        self.floats = self.values.tolist()
+        self.parts: list[int | None] = [_exact(x) if math.isfinite(x) else None
+                                        for x in self.values.tolist()]
+        self.total = sum(x for x in self.parts if x is not None)
+        self.nonfinite = sum(x is None for x in self.parts)
+
+    def set(self, index: int, x: float) -> None:
+        x = float(x)
+        if x == self.floats[index]:
+            return
+        self.floats[index] = x
+        old = self.parts[index]
+        if old is None:
+            self.nonfinite -= 1
+        else:
+            self.total -= old
+        new = _exact(x) if math.isfinite(x) else None
+        if new is None:
+            self.nonfinite += 1
+        else:
+            self.total += new
+        self.parts[index] = new
+        self.values[index] = x
+
+    def value(self) -> float:
+        if self.nonfinite:
+            return math.fsum(self.values)
+        return self.total / _EXACT_ONE  # int / int is correctly rounded
+
+
+@dataclasses.dataclass(eq=False)
+class DemandStarts:
+    """Everything about a batch demand's allowed starts that the room left does not change:
+    the starts of its options (padded), their costs and rates, and the flat indices that read
+    whether a start fits off the room of its pool and route rows (`PlanState.best_fit`)."""
+
+    ks: np.ndarray  # int64 [m]: its options
+    s: np.ndarray  # int64 [m, W]
+    valid: np.ndarray  # bool [m, W]
+    cost: np.ndarray  # float64 [m, W]
+    rate: np.ndarray  # int64 [m, W]
+    gang: np.ndarray  # int64 [m, 1]
+    pools: np.ndarray  # int64 [m]
+    short_a: np.ndarray  # int64 [m, W]: flat index p * S + s into the pool rows [m, S] ...
+    short_b: np.ndarray  # ... and p * S + s + n (a window of one row: contiguous when flat)
+    moving: np.ndarray  # bool [m]
+    all_moving: bool
+    rel: int
+    route_links: np.ndarray | None  # int64: the links of the distinct routes, one after another
+    route_seg: np.ndarray | None  # int64 [routes]: where each route's links begin
+    room_at: np.ndarray | None  # int64 [moving, W]: flat index of (route, s - 1 - rel) into
+    # the routes' room from rel on, [routes, S - rel]
+    route_empty: np.ndarray | None  # bool [moving, W]: rel:s empty (never, for a move)
+    moving_rate: np.ndarray | None  # int64 [moving, W]
+    grams_f: np.ndarray | None = None  # float64 [m, W], filled when first needed
+    grams: np.ndarray | None = None  # int64 [m, W]
+
+
+class FitTables:
+    """What every `PlanState` of one problem shares: per-demand start tables (`DemandStarts`,
+    kept up to `FIT_CACHE_CELLS` cells), the service rows as plain lists, and each slot's
+    order of the service rows by true cost per quantum."""
 
     def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
         self.pb, self.pr, self.routes = problem, pricer, routes
+        sv = problem.services
+        self.cells = 0
+        self.demands: dict[int, DemandStarts] = {}
+        self.sv_start = [int(x) for x in sv.start]
+        self.sv_pool = [int(x) for x in sv.pool]
+        self.sv_kappa = [int(x) for x in sv.kappa]
+        self.sv_route = [int(x) for x in sv.route]
+        self.sv_tau = [int(x) for x in sv.tau]
+        self.sv_routed = [r >= 0 and t > 0 for r, t in zip(self.sv_route, self.sv_tau)]
+        self.sv_transfer = [float(x) for x in sv.transfer_per_quantum]
+        self.sv_gang = [int(x) for x in sv.gang]
+        self.sv_penalty = [float(x) for x in sv.penalty_per_quantum]
+        self.sv_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        self.sv_pool_np = sv.pool.astype(np.int64)
+        # Each row's route links, padded with the row of unlimited room (also at home).
+        n_links = problem.bandwidth.shape[0]
+        self.sv_padded = (routes.padded[np.maximum(sv.route, 0)] if routes.count
+                          else np.zeros((len(sv.pool), 1), dtype=np.int64))
+        self.sv_padded = np.where((sv.route >= 0)[:, None], self.sv_padded, n_links)
+        self.rows_on_pool = [np.flatnonzero(sv.pool == p) for p in range(problem.avail.shape[0])]
+        self.route_padded = [routes.padded[r] for r in range(routes.count)]
+        self._true_order: np.ndarray | None = None
+
+    def true_order(self) -> np.ndarray:
+        """[S, J]: per slot, the service rows grouped by service (``sv.start``), each group by
+        true cost per quantum (stable): `cover_service_slot`'s default order."""
+        if self._true_order is None:
+            sv = self.pb.services
+            kappa = sv.kappa.astype(np.float64)[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                unit = np.where(kappa > 0, sv.rent / kappa, np.inf) + sv.transfer_per_quantum[:, None]
+            self._true_order = self.orders(unit)
+        return self._true_order
+
+    def orders(self, unit: np.ndarray) -> np.ndarray:
+        """[S, J]: per slot, the rows grouped by service, each group by ``unit[J, t]`` (stable,
+        as ``np.argsort(kind="stable")`` of the group's slice)."""
+        S = self.pb.slots
+        owner = np.broadcast_to(self.sv_owner, (S, len(self.sv_owner)))
+        return np.lexsort((unit.T, owner), axis=-1)
+
+    def demand(self, d: int) -> DemandStarts | None:
+        """Demand ``d``'s start table (None without options); kept within the cell budget."""
+        got = self.demands.get(d)
+        if got is not None:
+            return got
+        b, pr, S = self.pb.batch, self.pr, self.pb.slots
+        ks = np.arange(b.start[d], b.start[d + 1])
+        if not len(ks):
+            return None
+        s, valid = pr.starts(ks)
+        m, W = s.shape
+        short_a = (np.arange(m)[:, None] * S + s).astype(np.int32)
+        short_b = (short_a + pr.n[ks, None]).astype(np.int32)
+        moving = pr.moves[ks]
+        rate = pr.rate(ks, s)
+        rel = int(b.release[d])
+        route_links = route_seg = room_at = route_empty = moving_rate = None
+        if np.any(moving) and self.routes.count:
+            distinct, row = np.unique(pr.route[ks[moving]], return_inverse=True)
+            lists = [self.routes.links[int(r)] if len(self.routes.links[int(r)])
+                     else np.array([self.pb.bandwidth.shape[0]]) for r in distinct]
+            route_links = np.concatenate(lists).astype(np.int64)
+            route_seg = np.cumsum([0] + [len(x) for x in lists[:-1]]).astype(np.int64)
+            sm = s[moving]
+            room_at = (row.reshape(-1, 1) * max(S - rel, 1) + np.clip(sm - 1 - rel, 0, None)).astype(np.int32)
+            route_empty = sm <= rel
+            moving_rate = rate if moving.all() else rate[moving]
+        out = DemandStarts(ks, s, valid, pr.cost(ks, s), rate, pr.gang[ks, None],
+                           pr.pool[ks], short_a, short_b, moving, bool(moving.all()), rel,
+                           route_links, route_seg, room_at, route_empty, moving_rate)
+        if self.cells + s.size <= FIT_CACHE_CELLS:
+            self.demands[d] = out
+            self.cells += s.size
+        return out
+
+    @staticmethod
+    def grams_of(t: DemandStarts, pr: StartPricer) -> tuple[np.ndarray, np.ndarray]:
+        if t.grams is None:
+            t.grams_f = pr.grams(t.ks, t.s)
+            t.grams = _grams_int(t.grams_f)
+        return t.grams_f, t.grams
+
+
+def fit_tables(problem: TimedProblem, pricer: StartPricer, routes: Routes) -> FitTables:
+    """The `FitTables` of ``pricer``'s problem (built once, kept on the pricer, shared by its
+    plan states)."""
+    got = pricer.fit_tables
+    if got is None or got.pb is not problem or got.routes is not routes:
+        got = FitTables(problem, pricer, routes)
+        pricer.fit_tables = got
+    return got
+
+
+class PlanState:
+    """A plan under construction or search: choices, the room left in every row, costs.
+
+    The room of the pool-slot and link-slot rows is kept exactly; the least room of each
+    route per slot and the range-minimum tables over it (for `fits`, which prices many options
+    at once) are refreshed when asked for, after changes."""
+
+    def __init__(self, problem: TimedProblem, pricer: StartPricer, routes: Routes):
+        self.pb, self.pr, self.routes = problem, pricer, routes
+        self.tab = fit_tables(problem, pricer, routes)
         b, sv = problem.batch, problem.services
         self.n_batch = len(b.rows)
         self.option = np.full(self.n_batch, -1, dtype=np.int64)
@@ -114,20 +303,28 @@ class PlanState:
         J, S = len(sv.pool), problem.slots
         self.replicas = np.zeros((J, S), dtype=np.int64)
         self.served = np.zeros((J, S), dtype=np.int64)
-        self.service_owner = np.repeat(np.arange(len(sv.rows)), np.diff(sv.start))
+        self.service_owner = self.tab.sv_owner
         self.service_cost = (sv.load * sv.penalty_per_quantum[:, None]).astype(np.float64)
+        self._batch_total = ExactTotal(self.batch_cost)
+        self._service_total = ExactTotal(self.service_cost)
         self.service_grams = np.zeros((J, S), dtype=np.int64)
         self.pool_free = problem.avail.astype(np.int64).copy()
         self.service_held = np.zeros(problem.avail.shape, dtype=np.int64)  # GPUs of replicas
-        self.link_free = problem.bandwidth.astype(np.int64).copy()
+        # The links' room, with one more row of unlimited room (the routes' padding).
+        n_links = problem.bandwidth.shape[0]
+        self._link_ext = np.full((n_links + 1, S), HUGE, dtype=np.int64)
+        self._link_ext[:n_links] = problem.bandwidth
+        self.link_free = self._link_ext[:n_links]
         self.carbon_free = HUGE if problem.carbon_cap_g is None else int(problem.carbon_cap_g)
         self.pool_min = RangeMin(self.pool_free)
-        self.route_free = routes.minima(self.link_free)
-        self.route_min = RangeMin(self.route_free) if routes.count else None
+        self._route_free = routes.minima(self.link_free)
+        self._routes_stale = False
+        self._route_min = RangeMin(self._route_free) if routes.count else None
 
     # -- views -------------------------------------------------------------------------------
     def objective(self) -> float:
-        return math.fsum(self.batch_cost) + math.fsum(self.service_cost.ravel())
+        """math.fsum of the batch costs plus math.fsum of the service costs (kept exactly)."""
+        return self._batch_total.value() + self._service_total.value()
 
     def unplaced(self) -> int:
         """Must-serve batch demands without a start."""
@@ -137,7 +334,26 @@ class PlanState:
         return TimedChoice(self.option.copy(), self.start.astype(np.int32),
                            self.replicas.copy(), self.served.copy())
 
+    def _set_service_cost(self, i: int, t: int, value: float) -> None:
+        self._service_total.set(i * self.pb.slots + t, value)
+
     # -- room --------------------------------------------------------------------------------
+    @property
+    def route_free(self) -> np.ndarray:
+        """[routes, S]: the least room of each route's links, slot by slot."""
+        if self._routes_stale:
+            self._routes_stale = False
+            if self.routes.count:
+                self._route_free[:] = self._link_ext[self.routes.padded].min(axis=1)
+                self._route_min.update(np.arange(self.routes.count))
+        return self._route_free
+
+    @property
+    def route_min(self) -> RangeMin | None:
+        if self._routes_stale:
+            self.route_free  # noqa: B018 (refreshes the table's rows)
+        return self._route_min
+
     def fits(self, ks: np.ndarray, s: np.ndarray, rate: np.ndarray, grams: np.ndarray) -> np.ndarray:
         """Whether each (option, start) fits the room left (broadcast over [m, W])."""
         pr = self.pr
@@ -151,24 +367,39 @@ class PlanState:
         pr = self.pr
         ok = np.ones(s.shape, dtype=bool)
         moving = pr.moves[ks]
-        if np.any(moving) and self.route_min is not None:
+        route_min = self.route_min
+        if np.any(moving) and route_min is not None:
             sub = ks[moving]
-            room = self.route_min.query(pr.route[sub, None], pr.rel[sub, None], s[moving])
+            room = route_min.query(pr.route[sub, None], pr.rel[sub, None], s[moving])
             ok[moving] &= room >= rate[moving]
         if self.carbon_free < HUGE:
             ok &= grams <= self.carbon_free
         return ok
 
-    def _touch_links(self, links: np.ndarray) -> None:
-        """Recompute the room of the routes through ``links`` after their room changed."""
-        if self.route_min is None or not len(links):
-            return
-        routes = np.unique(np.concatenate([self.routes.of_link[l] for l in links]))
-        if len(routes):
-            sentinel = np.full((1, self.link_free.shape[1]), HUGE, dtype=np.int64)
-            table = np.concatenate([self.link_free, sentinel])
-            self.route_free[routes] = table[self.routes.padded[routes]].min(axis=1)
-            self.route_min.update(routes)
+    def fits_one(self, k: int, s: int, rate: int, grams: int) -> bool:
+        """Whether option ``k`` at start ``s`` fits the room left (plain slices: one start)."""
+        pr = self.pr
+        p, n = int(pr.pool[k]), int(pr.n[k])
+        if int(self.pool_free[p, s: s + n].min()) < int(pr.gang[k]):
+            return False
+        if pr.moves[k] and self.routes.count:
+            rel = int(pr.rel[k])
+            if s > rel and int(self._link_ext[self.tab.route_padded[int(pr.route[k])], rel:s].min()) < rate:
+                return False
+        return not (self.carbon_free < HUGE and grams > self.carbon_free)
+
+    def start_terms(self, d: int, k: int, s: int) -> tuple[float, int, int]:
+        """(cost, rate, grams) of demand ``d``'s option ``k`` at start ``s``."""
+        pr = self.pr
+        t = self.tab.demands.get(d)
+        if t is not None:
+            i, w = k - int(t.ks[0]), s - int(pr.first[k])
+            _gf, grams = FitTables.grams_of(t, pr)
+            return float(t.cost[i, w]), int(t.rate[i, w]), int(grams[i, w])
+        one, sm = np.array([k]), np.array([[s]])
+        grams_f = pr.grams(one, sm)
+        return (float(pr.cost(one, sm, grams_f)[0, 0]), int(pr.rate(one, sm)[0, 0]),
+                int(_grams_int(grams_f)[0, 0]))
 
     # -- batch -------------------------------------------------------------------------------
     def place(self, d: int, k: int, s: int, cost: float, rate: int, grams: int) -> None:
@@ -178,12 +409,12 @@ class PlanState:
         self.pool_free[p, s: s + n] -= g
         self.pool_min.update(p)
         if rate and pr.moves[k]:
-            links = self.routes.links[pr.route[k]]
-            self.link_free[links, int(pr.rel[k]): s] -= rate
-            self._touch_links(links)
+            self.link_free[self.routes.links[int(pr.route[k])], int(pr.rel[k]): s] -= rate
+            self._routes_stale = True
         self.carbon_free -= grams if self.carbon_free < HUGE else 0
         self.option[d], self.start[d] = k, s
-        self.batch_cost[d], self.batch_grams[d], self.batch_rate[d] = cost, grams, rate
+        self._batch_total.set(d, cost)
+        self.batch_grams[d], self.batch_rate[d] = grams, rate
 
     def remove(self, d: int) -> None:
         """Make batch demand ``d`` unserved."""
@@ -197,29 +428,62 @@ class PlanState:
         self.pool_min.update(p)
         rate = int(self.batch_rate[d])
         if rate and pr.moves[k]:
-            links = self.routes.links[pr.route[k]]
-            self.link_free[links, int(pr.rel[k]): s] += rate
-            self._touch_links(links)
+            self.link_free[self.routes.links[int(pr.route[k])], int(pr.rel[k]): s] += rate
+            self._routes_stale = True
         if self.carbon_free < HUGE:
             self.carbon_free += int(self.batch_grams[d])
         self.option[d] = self.start[d] = -1
-        self.batch_cost[d] = self.pb.batch.penalty[d]
+        self._batch_total.set(d, self.pb.batch.penalty[d])
         self.batch_grams[d] = self.batch_rate[d] = 0
 
     def best_fit(self, d: int, rc_extra=None) -> tuple[int, int, float, int, int, float]:
         """(option, start, true cost, rate, grams, ranking value) of demand ``d``'s cheapest
         start that fits now; option -1 when none fits. Ranked by true cost, or by the reduced
-        cost when ``rc_extra`` (a `ReducedPrices`) is given."""
-        b = self.pb.batch
-        ks = np.arange(b.start[d], b.start[d + 1])
-        if not len(ks):
+        cost when ``rc_extra`` (a `ReducedPrices`) is given; the first cheapest in (option,
+        start) order.
+
+        A start fits its pool when no slot of its run has less room than the gang (a prefix
+        count of the short slots of each option's pool row), its route when the running
+        minimum of the route's room from the release covers its rate."""
+        t = self.tab.demand(d)
+        if t is None:
             return -1, -1, math.inf, 0, 0, math.inf
-        res = self.price_fitting(ks, rc_extra)
-        j = int(np.argmin(res[0]))
-        if not math.isfinite(res[0][j]):
+        short = (np.take(self.pool_free, t.pools, axis=0) < t.gang).reshape(-1)
+        count = np.zeros(len(short) + 1, dtype=np.int64)
+        np.cumsum(short, out=count[1:])
+        ok = np.take(count, t.short_b) == np.take(count, t.short_a)
+        ok &= t.valid
+        if t.route_links is not None:
+            room = np.minimum.reduceat(np.take(self._link_ext, t.route_links, axis=0), t.route_seg,
+                                       axis=0)[:, t.rel:]
+            room = np.minimum.accumulate(room, axis=1)
+            got = np.take(room, t.room_at)
+            if t.route_empty.any():
+                got[t.route_empty] = HUGE
+            if t.all_moving:
+                ok &= got >= t.moving_rate
+            else:
+                ok[t.moving] &= got >= t.moving_rate
+        need_grams = self.carbon_free < HUGE or (rc_extra is not None and rc_extra.mult.carbon)
+        if need_grams:
+            grams_f, grams = FitTables.grams_of(t, self.pr)
+            if self.carbon_free < HUGE:
+                ok &= grams <= self.carbon_free
+        else:
+            grams_f = grams = None
+        if rc_extra is None:
+            rank = np.where(ok, t.cost, np.inf)
+        else:
+            extra = rc_extra.batch(t.ks, t.s, t.rate,
+                                   grams_f if grams_f is not None else np.zeros(t.s.shape, dtype=np.int64))
+            rank = np.where(ok, t.cost + extra, np.inf)
+        at = int(np.argmin(rank))
+        i, w = divmod(at, rank.shape[1])
+        value = float(rank[i, w])
+        if not math.isfinite(value):
             return -1, -1, math.inf, 0, 0, math.inf
-        return (int(ks[j]), int(res[1][j]), float(res[2][j]), int(res[3][j]), int(res[4][j]),
-                float(res[0][j]))
+        return (int(t.ks[i]), int(t.s[i, w]), float(t.cost[i, w]), int(t.rate[i, w]),
+                int(grams[i, w]) if grams is not None else 0, value)
 
     def price_fitting(self, ks: np.ndarray, rc_extra=None):
         """Per option of ``ks``: (rank, start, cost, rate, grams) of its best fitting start."""
@@ -263,69 +527,100 @@ class PlanState:
 
     def service_slots_on(self, p: int, lo: int, hi: int) -> list[tuple[int, int]]:
         """(service, slot) pairs holding replicas on pool ``p`` in slots lo..hi-1."""
-        sv = self.pb.services
-        if not len(sv.pool) or not self.service_held[p, lo:hi].any():
+        if not self.tab.sv_pool or not self.service_held[p, lo:hi].any():
             return []
-        rows = np.flatnonzero(sv.pool == p)
+        rows = self.tab.rows_on_pool[p]
         held = self.replicas[rows, lo:hi] > 0
         return sorted({(int(self.service_owner[rows[r]]), lo + int(t)) for r, t in zip(*np.nonzero(held))})
 
     # -- services ----------------------------------------------------------------------------
+    def _link_slot(self, J: int, t: int, delta: int) -> None:
+        """Add ``delta`` quanta to the room of service row J's route links in slot t."""
+        self.link_free[self.routes.links[self.tab.sv_route[J]], t] += delta
+        self._routes_stale = True
+
     def clear_service_slot(self, i: int, t: int) -> None:
-        sv = self.pb.services
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
-        gang = int(sv.gang[i])
-        touched = []
-        for J in range(lo, hi):
+        tab = self.tab
+        lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
+        gang = tab.sv_gang[i]
+        on = np.flatnonzero(self.replicas[lo:hi, t] + self.served[lo:hi, t]) + lo  # both >= 0
+        for J in on.tolist():
             m, u = int(self.replicas[J, t]), int(self.served[J, t])
-            if not m and not u:
-                continue
-            p = int(sv.pool[J])
+            p = tab.sv_pool[J]
             self.pool_free[p, t] += m * gang
             self.service_held[p, t] -= m * gang
             self.pool_min.update(p)
-            if sv.route[J] >= 0 and sv.tau[J] > 0 and u:
-                links = self.routes.links[sv.route[J]]
-                self.link_free[links, t] += int(sv.tau[J]) * u
-                touched.append(links)
+            if tab.sv_routed[J] and u:
+                self._link_slot(J, t, tab.sv_tau[J] * u)
             if self.carbon_free < HUGE:
                 self.carbon_free += int(self.service_grams[J, t])
             self.replicas[J, t] = self.served[J, t] = self.service_grams[J, t] = 0
-        for links in touched:
-            self._touch_links(links)
-        self.service_cost[i, t] = float(sv.load[i, t]) * float(sv.penalty_per_quantum[i])
+        self._set_service_cost(i, t, float(self.pb.services.load[i, t]) * tab.sv_penalty[i])
 
-    def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None) -> None:
+    def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None,
+                           order: np.ndarray | None = None) -> None:
         """Serve service ``i``'s load in slot ``t`` (cleared before) greedily: pools by ``rank``
-        (per-quantum cost; the true one by default), whole replicas where they pay for
-        themselves against the penalty, within the room of every row."""
-        sv = self.pb.services
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        (per-quantum cost; the true one by default; ``order``: the rows, global indices, already
+        in that order), whole replicas where they pay for themselves against the penalty,
+        within the room of every row."""
+        placed, cost = self.plan_cover(i, t, rank, order)
+        if placed is not None:
+            self._apply_cover(i, t, placed, cost)
+
+    def plan_cover(self, i: int, t: int, rank: np.ndarray | None = None,
+                   order: np.ndarray | None = None, freed: bool = False):
+        """(placements [(row, replicas, served, grams)], cost) that `cover_service_slot` would
+        make, without changing anything; ``freed``: in the room the cell would have once
+        cleared (its own replicas given back). (None, None) when the load is nil."""
+        tab, sv = self.tab, self.pb.services
+        lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
         remaining = int(sv.load[i, t])
         if remaining <= 0 or hi <= lo:
-            return
-        gang = int(sv.gang[i])
-        pen = float(sv.penalty_per_quantum[i])
-        kappa = sv.kappa[lo:hi].astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            true_unit = np.where(kappa > 0, sv.rent[lo:hi, t] / kappa, np.inf) + sv.transfer_per_quantum[lo:hi]
-        order = np.argsort(true_unit if rank is None else rank, kind="stable")
+            return None, None
+        gang = tab.sv_gang[i]
+        pen = tab.sv_penalty[i]
+        if order is None:
+            order = tab.true_order()[t, lo:hi] if rank is None else lo + np.argsort(rank, kind="stable")
+        capped = self.carbon_free < HUGE
+        carbon_free = self.carbon_free
+        pool_room = self.pool_free[tab.sv_pool_np[order], t]
+        col = None  # the links' room in slot t (with the cell's own traffic back, if freed)
+        if freed:
+            own_m = self.replicas[lo:hi, t]
+            own = np.flatnonzero(own_m + self.served[lo:hi, t])
+            if len(own):
+                pool_room = pool_room + self.replicas[order, t] * gang
+                if capped:
+                    carbon_free += int(self.service_grams[lo + own, t].sum())
+                col = self._link_ext[:, t].copy()
+                for J in (own + lo).tolist():
+                    u = int(self.served[J, t])
+                    if tab.sv_routed[J] and u:
+                        col[self.routes.links[tab.sv_route[J]]] += tab.sv_tau[J] * u
+        # A service's rows are on distinct pools: its own replicas leave the others' pools
+        # alone, so each row's pool room is read once.
+        pool_room = pool_room.tolist()
+        rows = order.tolist()
+        rooms = None  # the routes' room of the rows in slot t, read when first needed
         cost = 0.0
-        for jj in order:
+        placed = []
+        kappa = tab.sv_kappa
+        for at, J in enumerate(rows):
             if remaining <= 0:
                 break
-            J = lo + int(jj)
-            k = int(sv.kappa[J])
-            if k <= 0:
-                continue
-            rent, tr = float(sv.rent[J, t]), float(sv.transfer_per_quantum[J])
-            p = int(sv.pool[J])
-            max_m = int(self.pool_free[p, t]) // gang if gang > 0 else HUGE
+            k = kappa[J]
+            if k <= 0 or (gang > 0 and pool_room[at] < gang):
+                continue  # no replica fits: it would serve nothing
+            rent, tr = float(sv.rent[J, t]), tab.sv_transfer[J]
+            max_m = pool_room[at] // gang if gang > 0 else HUGE
             max_u = min(remaining, max_m * k)
-            routed = sv.route[J] >= 0 and sv.tau[J] > 0
+            routed = tab.sv_routed[J]
             if routed:
-                room = int(self.route_free[sv.route[J], t]) if self.route_min is not None else HUGE
-                max_u = min(max_u, room // int(sv.tau[J]))
+                if rooms is None:
+                    if col is None:
+                        col = self._link_ext[:, t].copy()
+                    rooms = col[tab.sv_padded[order]].min(axis=1).tolist()
+                max_u = min(max_u, rooms[at] // tab.sv_tau[J])
             if max_u <= 0:
                 continue
             full = max_u // k
@@ -337,56 +632,87 @@ class PlanState:
             m = use_full + (1 if use_part else 0)
             u = use_full * k + use_part
             grams_per = float(sv.co2_kg[J, t]) * 1000.0
-            if self.carbon_free < HUGE:
-                while m > 0 and int(_grams_int(m * grams_per)) > self.carbon_free:
+            if capped:
+                while m > 0 and _grams_one(m * grams_per) > carbon_free:
                     m -= 1
                     u = min(u, m * k)
                 if m <= 0:
                     continue
-            grams = int(_grams_int(m * grams_per))
+            grams = _grams_one(m * grams_per)
+            placed.append((J, m, u, grams))
+            if routed:
+                col[self.routes.links[tab.sv_route[J]]] -= tab.sv_tau[J] * u
+                rooms = None  # the links changed
+            if capped:
+                carbon_free -= grams
+            cost += m * rent + tr * u
+            remaining -= u
+        return placed, cost + remaining * pen
+
+    def _apply_cover(self, i: int, t: int, placed, cost: float) -> None:
+        """Make the placements of `plan_cover` (the cell cleared)."""
+        tab = self.tab
+        gang = tab.sv_gang[i]
+        capped = self.carbon_free < HUGE
+        for J, m, u, grams in placed:
+            p = tab.sv_pool[J]
             self.replicas[J, t], self.served[J, t] = m, u
             self.service_grams[J, t] = grams
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
             self.pool_min.update(p)
-            if routed:
-                links = self.routes.links[sv.route[J]]
-                self.link_free[links, t] -= int(sv.tau[J]) * u
-                self._touch_links(links)
-            if self.carbon_free < HUGE:
+            if tab.sv_routed[J]:
+                self._link_slot(J, t, -tab.sv_tau[J] * u)
+            if capped:
                 self.carbon_free -= grams
-            cost += m * rent + tr * u
-            remaining -= u
-        self.service_cost[i, t] = cost + remaining * pen
+        self._set_service_cost(i, t, cost)
+
+    def recover_slot(self, i: int, t: int) -> bool:
+        """Cover service ``i``'s slot ``t`` again at true cost in the room it would have once
+        cleared; made (True) only if it costs less. Otherwise the plan stays as it was (but for
+        the grams of its replicas, recounted as `restore_service_slot` counts them)."""
+        placed, cost = self.plan_cover(i, t, freed=True)
+        if placed is None:
+            return False
+        current = float(self.service_cost[i, t])
+        if cost < current - 1e-12 * max(abs(current), 1.0):
+            self.clear_service_slot(i, t)
+            self._apply_cover(i, t, placed, cost)
+            return True
+        if self.carbon_free < HUGE:
+            sv, lo, hi = self.pb.services, self.tab.sv_start[i], self.tab.sv_start[i + 1]
+            for J in (np.flatnonzero(self.replicas[lo:hi, t] + self.served[lo:hi, t]) + lo).tolist():
+                m = int(self.replicas[J, t])
+                grams = _grams_one(m * float(sv.co2_kg[J, t]) * 1000.0)
+                self.carbon_free += int(self.service_grams[J, t]) - grams
+                self.service_grams[J, t] = grams
+        return False
 
     def service_slot_snapshot(self, i: int, t: int):
-        sv = self.pb.services
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+        lo, hi = self.tab.sv_start[i], self.tab.sv_start[i + 1]
         return (self.replicas[lo:hi, t].copy(), self.served[lo:hi, t].copy(), float(self.service_cost[i, t]))
 
     def restore_service_slot(self, i: int, t: int, snap) -> None:
         """Put back a snapshot of service ``i``'s slot ``t`` (the slot must be cleared and the
         room still there: it was freed by clearing it)."""
-        sv = self.pb.services
-        lo = int(sv.start[i])
-        gang = int(sv.gang[i])
+        tab, sv = self.tab, self.pb.services
+        lo = tab.sv_start[i]
+        gang = tab.sv_gang[i]
         replicas, served, cost = snap
-        for jj in np.flatnonzero((replicas > 0) | (served > 0)):
-            J = lo + int(jj)
+        for jj in np.flatnonzero((replicas > 0) | (served > 0)).tolist():
+            J = lo + jj
             m, u = int(replicas[jj]), int(served[jj])
-            p = int(sv.pool[J])
+            p = tab.sv_pool[J]
             self.pool_free[p, t] -= m * gang
             self.service_held[p, t] += m * gang
             self.pool_min.update(p)
-            if sv.route[J] >= 0 and sv.tau[J] > 0 and u:
-                links = self.routes.links[sv.route[J]]
-                self.link_free[links, t] -= int(sv.tau[J]) * u
-                self._touch_links(links)
-            grams = int(_grams_int(m * float(sv.co2_kg[J, t]) * 1000.0))
+            if tab.sv_routed[J] and u:
+                self._link_slot(J, t, -tab.sv_tau[J] * u)
+            grams = _grams_one(m * float(sv.co2_kg[J, t]) * 1000.0)
             if self.carbon_free < HUGE:
                 self.carbon_free -= grams
             self.replicas[J, t], self.served[J, t], self.service_grams[J, t] = m, u, grams
-        self.service_cost[i, t] = cost
+        self._set_service_cost(i, t, cost)
 
 
 class ReducedPrices:
@@ -477,14 +803,9 @@ class Builder:
                     return None
                 d, row = int(open_[j]), int(chosen[j])
                 k, s = int(ks[row]), int(start[row])
-                one = np.array([k])
-                sm = np.array([[s]])
-                grams_f = pr.grams(one, sm)
-                rate = pr.rate(one, sm)
-                grams = _grams_int(grams_f)
-                if state.fits(one, sm, rate, grams)[0, 0]:
-                    state.place(d, k, s, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]),
-                                int(grams[0, 0]))
+                cost, rate, grams = state.start_terms(d, k, s)
+                if state.fits_one(k, s, rate, grams):
+                    state.place(d, k, s, cost, rate, grams)
                     placed += 1
                 else:  # its proposal no longer fits: its best start that still does
                     k, s, cost, rate_, grams_, rank_ = state.best_fit(d, prices)
@@ -501,9 +822,12 @@ class Builder:
         sv = self.pb.services
         if len(sv.rows):
             unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
+            orders = state.tab.orders(unit)  # per slot, each service's rows by reduced cost
+            bounds = state.tab.sv_start
             for t in range(self.pb.slots):
+                row = orders[t]
                 for i in range(len(sv.rows)):
-                    state.cover_service_slot(i, t, unit[sv.start[i]: sv.start[i + 1], t])
+                    state.cover_service_slot(i, t, order=row[bounds[i]: bounds[i + 1]])
                 if stopped():
                     return False
         return True
@@ -576,9 +900,11 @@ class Eject:
             if stopped():
                 break
             d = int(d)
-            ks = np.arange(b.start[d], b.start[d + 1])
-            s, valid = pr.starts(ks)
-            cost = np.where(valid, pr.cost(ks, s), np.inf).ravel()
+            table = state.tab.demand(d)
+            if table is None:
+                continue
+            ks, s = table.ks, table.s
+            cost = np.where(table.valid, table.cost, np.inf).ravel()
             for flat in np.argsort(cost, kind="stable")[: self.TARGETS]:
                 if not math.isfinite(cost[flat]):
                     break
@@ -612,11 +938,9 @@ class Eject:
         self._clear(state, slots, snaps)
         for j in jobs:
             state.remove(j)
-        one, sm = np.array([k]), np.array([[st]])
-        grams_f = pr.grams(one, sm)
-        rate, grams = pr.rate(one, sm), _grams_int(grams_f)
-        if state.fits(one, sm, rate, grams)[0, 0]:
-            state.place(d, k, st, float(pr.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
+        cost, rate, grams = state.start_terms(d, k, st)
+        if state.fits_one(k, st, rate, grams):
+            state.place(d, k, st, cost, rate, grams)
             for j in jobs[:-1]:
                 kk, ss, cc, rr, gg, _ = state.best_fit(j)
                 if kk < 0 and b.must_serve[j]:  # take room from services instead
@@ -734,14 +1058,8 @@ class Recover:
             for t in range(state.pb.slots):
                 if sv.load[i, t] <= 0:
                     continue
-                snap = state.service_slot_snapshot(i, t)
-                state.clear_service_slot(i, t)
-                state.cover_service_slot(i, t)
-                if state.service_cost[i, t] < snap[2] - 1e-12 * max(abs(snap[2]), 1.0):
+                if state.recover_slot(i, t):
                     moves += 1
-                else:
-                    state.clear_service_slot(i, t)
-                    state.restore_service_slot(i, t, snap)
         return moves
 
 
