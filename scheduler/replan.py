@@ -237,10 +237,10 @@ def _outage_runs(extra: np.ndarray, kind: str) -> list[Outage]:
     return out
 
 
-def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events = Events(),
-                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY, resend_cost: bool = True) -> Modified:
-    """The modified instance of a re-plan (module text, step 1); ``resend_cost`` False leaves
-    out the cost of sending data again (`Baseline.retransfer_cny` 0). Raises `ReplanError`."""
+def check_inputs(instance: Instance, plan: Plan, now_slot: int,
+                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY) -> None:
+    """The bad-input rules on the instance, ``now`` and the old plan, the plan checked by the
+    independent verifier against the instance (it must belong to it). Raises `ReplanError`."""
     if instance.horizon is None:
         raise ReplanError(["instance: re-planning needs a horizon ('horizon', schema version 2); "
                            "without one there is no 'now' to re-plan from"], "instance")
@@ -258,6 +258,17 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         more = len(checked.violations) - len(shown)
         raise ReplanError(["plan: does not belong to the instance (the verifier rejects it)"] + shown
                           + ([f"(and {more} more)"] if more else []), "plan")
+
+
+def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events = Events(),
+                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY, resend_cost: bool = True,
+                 *, checked: bool = False) -> Modified:
+    """The modified instance of a re-plan (module text, step 1); ``resend_cost`` False leaves
+    out the cost of sending data again (`Baseline.retransfer_cny` 0); ``checked`` True skips
+    `check_inputs` (the caller ran it). Raises `ReplanError`."""
+    if not checked:
+        check_inputs(instance, plan, now_slot, migration_cost_cny)
+    S = instance.horizon.slots
     problems = _event_problems(instance, now_slot, events)
     if problems:
         raise ReplanError(problems)
@@ -775,10 +786,20 @@ def replan(
     """
     params = params or SolveParams()
     started = time.perf_counter()
-    modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost)
+    check_inputs(instance, plan, now_slot, migration_cost_cny)
+    verified = time.perf_counter()
+    modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost, checked=True)
+    phases = {"verify_old_s": verified - started, "apply_events_s": time.perf_counter() - verified}
     new_plan, verification = solve_replanned(modified.instance, plan, params, started=started,
-                                             warm_start=warm_start, on_progress=on_progress, stop=stop)
-    return ReplanResult(new_plan, verification, modified.instance, plan_change(plan, new_plan, modified))
+                                             warm_start=warm_start, on_progress=on_progress, stop=stop,
+                                             phases=phases)
+    begun = time.perf_counter()
+    change = plan_change(plan, new_plan, modified)
+    phases["change_s"] = time.perf_counter() - begun
+    stats = new_plan.stats
+    stats = stats.model_copy(update={"wall_time_s": time.perf_counter() - started,
+                                     "details": {**stats.details, **phases}})
+    return ReplanResult(new_plan.model_copy(update={"stats": stats}), verification, modified.instance, change)
 
 
 def solve_replanned(
@@ -790,6 +811,7 @@ def solve_replanned(
     warm_start: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
+    phases: dict[str, float] | None = None,
 ) -> tuple[Plan, Verification]:
     """Solve a modified instance (with `Instance.replanning`) from the old ``plan`` as the warm
     start: compile, narrow (`Adjusted`), search, map back, itemize, verify."""
@@ -801,9 +823,19 @@ def solve_replanned(
 
     started = time.perf_counter() if started is None else started
     stopped = stop.is_set if stop is not None else None
+    phases = {} if phases is None else phases
+    mark = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        phases[name] = now - mark[0]
+        mark[0] = now
+
     real = compile_timed(instance, stop=stopped)
+    lap("compile_s")
     adjusted = Adjusted(real, instance, plan)
     problem = adjusted.problem
+    lap("adjust_s")
     complete = False
     if warm_start:
         hint, complete, greedy = adjusted.warm_start(stopped)
@@ -814,6 +846,7 @@ def solve_replanned(
         greedy = TimedGreedy(problem, stopped)
         hint, complete = greedy.run()
     simple_bound = timed_lower_bound(problem, greedy.cheapest)
+    lap("warm_start_s")
     hinted = time.perf_counter()
     if on_progress is not None:
         on_progress(Progress("replan", hinted - started, choice_objective(problem, hint) + adjusted.offset
@@ -823,6 +856,7 @@ def solve_replanned(
                                                            0.05)})
     engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
                                        on_progress=on_progress, stop=stop)
+    lap("search_s")
     searched = time.perf_counter()
     bound = None
     if outcome.choice is not None:
@@ -843,7 +877,9 @@ def solve_replanned(
                                lower_bound=None, stats=stats)
         new = _with_migration(new, migration, bound, outcome.choice is not None)
         new = _reasons(new, instance, adjusted, outcome.choice)
+        lap("itemize_s")
         verification = verify(instance, new)
+        lap("verify_new_s")
     stats = stats.model_copy(update={"wall_time_s": time.perf_counter() - started})
     new = new.model_copy(update={"stats": stats})
     if not verification.ok:
