@@ -541,18 +541,19 @@ class Adjusted:
             return 0.0
         return math.fsum(self.extra[choice.option[choice.option >= 0]].tolist())
 
-    def warm_start(self, stopped: Callable[[], bool] | None):
+    def warm_start(self, stopped: Callable[[], bool] | None, price_all: bool = True):
         """The old plan on the narrowed problem, completed greedily: (choice, complete, greedy).
 
         Order: pinned jobs; the must-serve jobs' old spots, then the other must-serve jobs at
         their cheapest fitting start; the optional jobs' old spots; the services (their old
-        replicas from now on where they fit, else covered afresh); the other optional jobs."""
+        replicas from now on where they fit, else covered afresh); the other optional jobs.
+        ``price_all`` False prices the candidate starts of only the jobs that need a new spot
+        (the greedy's ``cheapest`` is then infinite for the others: no simple bound from it)."""
         from scheduler.engines.timed_greedy import TimedGreedy
 
         pr = self.problem
         b, sv = pr.batch, pr.services
-        g = TimedGreedy(pr, stopped)
-        savings = b.penalty - g.cheapest
+        g = TimedGreedy(pr, stopped, jobs=None if price_all else np.zeros(0, dtype=np.int64))
         has_old = self.old >= 0
 
         def keep_old(demands: np.ndarray) -> None:
@@ -567,7 +568,10 @@ class Adjusted:
 
         def place_rest(demands: np.ndarray) -> None:
             rest = demands[g.option[demands] < 0]
-            for i in rest[np.argsort(-savings[rest], kind="stable")].tolist():
+            if not price_all:
+                g.candidates.price(rest)
+            savings = b.penalty[rest] - g.cheapest[rest]
+            for i in rest[np.argsort(-savings, kind="stable")].tolist():
                 g.place(i)
 
         keep_old(np.flatnonzero(has_old & self.pinned))
@@ -817,7 +821,14 @@ def solve_replanned(
     start: compile, narrow (`Adjusted`), search, map back, itemize, verify."""
     from scheduler.engines.timed_exact import choice_objective
     from scheduler.engines.timed_greedy import timed_lower_bound
-    from scheduler.solve import FALLBACK_SECONDS_PER_DEMAND, VerificationError, no_gc, run_timed_engine
+    from scheduler.solve import (
+        FALLBACK_SECONDS_PER_DEMAND,
+        VerificationError,
+        no_gc,
+        pick_timed_engine,
+        run_timed_engine,
+        timed_engine,
+    )
     from scheduler.timed import compile_timed
     from scheduler.timed_decode import build_timed_plan
 
@@ -836,16 +847,22 @@ def solve_replanned(
     adjusted = Adjusted(real, instance, plan)
     problem = adjusted.problem
     lap("adjust_s")
-    complete = False
+    # The large engine's bound starts from the same relaxation at zero multipliers and raises
+    # it: with it the warm start prices only the jobs that need a new spot, and no simple bound.
+    engine_bound = (pick_timed_engine(problem, params.engine) == "large"
+                    and timed_engine("large") is not None)
+    complete = priced_all = False
     if warm_start:
-        hint, complete, greedy = adjusted.warm_start(stopped)
+        hint, complete, greedy = adjusted.warm_start(stopped, price_all=not engine_bound)
+        priced_all = not engine_bound
     warm = complete
     if not complete:
         from scheduler.engines.timed_greedy import TimedGreedy
 
         greedy = TimedGreedy(problem, stopped)
         hint, complete = greedy.run()
-    simple_bound = timed_lower_bound(problem, greedy.cheapest)
+        priced_all = True
+    simple_bound = timed_lower_bound(problem, greedy.cheapest) if priced_all else None
     lap("warm_start_s")
     hinted = time.perf_counter()
     if on_progress is not None:
@@ -856,6 +873,8 @@ def solve_replanned(
                                                            0.05)})
     engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
                                        on_progress=on_progress, stop=stop)
+    if outcome.choice is not None and outcome.lower_bound is None and simple_bound is None:
+        simple_bound = timed_lower_bound(problem)  # stopped before the engine had a bound
     lap("search_s")
     searched = time.perf_counter()
     bound = None
@@ -870,13 +889,15 @@ def solve_replanned(
         options=problem.batch.n_options + problem.services.n_options, cost_scale=outcome.cost_scale,
         rounding_bound_cny=outcome.rounding_bound_cny, first_solution_s=outcome.first_solution_s,
         details={**outcome.details, "warm_start": int(warm), "search_s": searched - hinted,
-                 "prepare_s": hinted - started},
+                 "prepare_s": hinted - started, "search_budget_s": budget.time_limit_s,
+                 **({"simple_bound": simple_bound + adjusted.offset} if simple_bound is not None else {}),
+                 **({"engine_bound": outcome.lower_bound + adjusted.offset}
+                    if outcome.lower_bound is not None else {})},
     )
     with no_gc():
         new = build_timed_plan(instance, real, adjusted.back(outcome.choice), status=outcome.status,
-                               lower_bound=None, stats=stats)
+                               lower_bound=None, stats=stats, reasons=_reasons(adjusted, outcome.choice))
         new = _with_migration(new, migration, bound, outcome.choice is not None)
-        new = _reasons(new, instance, adjusted, outcome.choice)
         lap("itemize_s")
         verification = verify(instance, new)
         lap("verify_new_s")
@@ -889,19 +910,14 @@ def solve_replanned(
     return new, verification
 
 
-def _reasons(plan: Plan, instance: Instance, adjusted: Adjusted, choice: TimedChoice | None) -> Plan:
-    """Unserved reasons read from the narrowed problem: a job whose every start lies before now
-    fails the window rule, and move costs count towards `uneconomic`."""
-    from scheduler.timed import TimedLoad
-    from scheduler.timed_decode import unserved_reason
+def _reasons(adjusted: Adjusted, choice: TimedChoice | None) -> Callable[[int], Reason]:
+    """Unserved reasons read from the narrowed problem (batch job -> reason): a job whose every
+    start lies before now fails the window rule, and move costs count towards `uneconomic`."""
+    from scheduler.timed_decode import choice_load, unserved_reason
 
     pr = adjusted.problem
-    b = pr.batch
-    row = {instance.demands[int(r)].id: i for i, r in enumerate(b.rows)}
-    load = TimedLoad.of(pr, choice) if choice is not None else None
-    unserved = tuple(u.model_copy(update={"reason": unserved_reason(pr, load, row[u.demand])})
-                     if u.demand in row else u for u in plan.unserved)
-    return plan.model_copy(update={"unserved": unserved})
+    load = choice_load(pr, choice) if choice is not None else None
+    return lambda i: unserved_reason(pr, load, i)
 
 
 def _with_migration(plan: Plan, migration: float, bound: float | None, solved: bool) -> Plan:

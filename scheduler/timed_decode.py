@@ -9,6 +9,7 @@ summed slot by slot over each run (not through prefix sums), as the verifier rec
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -102,6 +103,43 @@ def choice_objective(problem: TimedProblem, choice: TimedChoice) -> float:
     return math.fsum(parts)
 
 
+def choice_load(problem: TimedProblem, choice: TimedChoice) -> TimedLoad:
+    """`TimedLoad.of(problem, choice)`, the batch jobs added all at once (difference arrays
+    over the slots) instead of one `add_batch` each: the same GPUs, link quanta and grams."""
+    from scheduler.timed import grams
+
+    load = TimedLoad(problem)
+    b, S = problem.batch, problem.slots
+    jobs = np.flatnonzero(choice.option >= 0)
+    if len(jobs):
+        k = choice.option[jobs].astype(np.int64)
+        s = choice.start_slot[jobs].astype(np.int64)
+        _, co2, rate, _ = problem.evaluate(k, s)
+        n = b.slots[k].astype(np.int64)
+        gang = b.gang[b.demand[k]].astype(np.int64)
+        p = b.pool[k].astype(np.int64)
+        diff = np.zeros((problem.n_pools, S + 1), dtype=np.int64)
+        np.add.at(diff, (p, np.clip(s, 0, S)), gang)
+        np.add.at(diff, (p, np.clip(s + n, 0, S)), -gang)
+        load.gpus += np.cumsum(diff, axis=1)[:, :S].astype(load.gpus.dtype)
+        rel = b.release[b.demand[k]].astype(np.int64)
+        route = b.route[k].astype(np.int64)
+        moving = np.flatnonzero((route >= 0) & (s > rel) & (rate != 0))
+        if len(moving):
+            lengths = np.array([len(problem.routes[r]) for r in route[moving].tolist()], dtype=np.int64)
+            links = (np.concatenate([problem.routes[r] for r in route[moving].tolist()]).astype(np.int64)
+                     if lengths.sum() else np.zeros(0, dtype=np.int64))
+            job = np.repeat(moving, lengths)
+            flow = np.zeros((problem.n_links, S + 1), dtype=np.int64)
+            np.add.at(flow, (links, np.clip(rel[job], 0, S)), rate[job])
+            np.add.at(flow, (links, np.clip(s[job], 0, S)), -rate[job])
+            load.link += np.cumsum(flow, axis=1)[:, :S].astype(load.link.dtype)
+        load.batch_grams = int(grams(co2).sum())
+    for j in np.flatnonzero(choice.replicas.any(axis=1)).tolist():
+        load.add_service(j, choice.replicas[j], choice.served[j])
+    return load
+
+
 def unserved_reason(problem: TimedProblem, load: TimedLoad | None, i: int) -> Reason:
     """Why batch demand ``i`` is unserved: its nearest miss if it has no option, `not_solved`
     without a plan (``load`` None), `uneconomic` if no allowed start costs less than its
@@ -136,9 +174,12 @@ def build_timed_plan(
     status: Status,
     lower_bound: float | None,
     stats: SolveStats,
+    reasons: Callable[[int], Reason] | None = None,
 ) -> Plan:
     """Itemize ``choice`` into a Plan; with ``choice`` None (status infeasible or unknown) every
-    batch job is unserved and every service serves nothing."""
+    batch job is unserved and every service serves nothing. ``reasons``: batch job -> its
+    unserved reason, when the caller reads them from another problem (`unserved_reason` on
+    this one otherwise)."""
     b, sv = problem.batch, problem.services
     S, h = problem.slots, problem.slot_hours
     w = instance.weights
@@ -153,7 +194,7 @@ def build_timed_plan(
             replicas=np.zeros((sv.n_options, S), dtype=np.int64),
             served=np.zeros((sv.n_options, S), dtype=np.int64),
         )
-    load = TimedLoad.of(problem, choice)
+    load = choice_load(problem, choice)
     kwh_ps = np.zeros((problem.n_pools, S))  # kWh drawn per (pool, slot)
     cny_ps = np.zeros((problem.n_pools, S))  # weighted energy cost per (pool, slot)
 
@@ -193,7 +234,8 @@ def build_timed_plan(
     reason_load = load if solved else None
     for i in np.flatnonzero(choice.option < 0).tolist():
         d = instance.demands[int(b.rows[i])]
-        unserved.append(Unserved(demand=d.id, reason=unserved_reason(problem, reason_load, i),
+        why = reasons(i) if reasons is not None else unserved_reason(problem, reason_load, i)
+        unserved.append(Unserved(demand=d.id, reason=why,
                                  penalty_cny=float(b.penalty[i]), work_pflop=d.work_pflop))
 
     # -- services ----------------------------------------------------------------------------
