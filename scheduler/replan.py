@@ -320,6 +320,7 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         room[a.pool][lo:hi] -= d.gang_size
         baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot, pinned=True))
     blocked: dict[str, str] = {}
+    link_index = {frozenset((l.source, l.target)): k for k, l in enumerate(instance.links)}
     later = sorted((a for a in plan.assignments if a.start_slot >= now and a.demand not in cancelled),
                    key=lambda a: (a.start_slot, a.demand))
     for a in later:
@@ -330,7 +331,7 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
             retransfer = a.transfer_cny * min(1.0, (now - release) / (a.start_slot - release))
         baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot,
                                  move_cost_cny=migration_cost_cny, retransfer_cny=retransfer))
-        for lo, hi, what in _route_outages(instance, a.route or (), bandwidth_zero):
+        for lo, hi, what in _route_outages(link_index, a.route or (), bandwidth_zero):
             if lo < a.start_slot and hi > max(now, release):
                 blocked[a.demand] = f"its data's route is cut ({what})"
         hi = min(a.end_slot, S)
@@ -392,9 +393,11 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
     return Modified(modified, restarted, blocked, tuple(sorted(cancelled)), tuple(d.id for d in events.add))
 
 
-def _route_outages(instance: Instance, route: tuple[str, ...], cut: dict[int, list[tuple[int, int]]]):
-    """(from, to, link) for each cut span of a link along ``route``."""
-    index = {frozenset((l.source, l.target)): k for k, l in enumerate(instance.links)}
+def _route_outages(index: dict[frozenset, int], route: tuple[str, ...], cut: dict[int, list[tuple[int, int]]]):
+    """(from, to, link) for each cut span of a link along ``route`` (``index``: link of each
+    pair of regions)."""
+    if not cut:
+        return
     for pair in zip(route, route[1:]):
         k = index.get(frozenset(pair))
         for lo, hi in cut.get(k, ()):
@@ -768,6 +771,51 @@ class ReplanResult:
         return self.plan.gap
 
 
+POST_PER_VERIFY = 2.0
+"""Seconds set aside after the search (itemizing and verifying the new plan, the change, and
+writing the plan) per second the verifier took on the old plan, times the growth in demands:
+on the replan suite those steps took 1.2 to 3.3 times the old plan's check (docs/replan.md)."""
+
+
+class _Clock:
+    """The re-plan's clock: the phases' seconds (``phases``), the limit, and the one "late:"
+    progress message that says up front that the fixed phases leave no time for the search."""
+
+    def __init__(self, params: SolveParams, on_progress: Callable[[Progress], None] | None,
+                 old_demands: int):
+        self.started = self.mark = time.perf_counter()
+        self.limit = params.time_limit_s
+        self.on_progress = on_progress
+        self.old_demands = max(old_demands, 1)
+        self.phases: dict[str, float] = {}
+        self.told = False
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.phases[name] = now - self.mark
+        self.mark = now
+        return self.phases[name]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def reserve(self, demands: int, slots: int) -> float:
+        """Seconds for itemizing, verifying and writing the new plan: the old plan's check
+        scaled (`POST_PER_VERIFY`), or, without one, `solve`'s rate per demand and day."""
+        from scheduler.solve import FALLBACK_SECONDS_PER_DEMAND
+
+        checked = self.phases.get("verify_old_s")
+        if checked is None:
+            return FALLBACK_SECONDS_PER_DEMAND * demands * slots / 24 + 0.02
+        return POST_PER_VERIFY * checked * max(1.0, demands / self.old_demands) + 0.02
+
+    def late(self, message: str) -> None:
+        """Say once, through ``on_progress``, that the plan will be late."""
+        if not self.told and self.on_progress is not None:
+            self.on_progress(Progress("replan", self.elapsed(), None, None, None, "late: " + message))
+        self.told = True
+
+
 def replan(
     instance: Instance,
     plan: Plan,
@@ -783,26 +831,38 @@ def replan(
 ) -> ReplanResult:
     """Re-plan ``plan`` of ``instance`` from ``now_slot`` after ``events`` (module text).
 
-    ``resend_cost`` False charges no re-sent data (see `apply_events`); ``warm_start`` False starts the engine from the plain greedy plan instead of the old plan
-    (the benchmarks' "from scratch" baseline). Raises `ReplanError` for unusable events or a
-    plan the verifier rejects, and
-    `solve.VerificationError` if the new plan fails the verifier (a bug).
+    ``resend_cost`` False charges no re-sent data (see `apply_events`); ``warm_start`` False
+    starts the engine from the plain greedy plan instead of the old plan (the benchmarks' "from
+    scratch" baseline). The whole call keeps to ``params.time_limit_s`` as `solve` does: the
+    search gets what the measured phases before it leave, less the time set aside for
+    itemizing and verifying (`POST_PER_VERIFY`); a "late:" progress message says so up front
+    when nothing is left. The seconds of each phase are in the plan's ``stats.details``
+    (docs/replan.md). Raises `ReplanError` for unusable events or a plan the verifier rejects,
+    and `solve.VerificationError` if the new plan fails the verifier (a bug).
     """
+    from scheduler.solve import no_gc
+
     params = params or SolveParams()
-    started = time.perf_counter()
-    check_inputs(instance, plan, now_slot, migration_cost_cny)
-    verified = time.perf_counter()
-    modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost, checked=True)
-    phases = {"verify_old_s": verified - started, "apply_events_s": time.perf_counter() - verified}
-    new_plan, verification = solve_replanned(modified.instance, plan, params, started=started,
-                                             warm_start=warm_start, on_progress=on_progress, stop=stop,
-                                             phases=phases)
-    begun = time.perf_counter()
-    change = plan_change(plan, new_plan, modified)
-    phases["change_s"] = time.perf_counter() - begun
+    clock = _Clock(params, on_progress, len(instance.demands))
+    with no_gc():  # the instances and plans fill the heap: a full collection walks it all
+        check_inputs(instance, plan, now_slot, migration_cost_cny)
+        checked = clock.lap("verify_old_s")
+        grown = len(instance.demands) + len(events.add) - len(set(events.cancel))
+        reserve = clock.reserve(grown, instance.horizon.slots)
+        if checked + reserve > clock.limit:
+            clock.late(f"verifying the old plan took {checked:.1f} s and itemizing and verifying the "
+                       f"new one need about {reserve:.1f} s, of the {clock.limit:g} s limit")
+        modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost,
+                                checked=True)
+        clock.lap("apply_events_s")
+        new_plan, verification = solve_replanned(modified.instance, plan, params, clock=clock,
+                                                 warm_start=warm_start, on_progress=on_progress,
+                                                 stop=stop)
+        change = plan_change(plan, new_plan, modified)
+        clock.lap("change_s")
     stats = new_plan.stats
-    stats = stats.model_copy(update={"wall_time_s": time.perf_counter() - started,
-                                     "details": {**stats.details, **phases}})
+    stats = stats.model_copy(update={"wall_time_s": clock.elapsed(),
+                                     "details": {**stats.details, **clock.phases}})
     return ReplanResult(new_plan.model_copy(update={"stats": stats}), verification, modified.instance, change)
 
 
@@ -811,42 +871,27 @@ def solve_replanned(
     plan: Plan,
     params: SolveParams,
     *,
-    started: float | None = None,
+    clock: _Clock | None = None,
     warm_start: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
-    phases: dict[str, float] | None = None,
 ) -> tuple[Plan, Verification]:
     """Solve a modified instance (with `Instance.replanning`) from the old ``plan`` as the warm
-    start: compile, narrow (`Adjusted`), search, map back, itemize, verify."""
+    start: compile, narrow (`Adjusted`), search, map back, itemize, verify. ``clock``: the
+    re-plan's, with the phases so far (a fresh one otherwise)."""
     from scheduler.engines.timed_exact import choice_objective
     from scheduler.engines.timed_greedy import timed_lower_bound
-    from scheduler.solve import (
-        FALLBACK_SECONDS_PER_DEMAND,
-        VerificationError,
-        no_gc,
-        pick_timed_engine,
-        run_timed_engine,
-        timed_engine,
-    )
+    from scheduler.solve import VerificationError, no_gc, pick_timed_engine, run_timed_engine, timed_engine
     from scheduler.timed import compile_timed
     from scheduler.timed_decode import build_timed_plan
 
-    started = time.perf_counter() if started is None else started
+    clock = clock or _Clock(params, on_progress, len(instance.demands))
     stopped = stop.is_set if stop is not None else None
-    phases = {} if phases is None else phases
-    mark = [time.perf_counter()]
-
-    def lap(name: str) -> None:
-        now = time.perf_counter()
-        phases[name] = now - mark[0]
-        mark[0] = now
-
     real = compile_timed(instance, stop=stopped)
-    lap("compile_s")
+    clock.lap("compile_s")
     adjusted = Adjusted(real, instance, plan)
     problem = adjusted.problem
-    lap("adjust_s")
+    clock.lap("adjust_s")
     # The large engine's bound starts from the same relaxation at zero multipliers and raises
     # it: with it the warm start prices only the jobs that need a new spot, and no simple bound.
     engine_bound = (pick_timed_engine(problem, params.engine) == "large"
@@ -863,33 +908,37 @@ def solve_replanned(
         hint, complete = greedy.run()
         priced_all = True
     simple_bound = timed_lower_bound(problem, greedy.cheapest) if priced_all else None
-    lap("warm_start_s")
-    hinted = time.perf_counter()
+    clock.lap("warm_start_s")
+    prepared = clock.elapsed()
     if on_progress is not None:
-        on_progress(Progress("replan", hinted - started, choice_objective(problem, hint) + adjusted.offset
+        on_progress(Progress("replan", prepared, choice_objective(problem, hint) + adjusted.offset
                              if complete else None, None, None, "first plan"))
-    reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
-    budget = params.model_copy(update={"time_limit_s": max(params.time_limit_s - (hinted - started) - reserve,
-                                                           0.05)})
+    # The search gets what the measured phases leave, less the time set aside after it.
+    reserve = clock.reserve(len(instance.demands), problem.slots)
+    remaining = params.time_limit_s - prepared - reserve
+    if remaining < 0:
+        clock.late(f"verifying the old plan, applying the events, compiling and the warm start took "
+                   f"{prepared:.1f} s and itemizing and verifying the new plan need about "
+                   f"{reserve:.1f} s, of the {params.time_limit_s:g} s limit")
+    budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
     engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
                                        on_progress=on_progress, stop=stop)
     if outcome.choice is not None and outcome.lower_bound is None and simple_bound is None:
         simple_bound = timed_lower_bound(problem)  # stopped before the engine had a bound
-    lap("search_s")
-    searched = time.perf_counter()
+    clock.lap("search_s")
     bound = None
     if outcome.choice is not None:
         found = [x for x in (outcome.lower_bound, simple_bound) if x is not None]
         bound = max(found) + adjusted.offset if found else None
     migration = adjusted.migration(outcome.choice)
     stats = SolveStats(
-        engine=engine, solver_status=outcome.solver_status, wall_time_s=searched - started,
+        engine=engine, solver_status=outcome.solver_status, wall_time_s=clock.elapsed(),
         time_limit_s=params.time_limit_s, seed=params.seed, workers=outcome.workers,
         demands=len(instance.demands), pools=problem.n_pools,
         options=problem.batch.n_options + problem.services.n_options, cost_scale=outcome.cost_scale,
         rounding_bound_cny=outcome.rounding_bound_cny, first_solution_s=outcome.first_solution_s,
-        details={**outcome.details, "warm_start": int(warm), "search_s": searched - hinted,
-                 "prepare_s": hinted - started, "search_budget_s": budget.time_limit_s,
+        details={**outcome.details, "warm_start": int(warm), "prepare_s": prepared,
+                 "reserve_s": reserve, "search_budget_s": budget.time_limit_s,
                  **({"simple_bound": simple_bound + adjusted.offset} if simple_bound is not None else {}),
                  **({"engine_bound": outcome.lower_bound + adjusted.offset}
                     if outcome.lower_bound is not None else {})},
@@ -898,10 +947,11 @@ def solve_replanned(
         new = build_timed_plan(instance, real, adjusted.back(outcome.choice), status=outcome.status,
                                lower_bound=None, stats=stats, reasons=_reasons(adjusted, outcome.choice))
         new = _with_migration(new, migration, bound, outcome.choice is not None)
-        lap("itemize_s")
+        clock.lap("itemize_s")
         verification = verify(instance, new)
-        lap("verify_new_s")
-    stats = stats.model_copy(update={"wall_time_s": time.perf_counter() - started})
+        clock.lap("verify_new_s")
+    stats = stats.model_copy(update={"wall_time_s": clock.elapsed(),
+                                     "details": {**stats.details, **clock.phases}})
     new = new.model_copy(update={"stats": stats})
     if not verification.ok:
         from scheduler.params import Result
