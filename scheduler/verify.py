@@ -738,6 +738,7 @@ class _Timed:
             codes = _expand(r.tariff_periods, S) if r.tariff_periods else ["F"] * S
             self.period[r.id] = [PERIOD_NAMES[code] for code in codes]
         self._prefixes: dict[str, tuple] = {}
+        self._extremes: dict[tuple, tuple] = {}  # (region, from, to): price and carbon extremes
         self.avail: list[list[int]] = []
         for region, pool in inst.pools():
             avail = [pool.gpu_count] * S
@@ -1007,16 +1008,22 @@ class _Timed:
         w = self.c.w
         lo, hi = starts.start, starts.stop - 1 + run.n  # the slots a run in the window can use
         kwh = run.kwh_full * (run.n - 1) + run.kwh_last
-        price, carbon = self.price[p.region][lo:hi], self.carbon[p.region][lo:hi]
-        cheap, dear = (0.0, 0.0) if f.offered else (kwh * min(price), kwh * max(price))
-        grams = kwh * min(carbon)
+        key = (p.region, lo, hi)
+        extremes = self._extremes.get(key)
+        if extremes is None:
+            price, carbon = self.price[p.region][lo:hi], self.carbon[p.region][lo:hi]
+            extremes = self._extremes[key] = (min(price), max(price), min(carbon),
+                                              max(map(abs, carbon)))
+        low_price, high_price, low_carbon, carbon_size = extremes
+        cheap, dear = (0.0, 0.0) if f.offered else (kwh * low_price, kwh * high_price)
+        grams = kwh * low_carbon
         base = self.baseline.get(d.id)
         move = 0.0 if base is None or base.pinned else self.move_cost(d, p, -1)
         if move and p.id == base.pool and base.start_slot in starts:
             move = 0.0
         fixed = f.compute + f.transfer
         size = (abs(fixed) + w.energy * max(abs(cheap), abs(dear))
-                + kwh * max(map(abs, carbon)) / 1e6 * w.carbon_price_cny_per_t_co2 + move)
+                + kwh * carbon_size / 1e6 * w.carbon_price_cny_per_t_co2 + move)
         margin = 1e-9 * size + 1e-9
         low = fixed + w.energy * cheap + grams / 1e6 * w.carbon_price_cny_per_t_co2 + move - margin
         cap = d.max_cost_cny
@@ -1190,10 +1197,14 @@ class _Timed:
                 c.flag("wrong_slot_count", d.id, abs(have - S),
                        f"{field} on '{p.id}' has {have} values, the horizon {S}")
         gpu_hours = energy_raw = grams = kwh_total = quanta = 0.0
-        for t in range(S):
+        replicas, loads = pl.replicas, pl.served_pflop_per_hour
+        # A slot with no replicas and nothing served adds nothing and breaks no rule: skipped.
+        busy = [t for t in range(S) if (replicas[t] if t < len(replicas) else 0)
+                or (loads[t] if t < len(loads) else 0.0)]
+        for t in busy:
             where = f"{d.id}/{p.id}@{t}"
-            m = pl.replicas[t] if t < len(pl.replicas) else 0
-            v = pl.served_pflop_per_hour[t] if t < len(pl.served_pflop_per_hour) else 0.0
+            m = replicas[t] if t < len(replicas) else 0
+            v = loads[t] if t < len(loads) else 0.0
             if m < 0:
                 c.flag("negative_replicas", where, -m, f"{m} replicas of '{d.id}' in slot {t}")
                 m = 0
