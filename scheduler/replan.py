@@ -771,10 +771,11 @@ class ReplanResult:
         return self.plan.gap
 
 
-POST_PER_VERIFY = 2.0
+POST_PER_VERIFY = 3.0
 """Seconds set aside after the search (itemizing and verifying the new plan, the change, and
 writing the plan) per second the verifier took on the old plan, times the growth in demands:
-on the replan suite those steps took 1.2 to 3.3 times the old plan's check (docs/replan.md)."""
+on the replan suite (2 cores, shared) those steps took 1.5 to 3.3 times the old plan's check
+(docs/replan.md, "Time")."""
 
 
 class _Clock:
@@ -963,11 +964,12 @@ def solve_replanned(
 def _reasons(adjusted: Adjusted, choice: TimedChoice | None) -> Callable[[int], Reason]:
     """Unserved reasons read from the narrowed problem (batch job -> reason): a job whose every
     start lies before now fails the window rule, and move costs count towards `uneconomic`."""
-    from scheduler.timed_decode import choice_load, unserved_reason
+    from scheduler.timed_decode import choice_load, unserved_reasons
 
     pr = adjusted.problem
-    load = choice_load(pr, choice) if choice is not None else None
-    return lambda i: unserved_reason(pr, load, i)
+    if choice is None:
+        return unserved_reasons(pr, None, np.arange(pr.batch.n_demands)).__getitem__
+    return unserved_reasons(pr, choice_load(pr, choice), np.flatnonzero(choice.option < 0)).__getitem__
 
 
 def _with_migration(plan: Plan, migration: float, bound: float | None, solved: bool) -> Plan:
