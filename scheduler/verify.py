@@ -1060,14 +1060,16 @@ class _Timed:
             raw, tr = f.compute_raw, f.transfer_raw
             energies = ([0.0] * len(starts) if f.offered else
                         [kf * (P[s + m] - P[s]) + kl * (P[s + m + 1] - P[s + m]) for s in starts])
-            costs = [fixed + we * e + (kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])) / 1e6 * cp + move
+            costs = [fixed + we * e
+                     + (kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])) / 1e6 * cp + move
                      for s, e in zip(starts, energies, strict=True) if not raw + e + tr > cap]
         best = min(costs) if costs else None
         if own:
             s = base.start_slot
             e = 0.0 if f.offered else kf * (P[s + m] - P[s]) + kl * (P[s + m + 1] - P[s + m])
             if cap is None or not f.compute_raw + e + f.transfer_raw > cap:
-                there = fixed + we * e + (kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])) / 1e6 * cp + 0.0
+                grams = kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])
+                there = fixed + we * e + grams / 1e6 * cp + 0.0
                 best = there if best is None else min(best, there)
         return best
 
