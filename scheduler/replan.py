@@ -21,6 +21,10 @@ is docs/formulation.md §10). Three steps:
 3. The old plan, narrowed the same way and completed greedily, is the warm start; the engine
    (exact, large or greedy, as for `solve`) searches from it; the choice is mapped back, itemized,
    and checked by the independent verifier against the modified instance.
+
+The call keeps to its time limit as `solve` does: each phase is timed (`_Clock`), and the
+search gets what the phases before it leave, less a reserve scaled from the old plan's check
+(docs/replan.md, "Time").
 """
 
 from __future__ import annotations
