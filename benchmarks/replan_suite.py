@@ -18,8 +18,10 @@ Three solvers on each, all with the same time limit, all verified against the mo
 
 Reported: moves (moved, retimed or restarted jobs), newly unserved and served, jobs planned on
 the lost capacity, the move ratio (moves / planned on lost capacity), cost (objective with moves
-priced at M), gap to the solver's own proven bound, wall seconds (events applied, compiled,
-searched, itemized and verified). In-process, one solve at a time.
+priced at M), gap to the solver's own proven bound, wall seconds (the whole `replan()` call),
+and the seconds of each phase (`PHASES`, from the plan's ``stats.details``) with the search's
+budget. In-process, one solve at a time. ``--base-plans DIR`` keeps the base plans
+(``DIR/<case>-seed<S>.plan.json``) and reads them back on later runs.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ from common import (
 )
 
 SOLVERS = ("replan", "scratch+migration", "scratch")
+PHASES = ("verify_old_s", "apply_events_s", "compile_s", "adjust_s", "warm_start_s", "search_s",
+          "itemize_s", "verify_new_s", "change_s")
+"""The phases of a re-plan, in order (docs/replan.md, "Time")."""
 EVENTS = ("west-outage", "hub-cut", "new-demands")
 WEEK = REPO / "instances" / "china-2025-week.json"
 TARGET_TEXT = (
@@ -113,7 +118,7 @@ def run_one(instance, plan, events, solver: str, now: int, migration: float, par
     if solver == "scratch" and cost is not None:  # its moves priced at M: the verifier's objective
         from scheduler.replan import apply_events
 
-        priced = apply_events(instance, plan, now, events, migration).instance
+        priced = apply_events(instance, plan, now, events, migration, checked=True).instance
         cost = verify(priced, result.plan).objective
     lost = ch.planned_on_lost_capacity
     return {
@@ -126,13 +131,21 @@ def run_one(instance, plan, events, solver: str, now: int, migration: float, par
         "planned_on_lost_capacity": lost, "move_ratio": moves / lost if lost else None,
         "pinned": ch.pinned, "cost_delta": ch.cost_delta_cny, "wall_s": wall,
         "engine": result.plan.stats.engine, "warm_start": result.plan.stats.details.get("warm_start"),
+        "phases": {k: result.plan.stats.details.get(k) for k in PHASES},
+        "search_budget_s": result.plan.stats.details.get("search_budget_s"),
+        "reserve_s": result.plan.stats.details.get("reserve_s"),
+        "engine_bound": result.plan.stats.details.get("engine_bound"),
+        "simple_bound": result.plan.stats.details.get("simple_bound"),
     }
 
 
 def run(args) -> int:
     """The suite (see the module text); writes <out>/replan-<stamp>.md and .json."""
-    from scheduler import read_instance, solve
+    import os
+
+    from scheduler import read_instance, read_plan, solve
     from scheduler.generate import china_instance
+    from scheduler.io import write_plan
     from scheduler.params import SolveParams
 
     cases = [c.strip() for c in (args.cases or ("200x24" if args.smoke else "week,10000")).split(",") if c.strip()]
@@ -158,6 +171,7 @@ def run(args) -> int:
         solvers=f"replan (warm start, move cost {args.migration_cost:g} CNY per job), scratch+migration "
                 "(same instance, greedy start), scratch (move cost 0, greedy start; cost with "
                 "moves priced by the verifier); every plan verified against the modified instance",
+        load=f"load average {os.getloadavg()[0]:.2f} at the start",
     )
     base = Path(args.out) / f"replan-{stamp()}"
     results: list[dict] = []
@@ -170,7 +184,14 @@ def run(args) -> int:
                 instance = china_instance(demands=int(size), seed=seed, hours=int(hours or 168))
             params = SolveParams(time_limit_s=base_limit, seed=seed, workers=args.workers)
             t0 = time.perf_counter()
-            old = solve(instance, params).plan
+            kept = Path(args.base_plans) / f"{case}-seed{seed}.plan.json" if args.base_plans else None
+            if kept is not None and kept.exists():
+                old = read_plan(kept)
+            else:
+                old = solve(instance, params).plan
+                if kept is not None:
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    write_plan(old, kept)
             print(f"{case} seed {seed}: base plan {fmt_num(old.objective)}, gap {fmt_pct(old.gap)}, "
                   f"{time.perf_counter() - t0:.1f} s", flush=True)
             now = min(args.now, instance.horizon.slots - 1)
@@ -183,11 +204,16 @@ def run(args) -> int:
                     records[solver] = rec
                     print(f"  {event} {solver}: moves {rec['moves']} / lost {rec['planned_on_lost_capacity']}, "
                           f"newly unserved {rec['newly_unserved']}, cost {fmt_num(rec['cost_with_moves'])}, "
-                          f"gap {fmt_pct(rec['own_gap'])}, {rec['wall_s']:.1f} s", flush=True)
+                          f"gap {fmt_pct(rec['own_gap'])}, {rec['wall_s']:.1f} s ("
+                          + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in rec["phases"].items() if v is not None)
+                          + f"; budget {rec['search_budget_s'] or 0:.2f}; load {os.getloadavg()[0]:.2f})",
+                          flush=True)
                 results.append({"case": case, "seed": seed, "event": event, "now": now,
                                 "base_objective": old.objective, "base_gap": old.gap,
                                 "demands": len(instance.demands), "solvers": records})
                 _write(base, proto, results, limit)
+    proto["load"] += f", {os.getloadavg()[0]:.2f} at the end"
+    _write(base, proto, results, limit)
     print(f"wrote {base}.md and {base}.json")
     return 0
 
@@ -198,7 +224,8 @@ def _write(base: Path, proto: dict, results: list[dict], limit: float) -> None:
 
 
 def markdown(proto: dict, results: list[dict], limit: float) -> str:
-    text = ["# Re-planning benchmark", "", protocol_markdown(proto, (("events", "Events"), ("solvers", "Solvers"))), ""]
+    text = ["# Re-planning benchmark", "", protocol_markdown(proto, (("events", "Events"), ("solvers", "Solvers"),
+                                                                    ("load", "Load"))), ""]
     text += ["## Targets (measured, not asserted)", "", *[f"- {t}" for t in TARGET_TEXT], ""]
     headers = ["case", "seed", "event", "solver", "verified", "moves", "lost", "moves / lost",
                "newly unserved", "newly served", "cost (moves priced)", "gap", "wall s"]
@@ -211,6 +238,18 @@ def markdown(proto: dict, results: list[dict], limit: float) -> str:
                          str(s["newly_unserved"]), str(s["newly_served"]), fmt_num(s["cost_with_moves"]),
                          fmt_pct(s["own_gap"]), fmt_s(s["wall_s"])])
     text += [table(headers, rows, right=set(range(5, 13))), ""]
+    text += ["## Phases (seconds; budget: what the search was given)", ""]
+    names = [k.removesuffix("_s").replace("_", " ") for k in PHASES]
+    rows = []
+    for r in results:
+        for name, s in r["solvers"].items():
+            ph = s.get("phases") or {}
+            rows.append([r["case"], str(r["seed"]), r["event"], name,
+                         *[fmt_s(ph.get(k)) if ph.get(k) is not None else "-" for k in PHASES],
+                         fmt_s(s.get("search_budget_s")) if s.get("search_budget_s") is not None else "-",
+                         fmt_s(s["wall_s"])])
+    text += [table(["case", "seed", "event", "solver", *names, "budget", "wall"], rows,
+                   right=set(range(4, 6 + len(PHASES)))), ""]
     text += ["## Over seeds (replan)", ""]
     over = []
     for key in dict.fromkeys((r["case"], r["event"]) for r in results):
@@ -221,13 +260,16 @@ def markdown(proto: dict, results: list[dict], limit: float) -> str:
         walls = [s["wall_s"] for s in runs]
         ratios = [s["move_ratio"] for s in runs if s["move_ratio"] is not None]
         within = all(w <= limit * 1.0 + 1e-9 for w in walls)
+        ruled = all(w <= limit * 1.05 + 1.0 for w in walls)
         over.append([*key, str(len(runs)), fmt_pct(mean(gaps)), fmt_pct(max(gaps, default=None)),
                      fmt_s(mean(walls)), fmt_s(max(walls)),
                      "-" if not ratios else f"{max(ratios):.2f}",
                      "met" if within else "MISS",
+                     "met" if ruled else "MISS",
                      "met" if gaps and max(gaps) <= 0.01 else "MISS",
                      "-" if not ratios else ("met" if max(ratios) <= 1.5 else "MISS")])
     text += [table(["case", "event", "seeds", "gap mean", "gap max", "wall mean", "wall max",
-                    "moves / lost max", f"wall <= {limit:g} s", "gap <= 1%", "moves <= 1.5 x lost"],
-                   over, right=set(range(2, 11))), ""]
+                    "moves / lost max", f"wall <= {limit:g} s", f"wall <= {limit * 1.05 + 1:g} s (rule)",
+                    "gap <= 1%", "moves <= 1.5 x lost"],
+                   over, right=set(range(2, 12))), ""]
     return "\n".join(text) + "\n"

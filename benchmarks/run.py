@@ -14,7 +14,8 @@
     python benchmarks/run.py replan [--cases week,10000] [--seeds 1] [--time-limit 10] [--base-limit 60]
                                    [--now 48] [--events west-outage,hub-cut,new-demands]
                                    [--solvers replan,scratch+migration,scratch] [--migration-cost 100]
-                                   [--new-demands 1000] [--workers 0] [--smoke] [--out DIR]
+                                   [--new-demands 1000] [--workers 0] [--base-plans DIR] [--smoke]
+                                   [--out DIR]
     python benchmarks/run.py limits [--sizes 1000,10000,100000] [--time-limits 2,10] [--seed 1]
                                    [--workers 0] [--out DIR]
 
@@ -151,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--migration-cost", type=float, default=100.0, help="CNY per moved job")
     rp.add_argument("--new-demands", type=int, default=1000, help="demands added (--smoke: 50)")
     rp.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
+    rp.add_argument("--base-plans", default=None,
+                    help="folder for the base plans: read when there, else solved and written")
     rp.add_argument("--smoke", action="store_true", help="CI smoke run: 200 demands x 24, 3 s")
     rp.add_argument("--out", default=str(DEFAULT_OUT))
 

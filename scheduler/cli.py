@@ -695,8 +695,19 @@ def cmd_replan(args: argparse.Namespace) -> int:
             cancel=tuple(i for text in args.cancel for i in text.split(",") if i),
         )
         params = SolveParams(time_limit_s=args.time_limit, seed=args.seed, engine=args.engine)
+        # The limit covers the whole command, as for solve: reading counts against it.
+        limit, read_s = params.time_limit_s, elapsed()
+        if limit - read_s <= 0:
+            warn(f"note: reading took {read_s:.1f} s of the {limit:g} s limit; the plan will be late")
+
+        def late(report) -> None:
+            if report.message.startswith("late: ") and limit - read_s > 0:
+                warn(f"note: {report.message.removeprefix('late: ')} left after reading "
+                     f"({read_s:.1f} s) of the {limit:g} s limit; the plan will be late")
+
+        params = params.model_copy(update={"time_limit_s": max(limit - read_s, 0.05)})
         result = replan(instance, plan, now_slot=args.now, events=events,
-                        migration_cost_cny=args.migration_cost, params=params)
+                        migration_cost_cny=args.migration_cost, params=params, on_progress=late)
     except ReplanError as error:
         where = {"plan": args.plan, "instance": args.instance,
                  "add": ", ".join(args.add) or "arguments"}.get(error.where, "arguments")
@@ -709,11 +720,15 @@ def cmd_replan(args: argparse.Namespace) -> int:
         warn("error: the re-plan failed independent verification; nothing was written (a bug in "
              "eastwest: please report it with the instance and the plan)")
         return EXIT_FAILED
-    write_plan(result.plan, args.output, protect=inputs)
+    stats = result.plan.stats.model_copy(update={"time_limit_s": limit})
+    write_plan(result.plan.model_copy(update={"stats": stats}), args.output, protect=inputs)
     if args.instance_out:
         write_instance(result.instance, args.instance_out, protect=inputs)
     if args.change_out:
         write_text(result.change.model_dump_json(indent=1), args.change_out, protect=inputs)
+    took = elapsed()
+    if took > limit * LATE_FACTOR + LATE_SLACK_S:
+        warn(f"note: the re-plan took {took:.1f} s in all, against the {limit:g} s limit")
     if not args.quiet:
         say(change_report(result, limit=args.show, width=_terminal().get("width")))
         say(f"\nplan written to {args.output} (verified against the modified instance"

@@ -21,6 +21,10 @@ is docs/formulation.md §10). Three steps:
 3. The old plan, narrowed the same way and completed greedily, is the warm start; the engine
    (exact, large or greedy, as for `solve`) searches from it; the choice is mapped back, itemized,
    and checked by the independent verifier against the modified instance.
+
+The call keeps to its time limit as `solve` does: each phase is timed (`_Clock`), and the
+search gets what the phases before it leave, less a reserve scaled from the old plan's check
+(docs/replan.md, "Time").
 """
 
 from __future__ import annotations
@@ -237,10 +241,10 @@ def _outage_runs(extra: np.ndarray, kind: str) -> list[Outage]:
     return out
 
 
-def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events = Events(),
-                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY, resend_cost: bool = True) -> Modified:
-    """The modified instance of a re-plan (module text, step 1); ``resend_cost`` False leaves
-    out the cost of sending data again (`Baseline.retransfer_cny` 0). Raises `ReplanError`."""
+def check_inputs(instance: Instance, plan: Plan, now_slot: int,
+                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY) -> None:
+    """The bad-input rules on the instance, ``now`` and the old plan, the plan checked by the
+    independent verifier against the instance (it must belong to it). Raises `ReplanError`."""
     if instance.horizon is None:
         raise ReplanError(["instance: re-planning needs a horizon ('horizon', schema version 2); "
                            "without one there is no 'now' to re-plan from"], "instance")
@@ -258,6 +262,17 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         more = len(checked.violations) - len(shown)
         raise ReplanError(["plan: does not belong to the instance (the verifier rejects it)"] + shown
                           + ([f"(and {more} more)"] if more else []), "plan")
+
+
+def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events = Events(),
+                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY, resend_cost: bool = True,
+                 *, checked: bool = False) -> Modified:
+    """The modified instance of a re-plan (module text, step 1); ``resend_cost`` False leaves
+    out the cost of sending data again (`Baseline.retransfer_cny` 0); ``checked`` True skips
+    `check_inputs` (the caller ran it). Raises `ReplanError`."""
+    if not checked:
+        check_inputs(instance, plan, now_slot, migration_cost_cny)
+    S = instance.horizon.slots
     problems = _event_problems(instance, now_slot, events)
     if problems:
         raise ReplanError(problems)
@@ -309,6 +324,7 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         room[a.pool][lo:hi] -= d.gang_size
         baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot, pinned=True))
     blocked: dict[str, str] = {}
+    link_index = {frozenset((l.source, l.target)): k for k, l in enumerate(instance.links)}
     later = sorted((a for a in plan.assignments if a.start_slot >= now and a.demand not in cancelled),
                    key=lambda a: (a.start_slot, a.demand))
     for a in later:
@@ -319,7 +335,7 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
             retransfer = a.transfer_cny * min(1.0, (now - release) / (a.start_slot - release))
         baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot,
                                  move_cost_cny=migration_cost_cny, retransfer_cny=retransfer))
-        for lo, hi, what in _route_outages(instance, a.route or (), bandwidth_zero):
+        for lo, hi, what in _route_outages(link_index, a.route or (), bandwidth_zero):
             if lo < a.start_slot and hi > max(now, release):
                 blocked[a.demand] = f"its data's route is cut ({what})"
         hi = min(a.end_slot, S)
@@ -381,9 +397,11 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
     return Modified(modified, restarted, blocked, tuple(sorted(cancelled)), tuple(d.id for d in events.add))
 
 
-def _route_outages(instance: Instance, route: tuple[str, ...], cut: dict[int, list[tuple[int, int]]]):
-    """(from, to, link) for each cut span of a link along ``route``."""
-    index = {frozenset((l.source, l.target)): k for k, l in enumerate(instance.links)}
+def _route_outages(index: dict[frozenset, int], route: tuple[str, ...], cut: dict[int, list[tuple[int, int]]]):
+    """(from, to, link) for each cut span of a link along ``route`` (``index``: link of each
+    pair of regions)."""
+    if not cut:
+        return
     for pair in zip(route, route[1:]):
         k = index.get(frozenset(pair))
         for lo, hi in cut.get(k, ()):
@@ -530,18 +548,19 @@ class Adjusted:
             return 0.0
         return math.fsum(self.extra[choice.option[choice.option >= 0]].tolist())
 
-    def warm_start(self, stopped: Callable[[], bool] | None):
+    def warm_start(self, stopped: Callable[[], bool] | None, price_all: bool = True):
         """The old plan on the narrowed problem, completed greedily: (choice, complete, greedy).
 
         Order: pinned jobs; the must-serve jobs' old spots, then the other must-serve jobs at
         their cheapest fitting start; the optional jobs' old spots; the services (their old
-        replicas from now on where they fit, else covered afresh); the other optional jobs."""
+        replicas from now on where they fit, else covered afresh); the other optional jobs.
+        ``price_all`` False prices the candidate starts of only the jobs that need a new spot
+        (the greedy's ``cheapest`` is then infinite for the others: no simple bound from it)."""
         from scheduler.engines.timed_greedy import TimedGreedy
 
         pr = self.problem
         b, sv = pr.batch, pr.services
-        g = TimedGreedy(pr, stopped)
-        savings = b.penalty - g.cheapest
+        g = TimedGreedy(pr, stopped, jobs=None if price_all else np.zeros(0, dtype=np.int64))
         has_old = self.old >= 0
 
         def keep_old(demands: np.ndarray) -> None:
@@ -556,7 +575,10 @@ class Adjusted:
 
         def place_rest(demands: np.ndarray) -> None:
             rest = demands[g.option[demands] < 0]
-            for i in rest[np.argsort(-savings[rest], kind="stable")].tolist():
+            if not price_all:
+                g.candidates.price(rest)
+            savings = b.penalty[rest] - g.cheapest[rest]
+            for i in rest[np.argsort(-savings, kind="stable")].tolist():
                 g.place(i)
 
         keep_old(np.flatnonzero(has_old & self.pinned))
@@ -753,6 +775,52 @@ class ReplanResult:
         return self.plan.gap
 
 
+POST_PER_VERIFY = 3.0
+"""Seconds set aside after the search (itemizing and verifying the new plan, the change, and
+writing the plan) per second the verifier took on the old plan, times the growth in demands:
+on the replan suite (2 cores, shared) those steps took 1.5 to 3.3 times the old plan's check
+(docs/replan.md, "Time")."""
+
+
+class _Clock:
+    """The re-plan's clock: the phases' seconds (``phases``), the limit, and the one "late:"
+    progress message that says up front that the fixed phases leave no time for the search."""
+
+    def __init__(self, params: SolveParams, on_progress: Callable[[Progress], None] | None,
+                 old_demands: int):
+        self.started = self.mark = time.perf_counter()
+        self.limit = params.time_limit_s
+        self.on_progress = on_progress
+        self.old_demands = max(old_demands, 1)
+        self.phases: dict[str, float] = {}
+        self.told = False
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.phases[name] = now - self.mark
+        self.mark = now
+        return self.phases[name]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def reserve(self, demands: int, slots: int) -> float:
+        """Seconds for itemizing, verifying and writing the new plan: the old plan's check
+        scaled (`POST_PER_VERIFY`), or, without one, `solve`'s rate per demand and day."""
+        from scheduler.solve import FALLBACK_SECONDS_PER_DEMAND
+
+        checked = self.phases.get("verify_old_s")
+        if checked is None:
+            return FALLBACK_SECONDS_PER_DEMAND * demands * slots / 24 + 0.02
+        return POST_PER_VERIFY * checked * max(1.0, demands / self.old_demands) + 0.02
+
+    def late(self, message: str) -> None:
+        """Say once, through ``on_progress``, that the plan will be late."""
+        if not self.told and self.on_progress is not None:
+            self.on_progress(Progress("replan", self.elapsed(), None, None, None, "late: " + message))
+        self.told = True
+
+
 def replan(
     instance: Instance,
     plan: Plan,
@@ -768,17 +836,39 @@ def replan(
 ) -> ReplanResult:
     """Re-plan ``plan`` of ``instance`` from ``now_slot`` after ``events`` (module text).
 
-    ``resend_cost`` False charges no re-sent data (see `apply_events`); ``warm_start`` False starts the engine from the plain greedy plan instead of the old plan
-    (the benchmarks' "from scratch" baseline). Raises `ReplanError` for unusable events or a
-    plan the verifier rejects, and
-    `solve.VerificationError` if the new plan fails the verifier (a bug).
+    ``resend_cost`` False charges no re-sent data (see `apply_events`); ``warm_start`` False
+    starts the engine from the plain greedy plan instead of the old plan (the benchmarks' "from
+    scratch" baseline). The whole call keeps to ``params.time_limit_s`` as `solve` does: the
+    search gets what the measured phases before it leave, less the time set aside for
+    itemizing and verifying (`POST_PER_VERIFY`); a "late:" progress message says so up front
+    when nothing is left. The seconds of each phase are in the plan's ``stats.details``
+    (docs/replan.md). Raises `ReplanError` for unusable events or a plan the verifier rejects,
+    and `solve.VerificationError` if the new plan fails the verifier (a bug).
     """
+    from scheduler.solve import no_gc
+
     params = params or SolveParams()
-    started = time.perf_counter()
-    modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost)
-    new_plan, verification = solve_replanned(modified.instance, plan, params, started=started,
-                                             warm_start=warm_start, on_progress=on_progress, stop=stop)
-    return ReplanResult(new_plan, verification, modified.instance, plan_change(plan, new_plan, modified))
+    clock = _Clock(params, on_progress, len(instance.demands))
+    with no_gc():  # the instances and plans fill the heap: a full collection walks it all
+        check_inputs(instance, plan, now_slot, migration_cost_cny)
+        checked = clock.lap("verify_old_s")
+        grown = len(instance.demands) + len(events.add) - len(set(events.cancel))
+        reserve = clock.reserve(grown, instance.horizon.slots)
+        if checked + reserve > clock.limit:
+            clock.late(f"verifying the old plan took {checked:.1f} s and itemizing and verifying the "
+                       f"new one need about {reserve:.1f} s, of the {clock.limit:g} s limit")
+        modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost,
+                                checked=True)
+        clock.lap("apply_events_s")
+        new_plan, verification = solve_replanned(modified.instance, plan, params, clock=clock,
+                                                 warm_start=warm_start, on_progress=on_progress,
+                                                 stop=stop)
+        change = plan_change(plan, new_plan, modified)
+        clock.lap("change_s")
+    stats = new_plan.stats
+    stats = stats.model_copy(update={"wall_time_s": clock.elapsed(),
+                                     "details": {**stats.details, **clock.phases}})
+    return ReplanResult(new_plan.model_copy(update={"stats": stats}), verification, modified.instance, change)
 
 
 def solve_replanned(
@@ -786,65 +876,87 @@ def solve_replanned(
     plan: Plan,
     params: SolveParams,
     *,
-    started: float | None = None,
+    clock: _Clock | None = None,
     warm_start: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> tuple[Plan, Verification]:
     """Solve a modified instance (with `Instance.replanning`) from the old ``plan`` as the warm
-    start: compile, narrow (`Adjusted`), search, map back, itemize, verify."""
+    start: compile, narrow (`Adjusted`), search, map back, itemize, verify. ``clock``: the
+    re-plan's, with the phases so far (a fresh one otherwise)."""
     from scheduler.engines.timed_exact import choice_objective
     from scheduler.engines.timed_greedy import timed_lower_bound
-    from scheduler.solve import FALLBACK_SECONDS_PER_DEMAND, VerificationError, no_gc, run_timed_engine
+    from scheduler.solve import VerificationError, no_gc, pick_timed_engine, run_timed_engine, timed_engine
     from scheduler.timed import compile_timed
     from scheduler.timed_decode import build_timed_plan
 
-    started = time.perf_counter() if started is None else started
+    clock = clock or _Clock(params, on_progress, len(instance.demands))
     stopped = stop.is_set if stop is not None else None
     real = compile_timed(instance, stop=stopped)
+    clock.lap("compile_s")
     adjusted = Adjusted(real, instance, plan)
     problem = adjusted.problem
-    complete = False
+    clock.lap("adjust_s")
+    # The large engine's bound starts from the same relaxation at zero multipliers and raises
+    # it: with it the warm start prices only the jobs that need a new spot, and no simple bound.
+    engine_bound = (pick_timed_engine(problem, params.engine) == "large"
+                    and timed_engine("large") is not None)
+    complete = priced_all = False
     if warm_start:
-        hint, complete, greedy = adjusted.warm_start(stopped)
+        hint, complete, greedy = adjusted.warm_start(stopped, price_all=not engine_bound)
+        priced_all = not engine_bound
     warm = complete
     if not complete:
         from scheduler.engines.timed_greedy import TimedGreedy
 
         greedy = TimedGreedy(problem, stopped)
         hint, complete = greedy.run()
-    simple_bound = timed_lower_bound(problem, greedy.cheapest)
-    hinted = time.perf_counter()
+        priced_all = True
+    simple_bound = timed_lower_bound(problem, greedy.cheapest) if priced_all else None
+    clock.lap("warm_start_s")
+    prepared = clock.elapsed()
     if on_progress is not None:
-        on_progress(Progress("replan", hinted - started, choice_objective(problem, hint) + adjusted.offset
+        on_progress(Progress("replan", prepared, choice_objective(problem, hint) + adjusted.offset
                              if complete else None, None, None, "first plan"))
-    reserve = FALLBACK_SECONDS_PER_DEMAND * len(instance.demands) * problem.slots / 24 + 0.02
-    budget = params.model_copy(update={"time_limit_s": max(params.time_limit_s - (hinted - started) - reserve,
-                                                           0.05)})
+    # The search gets what the measured phases leave, less the time set aside after it.
+    reserve = clock.reserve(len(instance.demands), problem.slots)
+    remaining = params.time_limit_s - prepared - reserve
+    if remaining < 0:
+        clock.late(f"verifying the old plan, applying the events, compiling and the warm start took "
+                   f"{prepared:.1f} s and itemizing and verifying the new plan need about "
+                   f"{reserve:.1f} s, of the {params.time_limit_s:g} s limit")
+    budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
     engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
                                        on_progress=on_progress, stop=stop)
-    searched = time.perf_counter()
+    if outcome.choice is not None and outcome.lower_bound is None and simple_bound is None:
+        simple_bound = timed_lower_bound(problem)  # stopped before the engine had a bound
+    clock.lap("search_s")
     bound = None
     if outcome.choice is not None:
         found = [x for x in (outcome.lower_bound, simple_bound) if x is not None]
         bound = max(found) + adjusted.offset if found else None
     migration = adjusted.migration(outcome.choice)
     stats = SolveStats(
-        engine=engine, solver_status=outcome.solver_status, wall_time_s=searched - started,
+        engine=engine, solver_status=outcome.solver_status, wall_time_s=clock.elapsed(),
         time_limit_s=params.time_limit_s, seed=params.seed, workers=outcome.workers,
         demands=len(instance.demands), pools=problem.n_pools,
         options=problem.batch.n_options + problem.services.n_options, cost_scale=outcome.cost_scale,
         rounding_bound_cny=outcome.rounding_bound_cny, first_solution_s=outcome.first_solution_s,
-        details={**outcome.details, "warm_start": int(warm), "search_s": searched - hinted,
-                 "prepare_s": hinted - started},
+        details={**outcome.details, "warm_start": int(warm), "prepare_s": prepared,
+                 "reserve_s": reserve, "search_budget_s": budget.time_limit_s,
+                 **({"simple_bound": simple_bound + adjusted.offset} if simple_bound is not None else {}),
+                 **({"engine_bound": outcome.lower_bound + adjusted.offset}
+                    if outcome.lower_bound is not None else {})},
     )
     with no_gc():
         new = build_timed_plan(instance, real, adjusted.back(outcome.choice), status=outcome.status,
-                               lower_bound=None, stats=stats)
+                               lower_bound=None, stats=stats, reasons=_reasons(adjusted, outcome.choice))
         new = _with_migration(new, migration, bound, outcome.choice is not None)
-        new = _reasons(new, instance, adjusted, outcome.choice)
+        clock.lap("itemize_s")
         verification = verify(instance, new)
-    stats = stats.model_copy(update={"wall_time_s": time.perf_counter() - started})
+        clock.lap("verify_new_s")
+    stats = stats.model_copy(update={"wall_time_s": clock.elapsed(),
+                                     "details": {**stats.details, **clock.phases}})
     new = new.model_copy(update={"stats": stats})
     if not verification.ok:
         from scheduler.params import Result
@@ -853,19 +965,15 @@ def solve_replanned(
     return new, verification
 
 
-def _reasons(plan: Plan, instance: Instance, adjusted: Adjusted, choice: TimedChoice | None) -> Plan:
-    """Unserved reasons read from the narrowed problem: a job whose every start lies before now
-    fails the window rule, and move costs count towards `uneconomic`."""
-    from scheduler.timed import TimedLoad
-    from scheduler.timed_decode import unserved_reason
+def _reasons(adjusted: Adjusted, choice: TimedChoice | None) -> Callable[[int], Reason]:
+    """Unserved reasons read from the narrowed problem (batch job -> reason): a job whose every
+    start lies before now fails the window rule, and move costs count towards `uneconomic`."""
+    from scheduler.timed_decode import choice_load, unserved_reasons
 
     pr = adjusted.problem
-    b = pr.batch
-    row = {instance.demands[int(r)].id: i for i, r in enumerate(b.rows)}
-    load = TimedLoad.of(pr, choice) if choice is not None else None
-    unserved = tuple(u.model_copy(update={"reason": unserved_reason(pr, load, row[u.demand])})
-                     if u.demand in row else u for u in plan.unserved)
-    return plan.model_copy(update={"unserved": unserved})
+    if choice is None:
+        return unserved_reasons(pr, None, np.arange(pr.batch.n_demands)).__getitem__
+    return unserved_reasons(pr, choice_load(pr, choice), np.flatnonzero(choice.option < 0)).__getitem__
 
 
 def _with_migration(plan: Plan, migration: float, bound: float | None, solved: bool) -> Plan:

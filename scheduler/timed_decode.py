@@ -9,6 +9,7 @@ summed slot by slot over each run (not through prefix sums), as the verifier rec
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -102,6 +103,43 @@ def choice_objective(problem: TimedProblem, choice: TimedChoice) -> float:
     return math.fsum(parts)
 
 
+def choice_load(problem: TimedProblem, choice: TimedChoice) -> TimedLoad:
+    """`TimedLoad.of(problem, choice)`, the batch jobs added all at once (difference arrays
+    over the slots) instead of one `add_batch` each: the same GPUs, link quanta and grams."""
+    from scheduler.timed import grams
+
+    load = TimedLoad(problem)
+    b, S = problem.batch, problem.slots
+    jobs = np.flatnonzero(choice.option >= 0)
+    if len(jobs):
+        k = choice.option[jobs].astype(np.int64)
+        s = choice.start_slot[jobs].astype(np.int64)
+        _, co2, rate, _ = problem.evaluate(k, s)
+        n = b.slots[k].astype(np.int64)
+        gang = b.gang[b.demand[k]].astype(np.int64)
+        p = b.pool[k].astype(np.int64)
+        diff = np.zeros((problem.n_pools, S + 1), dtype=np.int64)
+        np.add.at(diff, (p, np.clip(s, 0, S)), gang)
+        np.add.at(diff, (p, np.clip(s + n, 0, S)), -gang)
+        load.gpus += np.cumsum(diff, axis=1)[:, :S].astype(load.gpus.dtype)
+        rel = b.release[b.demand[k]].astype(np.int64)
+        route = b.route[k].astype(np.int64)
+        moving = np.flatnonzero((route >= 0) & (s > rel) & (rate != 0))
+        if len(moving):
+            lengths = np.array([len(problem.routes[r]) for r in route[moving].tolist()], dtype=np.int64)
+            links = (np.concatenate([problem.routes[r] for r in route[moving].tolist()]).astype(np.int64)
+                     if lengths.sum() else np.zeros(0, dtype=np.int64))
+            job = np.repeat(moving, lengths)
+            flow = np.zeros((problem.n_links, S + 1), dtype=np.int64)
+            np.add.at(flow, (links, np.clip(rel[job], 0, S)), rate[job])
+            np.add.at(flow, (links, np.clip(s[job], 0, S)), -rate[job])
+            load.link += np.cumsum(flow, axis=1)[:, :S].astype(load.link.dtype)
+        load.batch_grams = int(grams(co2).sum())
+    for j in np.flatnonzero(choice.replicas.any(axis=1)).tolist():
+        load.add_service(j, choice.replicas[j], choice.served[j])
+    return load
+
+
 def unserved_reason(problem: TimedProblem, load: TimedLoad | None, i: int) -> Reason:
     """Why batch demand ``i`` is unserved: its nearest miss if it has no option, `not_solved`
     without a plan (``load`` None), `uneconomic` if no allowed start costs less than its
@@ -128,6 +166,59 @@ def unserved_reason(problem: TimedProblem, load: TimedLoad | None, i: int) -> Re
     return Reason.BANDWIDTH if (cheaper & cap_ok).any() else Reason.CAPACITY
 
 
+def unserved_reasons(problem: TimedProblem, load: TimedLoad | None, jobs: np.ndarray) -> dict[int, Reason]:
+    """`unserved_reason` of each of ``jobs``, their starts priced many jobs at a time (at most
+    `CHUNK_ELEMENTS` (option, start) pairs) against the load's free GPUs and bandwidth, read
+    once: the same reasons."""
+    from scheduler.timed import CHUNK_ELEMENTS
+
+    b = problem.batch
+    jobs = np.asarray(jobs, dtype=np.int64)
+    out = {i: RULES[int(b.nearest_miss[i])] for i in jobs.tolist() if b.nearest_miss[i] != ELIGIBLE}
+    open_jobs = np.array([i for i in jobs.tolist() if i not in out], dtype=np.int64)
+    if load is None:
+        return {**out, **{i: Reason.NOT_SOLVED for i in open_jobs.tolist()}}
+    if not len(open_jobs):
+        return out
+    free, route_free = load.free_gpus(), load.all_route_free()
+    spans = (b.last - b.first + 1).astype(np.int64)
+    count = (b.start[open_jobs + 1] - b.start[open_jobs]).astype(np.int64)
+    width = np.array([int(spans[b.start[i]:b.start[i + 1]].max()) for i in open_jobs.tolist()], dtype=np.int64)
+    order = np.argsort(width, kind="stable")  # jobs of like width together: little padding
+    open_jobs, count, width = open_jobs[order], count[order], width[order]
+    lo = 0
+    while lo < len(open_jobs):
+        hi, size = lo, 0
+        while hi < len(open_jobs) and (hi == lo or size + count[hi] * width[hi] <= CHUNK_ELEMENTS):
+            size += count[hi] * width[hi]
+            hi += 1
+        chunk = open_jobs[lo:hi]
+        ks = np.concatenate([np.arange(b.start[i], b.start[i + 1], dtype=np.int64) for i in chunk.tolist()])
+        w = int(width[lo:hi].max())
+        ss = b.first[ks].astype(np.int64)[:, None] + np.arange(w, dtype=np.int64)[None, :]
+        kk = np.broadcast_to(ks[:, None], ss.shape)
+        cost, co2, rate, allowed = problem.evaluate(kk, ss)
+        cheaper = allowed & (cost < b.penalty[b.demand[ks]][:, None])
+        cap_ok, bw_ok, co2_ok = load.feasible(kk, ss, co2, rate, free, route_free)
+        room = cheaper & cap_ok & bw_ok
+        heads = np.concatenate([[0], np.cumsum(count[lo:hi])[:-1]])  # each job's first row
+
+        def per_job(rows: np.ndarray) -> list[bool]:
+            return np.logical_or.reduceat(rows.any(axis=1), heads).tolist()
+
+        capped = problem.carbon_cap_g is not None
+        for i, some, roomy, green, fits in zip(chunk.tolist(), per_job(cheaper), per_job(room),
+                                                per_job(room & co2_ok), per_job(cheaper & cap_ok), strict=True):
+            if not some:
+                out[i] = Reason.UNECONOMIC
+            elif roomy:
+                out[i] = Reason.CARBON_CAP if capped and not green else Reason.CAPACITY
+            else:
+                out[i] = Reason.BANDWIDTH if fits else Reason.CAPACITY
+        lo = hi
+    return out
+
+
 def build_timed_plan(
     instance: Instance,
     problem: TimedProblem,
@@ -136,9 +227,12 @@ def build_timed_plan(
     status: Status,
     lower_bound: float | None,
     stats: SolveStats,
+    reasons: Callable[[int], Reason] | None = None,
 ) -> Plan:
     """Itemize ``choice`` into a Plan; with ``choice`` None (status infeasible or unknown) every
-    batch job is unserved and every service serves nothing."""
+    batch job is unserved and every service serves nothing. ``reasons``: batch job -> its
+    unserved reason, when the caller reads them from another problem (`unserved_reason` on
+    this one otherwise)."""
     b, sv = problem.batch, problem.services
     S, h = problem.slots, problem.slot_hours
     w = instance.weights
@@ -153,7 +247,7 @@ def build_timed_plan(
             replicas=np.zeros((sv.n_options, S), dtype=np.int64),
             served=np.zeros((sv.n_options, S), dtype=np.int64),
         )
-    load = TimedLoad.of(problem, choice)
+    load = choice_load(problem, choice)
     kwh_ps = np.zeros((problem.n_pools, S))  # kWh drawn per (pool, slot)
     cny_ps = np.zeros((problem.n_pools, S))  # weighted energy cost per (pool, slot)
 
@@ -190,10 +284,12 @@ def build_timed_plan(
             route=problem.route_regions[int(b.route[k])] if b.route[k] >= 0 else None,
         ))
     unserved = []
-    reason_load = load if solved else None
-    for i in np.flatnonzero(choice.option < 0).tolist():
+    left_out = np.flatnonzero(choice.option < 0)
+    found = unserved_reasons(problem, load if solved else None, left_out) if reasons is None else {}
+    for i in left_out.tolist():
         d = instance.demands[int(b.rows[i])]
-        unserved.append(Unserved(demand=d.id, reason=unserved_reason(problem, reason_load, i),
+        why = reasons(i) if reasons is not None else found[i]
+        unserved.append(Unserved(demand=d.id, reason=why,
                                  penalty_cny=float(b.penalty[i]), work_pflop=d.work_pflop))
 
     # -- services ----------------------------------------------------------------------------

@@ -738,6 +738,7 @@ class _Timed:
             codes = _expand(r.tariff_periods, S) if r.tariff_periods else ["F"] * S
             self.period[r.id] = [PERIOD_NAMES[code] for code in codes]
         self._prefixes: dict[str, tuple] = {}
+        self._extremes: dict[tuple, tuple] = {}  # (region, from, to): price and carbon extremes
         self.avail: list[list[int]] = []
         for region, pool in inst.pools():
             avail = [pool.gpu_count] * S
@@ -941,7 +942,13 @@ class _Timed:
 
     def scan(self, d: Demand) -> tuple[int, float | None, bool]:
         """Nearest miss, cheapest allowed (pool, start) cost, and whether an eligible option
-        moves data (the timed twin of `_Checker.scan`)."""
+        moves data (the timed twin of `_Checker.scan`).
+
+        The same as pricing every start of every pool, in less time: a pool whose bounds show
+        that all its starts pass the price cap (or that none does) settles the nearest miss and
+        `moves` without pricing its starts, and then counts for the cheapest cost only if its
+        lower bound does not exceed the cheapest found so far; pools are priced from the lowest
+        bound up (`bounds`)."""
         c = self.c
         routes = c.routes(d.origin)
         worst, cheapest, moves = _NO_OFFER if d.work_pflop is None else _PASS, None, False
@@ -949,6 +956,7 @@ class _Timed:
         w = c.w
         if d.work_pflop is None and len(offered) == len(c.pools):
             worst = _PASS
+        settled, unsettled = [], []
         for p in c.pools:
             offer = offered.get(p.id)
             if d.work_pflop is None and offer is None:
@@ -966,24 +974,104 @@ class _Timed:
             if not starts:
                 worst = max(worst, _WINDOW)
                 continue
-            fixed = f.compute + f.transfer
-            best = None
-            for s in starts:
-                energy = self.energy_raw(run, p, s)
-                if d.max_cost_cny is not None and f.compute_raw + energy + f.transfer_raw > d.max_cost_cny:
-                    continue
-                cost = (fixed + w.energy * energy
-                        + self.run_grams(run, p, s) / 1e6 * w.carbon_price_cny_per_t_co2
-                        + self.move_cost(d, p, s))
-                if best is None or cost < best:
-                    best = cost
+            low, capped = self.bounds(d, p, f, run, starts)
+            if capped == "none":  # every start over the price cap
+                worst = max(worst, _PRICE_CAP)
+            elif capped == "all":  # every start within it (or no cap)
+                moves = moves or run.moves
+                settled.append((low, p.index, p, f, run, starts))
+            else:
+                unsettled.append((low, p.index, p, f, run, starts))
+        for _, _, p, f, run, starts in unsettled:
+            best = self.cheapest_start(d, p, f, run, starts)
             if best is None:
                 worst = max(worst, _PRICE_CAP)
                 continue
             moves = moves or run.moves
             if cheapest is None or best < cheapest:
                 cheapest = best
+        settled.sort(key=lambda item: item[:2])
+        for low, _, p, f, run, starts in settled:
+            if cheapest is not None and low > cheapest:
+                break  # this pool and every later one cost more than the cheapest
+            best = self.cheapest_start(d, p, f, run, starts)
+            if cheapest is None or best < cheapest:
+                cheapest = best
         return worst, cheapest, moves
+
+    def bounds(self, d: Demand, p: _Pool, f: _Figures, run: _Run, starts: range):
+        """(a lower bound on every start's cost, "all" / "none" / "some": which starts the
+        price cap lets through as far as bounds tell). Every slot of a run is priced at the
+        window's lowest (highest) price and carbon intensity; each bound keeps a margin of
+        1e-9 of the terms' size for the rounding of the prefix sums that `cheapest_start`
+        prices with. Weights are never negative (the instance's rules)."""
+        w = self.c.w
+        lo, hi = starts.start, starts.stop - 1 + run.n  # the slots a run in the window can use
+        kwh = run.kwh_full * (run.n - 1) + run.kwh_last
+        key = (p.region, lo, hi)
+        extremes = self._extremes.get(key)
+        if extremes is None:
+            price, carbon = self.price[p.region][lo:hi], self.carbon[p.region][lo:hi]
+            extremes = self._extremes[key] = (min(price), max(price), min(carbon),
+                                              max(map(abs, carbon)))
+        low_price, high_price, low_carbon, carbon_size = extremes
+        cheap, dear = (0.0, 0.0) if f.offered else (kwh * low_price, kwh * high_price)
+        grams = kwh * low_carbon
+        base = self.baseline.get(d.id)
+        move = 0.0 if base is None or base.pinned else self.move_cost(d, p, -1)
+        if move and p.id == base.pool and base.start_slot in starts:
+            move = 0.0
+        fixed = f.compute + f.transfer
+        size = (abs(fixed) + w.energy * max(abs(cheap), abs(dear))
+                + kwh * carbon_size / 1e6 * w.carbon_price_cny_per_t_co2 + move)
+        margin = 1e-9 * size + 1e-9
+        low = fixed + w.energy * cheap + grams / 1e6 * w.carbon_price_cny_per_t_co2 + move - margin
+        cap = d.max_cost_cny
+        if cap is None:
+            return low, "all"
+        fixed_raw = f.compute_raw + f.transfer_raw
+        margin = 1e-9 * (abs(fixed_raw) + max(abs(cheap), abs(dear))) + 1e-9
+        if fixed_raw + cheap - margin > cap:
+            return low, "none"
+        if fixed_raw + dear + margin <= cap:
+            return low, "all"
+        return low, "some"
+
+    def cheapest_start(self, d: Demand, p: _Pool, f: _Figures, run: _Run, starts: range) -> float | None:
+        """The least cost over ``starts`` of ``d`` on ``p`` within its price cap (None if the
+        cap rejects them all): each start priced as `energy_raw`, `run_grams` and `move_cost`
+        do, term for term, in one list rather than calls (the hot loop of the reasons)."""
+        w = self.c.w
+        P, C = self.prefixes(p.region)
+        kf, kl, m = run.kwh_full, run.kwh_last, run.n - 1
+        fixed, we, cp = f.compute + f.transfer, w.energy, w.carbon_price_cny_per_t_co2
+        base = self.baseline.get(d.id)
+        move = 0.0 if base is None or base.pinned else self.move_cost(d, p, -1)
+        own = move and p.id == base.pool and base.start_slot in starts  # its spot: no move cost
+        cap = d.max_cost_cny
+        if cap is None and f.offered:
+            costs = [fixed + (kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])) / 1e6 * cp + move
+                     for s in starts]
+        elif cap is None:
+            costs = [fixed + we * (kf * (P[s + m] - P[s]) + kl * (P[s + m + 1] - P[s + m]))
+                     + (kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])) / 1e6 * cp + move
+                     for s in starts]
+        else:
+            raw, tr = f.compute_raw, f.transfer_raw
+            energies = ([0.0] * len(starts) if f.offered else
+                        [kf * (P[s + m] - P[s]) + kl * (P[s + m + 1] - P[s + m]) for s in starts])
+            costs = [fixed + we * e
+                     + (kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])) / 1e6 * cp + move
+                     for s, e in zip(starts, energies, strict=True) if not raw + e + tr > cap]
+        best = min(costs) if costs else None
+        if own:
+            s = base.start_slot
+            e = 0.0 if f.offered else kf * (P[s + m] - P[s]) + kl * (P[s + m + 1] - P[s + m])
+            if cap is None or not f.compute_raw + e + f.transfer_raw > cap:
+                grams = kf * (C[s + m] - C[s]) + kl * (C[s + m + 1] - C[s + m])
+                there = fixed + we * e + grams / 1e6 * cp + 0.0
+                best = there if best is None else min(best, there)
+        return best
 
     def move_cost(self, d: Demand, p: _Pool, s: int) -> float:
         """§10: what running ``d`` on ``p`` from ``s`` costs beyond the reference plan's spot."""
@@ -1111,10 +1199,14 @@ class _Timed:
                 c.flag("wrong_slot_count", d.id, abs(have - S),
                        f"{field} on '{p.id}' has {have} values, the horizon {S}")
         gpu_hours = energy_raw = grams = kwh_total = quanta = 0.0
-        for t in range(S):
+        replicas, loads = pl.replicas, pl.served_pflop_per_hour
+        # A slot with no replicas and nothing served adds nothing and breaks no rule: skipped.
+        busy = [t for t in range(S) if (replicas[t] if t < len(replicas) else 0)
+                or (loads[t] if t < len(loads) else 0.0)]
+        for t in busy:
             where = f"{d.id}/{p.id}@{t}"
-            m = pl.replicas[t] if t < len(pl.replicas) else 0
-            v = pl.served_pflop_per_hour[t] if t < len(pl.served_pflop_per_hour) else 0.0
+            m = replicas[t] if t < len(replicas) else 0
+            v = loads[t] if t < len(loads) else 0.0
             if m < 0:
                 c.flag("negative_replicas", where, -m, f"{m} replicas of '{d.id}' in slot {t}")
                 m = 0

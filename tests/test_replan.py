@@ -362,7 +362,10 @@ def test_replan_benchmark_smoke(tmp_path):
             assert s["verified"] is True
             lost = s["planned_on_lost_capacity"]
             assert s["move_ratio"] == (pytest.approx(s["moves"] / lost) if lost else None)
+            assert all(v is not None and v >= 0 for v in s["phases"].values()), s["phases"]
+            assert s["search_budget_s"] is not None
     assert results[1]["solvers"]["replan"]["newly_served"] > 0
+    assert "## Phases" in text and "verify old" in text and "- Load: load average" in text
 
 
 def test_a_job_whose_window_closed_before_now_is_unserved_for_its_window():

@@ -61,42 +61,62 @@ class Candidates:
     GPUs its pool has in every slot of the run and the bandwidth its route has while the data
     moves, and (optional jobs) below the penalty. Rows sorted by cost, inf-padded.
 
-    Priced in chunks of consecutive jobs (at most `CHUNK_ELEMENTS` pairs at a time). Column 0 is
-    also a lower bound per job: a plan can only use starts that fit alone.
+    Priced in chunks of jobs (at most `CHUNK_ELEMENTS` pairs at a time). Column 0 is also a
+    lower bound per job: a plan can only use starts that fit alone. ``jobs``: price only these
+    (the others keep no candidate, `price` adds more later); every job when None.
     """
 
     def __init__(self, problem: TimedProblem, keep: int = CANDIDATES,
-                 stop: Callable[[], bool] | None = None):
-        from scheduler.timed import CHUNK_ELEMENTS
-
+                 stop: Callable[[], bool] | None = None, jobs: np.ndarray | None = None):
         b = problem.batch
         nb = b.n_demands
+        self.problem, self.keep, self.stop = problem, keep, stop
         self.cost = np.full((nb, keep), np.inf)
         self.option = np.full((nb, keep), UNSERVED, dtype=np.int64)
         self.start = np.full((nb, keep), UNSERVED, dtype=np.int64)
         self.rate = np.zeros((nb, keep), dtype=np.int64)
         self.co2 = np.zeros((nb, keep))
-        empty = TimedLoad(problem)
-        free, route_free = empty.free_gpus(), empty.all_route_free()
+        self._empty: tuple | None = None
+        self.price(np.arange(nb) if jobs is None else jobs)
+
+    def price(self, jobs: np.ndarray) -> None:
+        """Find the candidates of ``jobs`` (increasing job indices)."""
+        from scheduler.timed import CHUNK_ELEMENTS
+
+        problem, stop = self.problem, self.stop
+        b = problem.batch
+        jobs = np.asarray(jobs, dtype=np.int64)
+        if not len(jobs):
+            return
+        if self._empty is None:
+            empty = TimedLoad(problem)
+            self._empty = (empty, empty.free_gpus(), empty.all_route_free())
+        empty, free, route_free = self._empty
         counts = np.diff(b.start)
-        width = np.zeros(nb, dtype=np.int64)
+        width = np.zeros(b.n_demands, dtype=np.int64)
         has = counts > 0
         if b.n_options:
             width[has] = np.maximum.reduceat((b.last - b.first + 1).astype(np.int64), b.start[:-1][has])
-        lo = 0
-        while lo < nb:
+        counts, width = counts[jobs], width[jobs]
+        lo, n = 0, len(jobs)
+        while lo < n:
             hi, size = lo, 0
-            while hi < nb and (hi == lo or size + counts[hi] * width[hi] <= CHUNK_ELEMENTS):
+            while hi < n and (hi == lo or size + counts[hi] * width[hi] <= CHUNK_ELEMENTS):
                 size += counts[hi] * width[hi]
                 hi += 1
             if stop is not None and stop():
                 raise Stopped("stopped while building the first plan")
-            self._price(problem, empty, free, route_free, lo, hi, keep)
+            self._price(problem, empty, free, route_free, jobs[lo:hi], self.keep)
             lo = hi
 
-    def _price(self, problem, empty, free, route_free, lo, hi, keep) -> None:
+    def _price(self, problem, empty, free, route_free, jobs, keep) -> None:
         b = problem.batch
-        ks = np.arange(b.start[lo], b.start[hi], dtype=np.int64)
+        lo, hi = int(jobs[0]), int(jobs[-1]) + 1
+        if hi - lo == len(jobs):  # consecutive jobs: their options are one range
+            ks = np.arange(b.start[lo], b.start[hi], dtype=np.int64)
+        else:
+            ks = np.concatenate([np.arange(b.start[i], b.start[i + 1], dtype=np.int64)
+                                 for i in jobs.tolist()])
         if not len(ks):
             return
         w = int((b.last[ks] - b.first[ks]).max()) + 1
@@ -117,32 +137,36 @@ class Candidates:
         cost = np.where(ok, cost, np.inf)
         # Lay each job's options side by side: [jobs, most options x w].
         local = ks - b.start[demand]
-        most = int(np.diff(b.start[lo:hi + 1]).max())
-        grid = np.full((hi - lo, most * w), np.inf)
+        most = int((b.start[jobs + 1] - b.start[jobs]).max())
+        nj = len(jobs)
+        grid = np.full((nj, most * w), np.inf)
         cols = local[:, None] * w + np.arange(w)[None, :]
-        grid[(demand - lo)[:, None], cols] = cost
+        grid[np.searchsorted(jobs, demand)[:, None], cols] = cost
         m = min(keep, grid.shape[1])
         part = np.argpartition(grid, m - 1, axis=1)[:, :m] if grid.shape[1] > m else \
-            np.broadcast_to(np.arange(grid.shape[1]), (hi - lo, grid.shape[1]))
-        rows = np.arange(hi - lo)[:, None]
+            np.broadcast_to(np.arange(grid.shape[1]), (nj, grid.shape[1]))
+        rows = np.arange(nj)[:, None]
         order = np.argsort(grid[rows, part], axis=1, kind="stable")
         pick = part[rows, order]  # [jobs, m] columns, cheapest first
         best = grid[rows, pick]
         opt_local, off = np.divmod(pick, w)
         valid = np.isfinite(best)
-        k_of = np.where(valid, b.start[lo:hi, None] + opt_local, 0)
+        k_of = np.where(valid, b.start[jobs, None] + opt_local, 0)
         row_of = np.searchsorted(ks, k_of)  # the row of that option in this chunk
-        self.cost[lo:hi, :m] = best
-        self.option[lo:hi, :m] = np.where(valid, k_of, UNSERVED)
-        self.start[lo:hi, :m] = np.where(valid, ss[row_of, off], UNSERVED)
-        self.rate[lo:hi, :m] = np.where(valid, rate[row_of, off], 0)
-        self.co2[lo:hi, :m] = np.where(valid, co2[row_of, off], 0.0)
+        self.cost[jobs, :m] = best
+        self.option[jobs, :m] = np.where(valid, k_of, UNSERVED)
+        self.start[jobs, :m] = np.where(valid, ss[row_of, off], UNSERVED)
+        self.rate[jobs, :m] = np.where(valid, rate[row_of, off], 0)
+        self.co2[jobs, :m] = np.where(valid, co2[row_of, off], 0.0)
 
 
 class TimedGreedy:
     """The greedy construction; `run` returns the choice and whether every must-serve job fit."""
 
-    def __init__(self, problem: TimedProblem, stop: Callable[[], bool] | None = None):
+    def __init__(self, problem: TimedProblem, stop: Callable[[], bool] | None = None,
+                 jobs: np.ndarray | None = None):
+        """``jobs``: the jobs whose candidates are priced now (all when None); `place` finds no
+        start for a job not priced (see `Candidates.price`)."""
         self.problem = problem
         self.stop = stop
         self.load = TimedLoad(problem)
@@ -151,7 +175,7 @@ class TimedGreedy:
         self.start = np.full(b.n_demands, UNSERVED, dtype=np.int64)
         self.replicas = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
         self.served = np.zeros((sv.n_options, problem.slots), dtype=np.int64)
-        self.candidates = Candidates(problem, stop=stop)
+        self.candidates = Candidates(problem, stop=stop, jobs=jobs)
         self.cheapest = self.candidates.cost[:, 0]
         self._checked = 0
 
