@@ -479,8 +479,8 @@ class _Search:
 
     # -- the tabu search ------------------------------------------------------------------------
     def _tabu_step(self, move: bool = True) -> None:
-        """Inline: a chunk of tabu moves (``move``). Either way, a better plan it found is offered
-        to the run and, if taken, becomes the plan this search works on."""
+        """With one worker: a chunk of tabu moves (``move``). Either way, a better plan the tabu
+        found is offered to the run and, if taken, becomes the plan this search works on."""
         if self.tabu is None:
             return
         if move and not self.threaded_tabu and not self.stopping():

@@ -35,8 +35,8 @@ MAX_CELLS = 2_000_000  # demands x pools of the dense tables
 ROWS = 400  # swap and chain tables: at most this many first demands per iteration (rows x n)
 TENURE = (2, 5)  # tenure range (iterations) before a demand may re-enter a pool it left ...
 TENURE_SHARE = 0.0  # ... plus this share of the demands
-RAISE = 1.1  # a pool's weight is multiplied by this while it is over capacity
-LOWER = 0.9  # every weight is multiplied by this while the plan fits
+RAISE = 1.02  # a pool's weight is multiplied by this while it is over capacity
+LOWER = 0.98  # every weight is multiplied by this while the plan fits
 CHECK_EVERY = 8  # moves between looks at the clock and the stop request
 RESTART = 3000  # iterations without a new best feasible plan before returning to the best
 
