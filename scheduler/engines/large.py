@@ -5,7 +5,9 @@
 2. Plan: demands take their best reduced-cost option that still fits, by regret (`primal`), then
    shift moves use whatever room is left.
 3. Improvement: neighbourhoods of a few related pools (or of random / misplaced demands) are
-   re-solved exactly by CP-SAT with everything else fixed (`lns`), as long as time allows.
+   re-solved exactly by CP-SAT with everything else fixed (`lns`), as long as time allows; on
+   GAP-like instances beside cyclic exchanges (`exchange`) and a tabu search through plans
+   that may overfill pools (`tabu`).
 
 Anytime: honours the time limit, the gap limit, the iteration limit and the stop event, and
 reports progress whenever the plan or the bound improves. See docs/large-engine.md.

@@ -7,7 +7,7 @@ overfill pools, scored by
 
 with adaptive weights w (raised on the pools that are over capacity, lowered while the plan
 fits), so it crosses the infeasible region between feasible plans that no feasible-only move
-connects. Every iteration scores, with dense numpy tables over the served demands, every shift
+connects. Every iteration scores, with dense numpy tables over the demands, every shift
 (demand j to pool q: an n x P table), every swap (j and k exchange pools: n x n) and every
 ejection chain of length two (j enters the pool of k, which k leaves for its best third pool:
 n x n), and takes the best move that is not tabu. Moving j back into a pool it left within the
@@ -33,8 +33,7 @@ from scheduler.compile import Options
 MAX_DEMANDS = 3000
 MAX_CELLS = 2_000_000  # demands x pools of the dense tables
 ROWS = 400  # swap and chain tables: at most this many first demands per iteration (rows x n)
-TENURE = (2, 5)  # tenure range (iterations) before a demand may re-enter a pool it left ...
-TENURE_SHARE = 0.0  # ... plus this share of the demands
+TENURE = (2, 5)  # moves (drawn in this range) before a demand may re-enter a pool it left
 RAISE = 1.02  # a pool's weight is multiplied by this while it is over capacity
 LOWER = 0.98  # every weight is multiplied by this while the plan fits
 CHECK_EVERY = 8  # moves between looks at the clock and the stop request
@@ -79,7 +78,7 @@ class TabuSearch:
         self.w = w
         self.tabu = np.zeros((n, P), dtype=np.int64)
         self.iteration = 0
-        self.tenure = TENURE[0] + int(TENURE_SHARE * n), TENURE[1] + int(TENURE_SHARE * n)
+        self.tenure = TENURE
         self.set_plan(choice)
         self.best_cost = self.cost
         self.best_at = self.at.copy()
@@ -117,7 +116,7 @@ class TabuSearch:
         few moves); whether the best feasible plan improved."""
         improved = False
         for i in range(iterations):
-            if i % CHECK_EVERY == 0 and i and (
+            if i % CHECK_EVERY == 0 and (
                     time.perf_counter() >= deadline or (stop is not None and stop())):
                 break
             improved |= self.step()
