@@ -5,7 +5,9 @@
 2. Plan: demands take their best reduced-cost option that still fits, by regret (`primal`), then
    shift moves use whatever room is left.
 3. Improvement: neighbourhoods of a few related pools (or of random / misplaced demands) are
-   re-solved exactly by CP-SAT with everything else fixed (`lns`), as long as time allows.
+   re-solved exactly by CP-SAT with everything else fixed (`lns`), as long as time allows; on
+   GAP-like instances beside cyclic exchanges (`exchange`) and a tabu search through plans
+   that may overfill pools (`tabu`).
 
 Anytime: honours the time limit, the gap limit, the iteration limit and the stop event, and
 reports progress whenever the plan or the bound improves. See docs/large-engine.md.
@@ -27,7 +29,7 @@ from models import OPTIMAL_GAP, Status
 from scheduler.compile import Options
 from scheduler.engines import EngineResult
 from scheduler.engines.exact import available_cores, cost_scale, rounding_errors, scaled_costs
-from scheduler.engines import assignment
+from scheduler.engines import assignment, tabu
 from scheduler.engines.exchange import MAX_DEMANDS as EXCHANGE_MAX_DEMANDS
 from scheduler.engines.exchange import Exchanger, perturb
 from scheduler.engines.lagrangian import CapacityRelaxation, DualAscent, smoothed_ascent
@@ -64,6 +66,8 @@ ASSIGNMENT_SHARE = 0.15  # at most this share of the time goes to the knapsack (
 ASSIGNMENT_STEPS = 5_000  # its subgradient steps at most (a time limit alone)
 ASSIGNMENT_DETERMINISTIC_STEPS = 60  # ... with an iteration limit (the clock then never binds)
 REPAIR_EVERY = 0  # a plan from the knapsacks' choice every this many steps (0: off, see docs)
+TABU = True  # GAP-like instances: a tabu search (`tabu`) beside the neighbourhood search
+TABU_CHUNK = 40  # tabu moves between looks at the other search (inline: per sub-solve)
 
 
 class _Run:
@@ -230,7 +234,7 @@ def solve_large(
 
     # 3. CP-SAT neighbourhood search around the incumbent.
     if o.n_options and run.choice is not None and not run.done():
-        _Search(run, rc, dual.best.bound, workers).run_until_done(details)
+        _Search(run, rc, dual.best.bound, workers, dual.best.lam).run_until_done(details)
 
     details["bound_method"] = run.bound_method
     if run.best_s is not None:
@@ -324,6 +328,7 @@ class _Counters:
     exchanges: int = 0  # improving exchanges applied
     kicks: int = 0  # perturbations of the exchange search
     touched: int = 0  # changes the exchange search made (a core bound needs none meanwhile)
+    tabu_plans: int = 0  # plans taken from the tabu search
     core_work: float = 0.0  # CP-SAT deterministic time spent in core runs
     total_work: float = 0.0  # ... in all runs
 
@@ -338,6 +343,7 @@ class _InFlight:
     current: np.ndarray
     lock: np.ndarray
     touched: int
+    generation: int  # plans adopted from the tabu search before it (older results are dropped)
 
 
 class _Search:
@@ -350,7 +356,8 @@ class _Search:
     bound (`raise_bound`). Demands and pools held by a sub-solve in flight are locked.
     """
 
-    def __init__(self, run: _Run, rc: np.ndarray, lagrangian_bound: float, workers: int):
+    def __init__(self, run: _Run, rc: np.ndarray, lagrangian_bound: float, workers: int,
+                 lam: np.ndarray | None = None):
         o, params = run.o, run.params
         self.run, self.o, self.params, self.workers = run, o, params, workers
         cost_int, pen_int = scaled_costs(o, run.scale)
@@ -379,6 +386,13 @@ class _Search:
         self.stale = False  # no exchange left for the plan and locks as they stand
         self.count = _Counters()
         self.executor: ThreadPoolExecutor | None = None
+        # The tabu search: inline in chunks with one worker, else in a thread of its own (one
+        # worker fewer for CP-SAT).
+        self.tabu = tabu.Companion(o, self.choice, params.seed + 2, lam) if (
+            TABU and not run.missing and tabu.applies(o)) else None
+        self.threaded_tabu = self.tabu is not None and workers > 1
+        self.solve_workers = workers - 1 if self.threaded_tabu else workers
+        self.generation = 0
 
     # -- driver --------------------------------------------------------------------------------
     def run_until_done(self, details: dict) -> None:
@@ -388,6 +402,7 @@ class _Search:
             self.descend()
         with self._threads():
             while True:
+                self._tabu_step()
                 if self.exchanger is not None and not self.stopping() and not self.flying:
                     for _ in range(EXCHANGE_STEPS if self.executor is None else 1):
                         self.exchange_step()
@@ -396,7 +411,10 @@ class _Search:
                     break
                 for future in self._finished():
                     self.finish(self.flying.pop(future), future.result())
+        self._tabu_step(move=False)
         self._report(details)
+        if self.tabu is not None:
+            details.update(self.tabu.details())
 
     def stopping(self) -> bool:
         """Whether no more sub-solves may be launched."""
@@ -420,9 +438,13 @@ class _Search:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         self.executor = ThreadPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        if self.threaded_tabu:
+            self.tabu.start(TABU_CHUNK, self.run.deadline, self.run.stopped)
         try:
             yield
         finally:
+            if self.threaded_tabu:
+                self.tabu.halt()
             self.solvers.stop_all()
             watcher_done.set()
             watcher.join()
@@ -437,7 +459,7 @@ class _Search:
         else:
             done = [f for f in self.flying if f.done()]
             if not done and self.exchanger is not None and not self.exclusive \
-                    and not self.stopping():
+                    and not self.threaded_tabu and not self.stopping():
                 self.exchange_step()  # the main thread searches while the workers solve
                 return []
             if not done:
@@ -450,10 +472,38 @@ class _Search:
         details["lns_improvements"] = c.improvements
         details["exchanges"] = c.exchanges
         details["kicks"] = c.kicks
+        if self.tabu is not None:
+            details["tabu_plans"] = c.tabu_plans
         for s in self.chooser.strategies:
             details[f"lns_{s.name}_tries"] = s.tries
             details[f"lns_{s.name}_wins"] = s.wins
             details[f"lns_{s.name}_rows"] = int(s.rows)
+
+    # -- the tabu search ------------------------------------------------------------------------
+    def _tabu_step(self, move: bool = True) -> None:
+        """With one worker: a chunk of tabu moves (``move``). Either way, a better plan the tabu
+        found is offered to the run and, if taken, becomes the plan this search works on."""
+        if self.tabu is None:
+            return
+        if move and not self.threaded_tabu and not self.stopping():
+            self.tabu.chunk(TABU_CHUNK, self.run.deadline, self.run.stopped)
+        found = self.tabu.take()
+        if found is None or not self.run.offer(found.copy()):
+            return
+        o = self.o
+        self.choice = found
+        self.load = loads(o, found)
+        self.costs = demand_costs(o, found, self.run.big)
+        self.generation += 1  # sub-solves in flight were built on the old plan: drop them
+        self.count.touched += 1  # ... and no core bound from them
+        self.count.tabu_plans += 1
+        self.stale = False
+        self.chooser.touch(np.arange(o.n_pools))
+
+    def _offer(self) -> None:
+        """Offer this search's plan to the run, and to the tabu search if the run took it."""
+        if self.run.offer(self.choice.copy()) and self.tabu is not None:
+            self.tabu.suggest(self.choice, self.run.objective)
 
     # -- exchanges and kicks -------------------------------------------------------------------
     def descend(self) -> None:
@@ -467,7 +517,7 @@ class _Search:
             self.count.exchanges += made
             moved = np.flatnonzero(before != self.choice)
             self.costs[moved] = o.cost[self.choice[moved]]
-            run.offer(self.choice.copy())
+            self._offer()
         self.chooser.refresh(self.choice)
 
     def exchange_step(self) -> None:
@@ -486,7 +536,7 @@ class _Search:
             self.costs[moved] = self.o.cost[self.choice[moved]]
             self.chooser.touch(np.unique(self.o.pool[np.concatenate(
                 [before[moved], self.choice[moved]])]))
-            self.run.offer(self.choice.copy())
+            self._offer()
 
     def kick(self) -> None:
         """Iterated local search: 2-5 random feasible shifts or swaps, then exchanges; the kicked
@@ -524,7 +574,7 @@ class _Search:
     # -- CP-SAT neighbourhoods -----------------------------------------------------------------
     def launch(self) -> None:
         """Launch sub-solves while a worker is free (an exclusive one waits for all)."""
-        while not self.stopping() and not self.exclusive and len(self.flying) < self.workers:
+        while not self.stopping() and not self.exclusive and len(self.flying) < self.solve_workers:
             drawn = self._draw()
             if self.waiting is not None:
                 return  # a core run waits for the sub-solves in flight to finish
@@ -565,7 +615,7 @@ class _Search:
         self.locked_pools[lock] = True
         self.locked_demands[nb.demands] = True
         self.exclusive = nb.exclusive
-        flight = _InFlight(nb, strategy, current, lock, c.touched)
+        flight = _InFlight(nb, strategy, current, lock, c.touched, self.generation)
         task = dict(seed=self.params.seed + c.launched,
                     deterministic_limit=self.limit * (5 if nb.exclusive else 1),
                     wall_limit=self.run.deadline - time.perf_counter(), solvers=self.solvers)
@@ -596,7 +646,7 @@ class _Search:
             chooser.remember(nb)
         if changed is not None and changed[1]:
             c.improvements += 1
-            run.offer(self.choice.copy())
+            self._offer()
             if c.improvements % 20 == 0:
                 chooser.refresh(self.choice)
         c.total_work += sub.deterministic_time
@@ -611,8 +661,8 @@ class _Search:
 
         Returns the pools whose demands changed and whether the plan strictly improved, or None.
         """
-        if sub.new is None:
-            return None
+        if sub.new is None or flight.generation != self.generation:
+            return None  # no plan, or one for demands the tabu's plan has moved since
         o, nb, old, new = self.o, flight.nb, flight.current, sub.new
         if np.array_equal(old, new):
             return None
