@@ -41,6 +41,7 @@ HUGE = np.iinfo(np.int64).max // 4
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
 PROGRESS_EVERY_S = 0.25
+HINT_CHUNK = 4096  # jobs priced at a time while the hint is placed (a stop check between chunks)
 GRAM_MARGIN = 1e-12  # emissions are rounded up from (1 + this) * grams: never under the verifier's
 
 
@@ -1192,36 +1193,107 @@ class Search:
 def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
                 hint: TimedChoice, stopped: Callable[[], bool]) -> PlanState | None:
     """The hint as a plan state, or None if it does not fit its rows or windows (or stopped).
-    Placed as given; the rows are checked once, at the end (no room may be negative)."""
+    Placed all at once (the same state as placing it job by job with `PlanState.place` and
+    `restore_service_slot`); the rows are checked once, at the end (no room may be negative)."""
     b, sv = problem.batch, problem.services
-    if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), problem.slots):
+    S = problem.slots
+    if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), S):
         return None
     state = PlanState(problem, pricer, routes)
-    for d in range(len(b.rows)):
-        k, s = int(hint.option[d]), int(hint.start_slot[d])
-        if k < 0:
-            continue
-        if d % 256 == 255 and stopped():
+    option = np.asarray(hint.option, dtype=np.int64)
+    start = np.asarray(hint.start_slot, dtype=np.int64)
+    on = np.flatnonzero(option >= 0)
+    k, s = option[on], start[on]
+    if np.any(k < b.start[on]) or np.any(k >= b.start[on + 1]):
+        return None
+    if np.any(s < b.first[k]) or np.any(s > b.last[k]):
+        return None
+    cost = np.empty(len(on))
+    rate = np.empty(len(on), dtype=np.int64)
+    grams = np.empty(len(on), dtype=np.int64)
+    for lo in range(0, len(on), HINT_CHUNK):
+        if stopped():
             return None
-        if not (b.start[d] <= k < b.start[d + 1]) or not (b.first[k] <= s <= b.last[k]):
+        kk, ss = k[lo: lo + HINT_CHUNK], s[lo: lo + HINT_CHUNK, None]
+        capped = pricer.capped[kk]
+        if np.any(capped) and not np.all(
+                pricer.raw_price(kk[capped], ss[capped]) <= b.max_price[kk[capped], None]):
             return None
-        one, sm = np.array([k]), np.array([[s]])
-        if pricer.capped[k] and not pricer.raw_price(one, sm)[0, 0] <= b.max_price[k]:
+        grams_f = pricer.grams(kk, ss)
+        rate[lo: lo + HINT_CHUNK] = pricer.rate(kk, ss)[:, 0]
+        grams[lo: lo + HINT_CHUNK] = _grams_int(grams_f)[:, 0]
+        cost[lo: lo + HINT_CHUNK] = pricer.cost(kk, ss, grams_f)[:, 0]
+    # The pool-slot rows: each run takes its gang from s to s + n (a difference array).
+    p, n, g = pricer.pool[k], pricer.n[k], pricer.gang[k]
+    diff = np.zeros((problem.avail.shape[0], S + 1), dtype=np.int64)
+    np.add.at(diff, (p, s), g)
+    np.add.at(diff, (p, s + n), -g)
+    state.pool_free -= np.cumsum(diff, axis=1)[:, :S]
+    # The link-slot rows: a moving job's rate on each link of its route from its release to s.
+    mv = np.flatnonzero((rate != 0) & pricer.moves[k]) if routes.count else np.zeros(0, dtype=np.int64)
+    if len(mv):
+        r = pricer.route[k[mv]]
+        lengths = np.array([len(x) for x in routes.links], dtype=np.int64)[r]
+        links = np.concatenate([routes.links[int(x)] for x in r]) if lengths.sum() else np.zeros(0, dtype=np.int64)
+        rel = np.repeat(pricer.rel[k[mv]], lengths)
+        end = np.repeat(s[mv], lengths)
+        amount = np.repeat(rate[mv], lengths)
+        keep = end > rel
+        ldiff = np.zeros((problem.bandwidth.shape[0], S + 1), dtype=np.int64)
+        np.add.at(ldiff, (links[keep], rel[keep]), amount[keep])
+        np.add.at(ldiff, (links[keep], end[keep]), -amount[keep])
+        state.link_free -= np.cumsum(ldiff, axis=1)[:, :S]
+        state._routes_stale = True
+    if state.carbon_free < HUGE:
+        state.carbon_free -= int(grams.sum())
+    state.option[on], state.start[on] = k, s
+    state.batch_cost[on] = cost
+    state._batch_total = ExactTotal(state.batch_cost)
+    state.batch_grams[on], state.batch_rate[on] = grams, rate
+    # The services, every (service, slot) cell at once.
+    if len(sv.rows):
+        if stopped():
             return None
-        grams_f = pricer.grams(one, sm)
-        rate, grams = pricer.rate(one, sm), _grams_int(grams_f)
-        state.place(d, k, s, float(pricer.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
-    for i in range(len(sv.rows)):
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
-        for t in range(problem.slots):
-            snap = (hint.replicas[lo:hi, t].astype(np.int64), hint.served[lo:hi, t].astype(np.int64))
-            if np.any(snap[0] < 0) or np.any(snap[1] < 0) or np.any(snap[1] > snap[0] * sv.kappa[lo:hi]):
-                return None
-            if int(snap[1].sum()) > int(sv.load[i, t]):
-                return None
-            cost = float((snap[0] * sv.rent[lo:hi, t]).sum() + (snap[1] * sv.transfer_per_quantum[lo:hi]).sum()
-                         + (int(sv.load[i, t]) - int(snap[1].sum())) * sv.penalty_per_quantum[i])
-            state.restore_service_slot(i, t, (snap[0], snap[1], cost))
+        rep = np.asarray(hint.replicas, dtype=np.int64)
+        srv = np.asarray(hint.served, dtype=np.int64)
+        if np.any(rep < 0) or np.any(srv < 0) or np.any(srv > rep * sv.kappa[:, None]):
+            return None
+        owner = state.service_owner
+        served = np.zeros(sv.load.shape, dtype=np.int64)
+        np.add.at(served, owner, srv)
+        if np.any(served > sv.load):
+            return None
+        # Each cell's cost as `restore_service_slot`'s caller sums it: per service, the rows'
+        # rents and transfers summed over the rows (numpy's sum of each slot's column).
+        cost_cells = np.empty(sv.load.shape)
+        for i in range(len(sv.rows)):
+            lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+            rent = np.ascontiguousarray((rep[lo:hi] * sv.rent[lo:hi]).T).sum(axis=1)
+            move = np.ascontiguousarray((srv[lo:hi] * sv.transfer_per_quantum[lo:hi, None]).T).sum(axis=1)
+            short = (sv.load[i].astype(np.int64) - served[i]).astype(np.float64)
+            cost_cells[i] = rent + move + short * float(sv.penalty_per_quantum[i])
+        held = rep * sv.gang.astype(np.int64)[owner][:, None]
+        pool_use = np.zeros(problem.avail.shape, dtype=np.int64)
+        np.add.at(pool_use, state.tab.sv_pool_np, held)
+        state.pool_free -= pool_use
+        state.service_held += pool_use
+        routed = np.flatnonzero(np.asarray(state.tab.sv_routed) & srv.any(axis=1))
+        if len(routed):
+            use = srv[routed] * sv.tau[routed, None].astype(np.int64)
+            link_use = np.zeros(state.link_free.shape, dtype=np.int64)
+            for J, row in zip(routed.tolist(), use):
+                link_use[routes.links[state.tab.sv_route[J]]] += row
+            state.link_free -= link_use
+            state._routes_stale = True
+        sgrams = _grams_int(rep * sv.co2_kg * 1000.0)
+        state.replicas[:] = rep
+        state.served[:] = srv
+        state.service_grams[:] = np.where((rep > 0) | (srv > 0), sgrams, 0)
+        if state.carbon_free < HUGE:
+            state.carbon_free -= int(state.service_grams.sum())
+        state.service_cost[:] = cost_cells
+        state._service_total = ExactTotal(state.service_cost)
+    state.pool_min.update(np.arange(state.pool_free.shape[0]))
     if np.any(state.pool_free < 0) or np.any(state.link_free < 0) or state.carbon_free < 0:
         return None
     return state
