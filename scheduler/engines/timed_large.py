@@ -776,6 +776,8 @@ class Builder:
             for lo in range(0, len(ks), 1 << 14):
                 part = ks[lo: lo + (1 << 14)]
                 for sub in pr.chunks(part):
+                    if stopped():
+                        return None
                     r, s, _c, _rt, _g = state.price_fitting(sub, prices)
                     off = lo + int(np.searchsorted(part, sub[0]))
                     rank[off: off + len(sub)], start[off: off + len(sub)] = r, s
@@ -1324,14 +1326,20 @@ def solve_timed_large(
 
     if clock.stopped():
         return _result(best, clock, relax, None, details, stopped=True)
+    if hint is not None:  # the warm start first (cheap): the plan to return if time is short
+        state = _hint_state(problem, pricer, routes, hint, clock.stopped)
+        if state is not None:
+            best.offer(state)
+    if best.choice is not None and not _price_starts(relax, clock.halt):
+        # Out of time: the zero-multiplier pricing (every start) would only add a bound, which
+        # the caller has (`solve_timed`) or computes (`replan`).
+        details["skipped"] = "bound at zero multipliers (no time left)"
+        result = _result(best, clock, relax, None, details, stopped=clock.stopped())
+        return dataclasses.replace(result, duals=Multipliers.zeros(problem))
     ascent = PolyakAscent(relax)
     best.raise_bound(ascent.best.bound)
     search = Search(problem, ascent.at_zero.batch_low, np.random.default_rng(params.seed))
-    if hint is not None:
-        state = _hint_state(problem, pricer, routes, hint, clock.halt)
-        if state is not None:
-            best.offer(state)
-    if not clock.stopped():  # a plan at L(0), unpolished: the dual steps come first
+    if not clock.halt():  # a plan at L(0), unpolished: the dual steps come first
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
@@ -1359,6 +1367,18 @@ def solve_timed_large(
             break
     result = _result(best, clock, relax, search, details, stopped=clock.stopped())
     return dataclasses.replace(result, duals=ascent.best.multipliers)  # the shadow prices
+
+
+def _price_starts(relax: TimedRelaxation, halt: Callable[[], bool]) -> bool:
+    """Fill the relaxation's kept start costs chunk by chunk (what its first evaluation, L(0),
+    spends most of its time on), checking ``halt`` between chunks; False if it halted. The
+    evaluation then reads the same costs: nothing changes but when the clock is read."""
+    pr = relax.pricer
+    for index, ks in enumerate(pr.chunks(np.arange(pr.K))):
+        if halt():
+            return False
+        relax.chunk_costs(index, ks)
+    return not halt()
 
 
 def _build_and_polish(builder: Builder, search: Search, best: Incumbent, point: DualPoint,
