@@ -89,3 +89,66 @@ def test_vectorized_warm_start_is_the_job_by_job_one(compiled):
         want = reference_hint_state(pb, pricer, routes, hint, lambda: False)
         assert got is not None and want is not None
         _same_state(got, want)
+
+
+def test_warm_start_is_checked_against_the_clock_before_the_zero_multiplier_pricing(compiled, monkeypatch):
+    """With a warm start and no time left, no start is priced for the bound: the warm start
+    comes back as the plan (the caller has or computes a bound)."""
+    pb, hint = compiled[0]
+    priced = []
+    real = timed_large.TimedRelaxation.chunk_costs
+    monkeypatch.setattr(timed_large.TimedRelaxation, "chunk_costs",
+                        lambda self, i, ks: priced.append(i) or real(self, i, ks))
+
+    def no_ascent(*_a, **_k):
+        raise AssertionError("the zero-multiplier pricing ran with no time left")
+
+    monkeypatch.setattr(timed_large, "PolyakAscent", no_ascent)
+    out = solve_timed_large(pb, SolveParams(time_limit_s=1e-9, workers=1), hint=hint)
+    assert priced == []
+    assert out.choice is not None and out.lower_bound is None
+    np.testing.assert_array_equal(out.choice.option, hint.option)
+    np.testing.assert_array_equal(out.choice.start_slot, hint.start_slot)
+    np.testing.assert_array_equal(out.choice.replicas, hint.replicas)
+
+
+def test_no_start_is_priced_after_a_stop(compiled, monkeypatch):
+    """The zero-multiplier pricing and the builder's pricing pass read the stop between chunks:
+    once it is set, not one more chunk is priced."""
+    from scheduler.engines import timed_dual
+
+    pb, hint = compiled[1]
+    monkeypatch.setattr(timed_dual, "CHUNK_CELLS", 64)  # many small chunks
+    calls = {"after": 0, "chunks": 0}
+    stop = {"set": False}
+    real = timed_large.TimedRelaxation.chunk_costs
+    real_fit = timed_large.PlanState.price_fitting
+
+    def counted(self, i, ks):
+        calls["chunks"] += 1
+        calls["after"] += stop["set"]
+        if calls["chunks"] == 3:
+            stop["set"] = True
+        return real(self, i, ks)
+
+    def fitted(self, ks, rc_extra=None):
+        calls["after"] += stop["set"]
+        return real_fit(self, ks, rc_extra)
+
+    monkeypatch.setattr(timed_large.TimedRelaxation, "chunk_costs", counted)
+    monkeypatch.setattr(timed_large.PlanState, "price_fitting", fitted)
+    out = solve_timed_large(pb, SolveParams(time_limit_s=3600, workers=1), hint=hint,
+                            stop=lambda: stop["set"])
+    assert calls["chunks"] == 3 and calls["after"] == 0
+    assert out.choice is not None  # the warm start
+    np.testing.assert_array_equal(out.choice.option, hint.option)
+
+
+def test_tiny_budget_without_hint_still_gives_a_verified_plan():
+    """`solve_timed` at a limit shorter than compiling: the engine gets its floor of 0.05 s and
+    the command still returns a plan the verifier accepts (it raises otherwise)."""
+    from scheduler.solve import solve_timed
+
+    inst = china_instance(demands=60, seed=5, hours=24)
+    result = solve_timed(inst, SolveParams(time_limit_s=0.01, workers=1))
+    assert result.verification.ok and result.plan.lower_bound is not None
