@@ -152,3 +152,22 @@ def test_tiny_budget_without_hint_still_gives_a_verified_plan():
     inst = china_instance(demands=60, seed=5, hours=24)
     result = solve_timed(inst, SolveParams(time_limit_s=0.01, workers=1))
     assert result.verification.ok and result.plan.lower_bound is not None
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("before", [True, False])
+def test_no_gc_restores_the_collector_on_errors(error, before):
+    """`solve.no_gc` turns the collector off inside and puts back the state it found, also when
+    the body raises (an error or Ctrl-C)."""
+    from scheduler.solve import no_gc
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if before else gc.disable)()
+        with pytest.raises(error):
+            with no_gc():
+                assert not gc.isenabled()
+                raise error("boom")
+        assert gc.isenabled() is before
+    finally:
+        (gc.enable if was else gc.disable)()
