@@ -1236,7 +1236,7 @@ def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
     if len(mv):
         r = pricer.route[k[mv]]
         lengths = np.array([len(x) for x in routes.links], dtype=np.int64)[r]
-        links = np.concatenate([routes.links[int(x)] for x in r]) if lengths.sum() else np.zeros(0, dtype=np.int64)
+        links = np.concatenate([routes.links[int(x)] for x in r] + [np.zeros(0, dtype=np.int64)])
         rel = np.repeat(pricer.rel[k[mv]], lengths)
         end = np.repeat(s[mv], lengths)
         amount = np.repeat(rate[mv], lengths)
@@ -1271,7 +1271,8 @@ def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
         for i in range(len(sv.rows)):
             lo, hi = int(sv.start[i]), int(sv.start[i + 1])
             rent = np.ascontiguousarray((rep[lo:hi] * sv.rent[lo:hi]).T).sum(axis=1)
-            move = np.ascontiguousarray((srv[lo:hi] * sv.transfer_per_quantum[lo:hi, None]).T).sum(axis=1)
+            tr = srv[lo:hi] * sv.transfer_per_quantum[lo:hi, None]
+            move = np.ascontiguousarray(tr.T).sum(axis=1)
             short = (sv.load[i].astype(np.int64) - served[i]).astype(np.float64)
             cost_cells[i] = rent + move + short * float(sv.penalty_per_quantum[i])
         held = rep * sv.gang.astype(np.int64)[owner][:, None]
@@ -1342,11 +1343,14 @@ def solve_timed_large(
     if not clock.halt():  # a plan at L(0), unpolished: the dual steps come first
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
+    step_s = 0.0  # the last dual step's seconds: one evaluation does not read the clock
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
-        if clock.stopped() or (not deterministic and time.perf_counter() >= dual_deadline):
+        now = time.perf_counter()
+        if clock.stopped() or (not deterministic and (now >= dual_deadline or now + step_s > clock.deadline)):
             break
         target = best.objective if best.choice is not None and not best.missing else None
         ascent.step(target)
+        step_s = time.perf_counter() - now
         best.raise_bound(ascent.best.bound)
         if ascent.steps - built_at >= build_every:
             built_at = ascent.steps
