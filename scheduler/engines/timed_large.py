@@ -41,6 +41,7 @@ HUGE = np.iinfo(np.int64).max // 4
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
 PROGRESS_EVERY_S = 0.25
+HINT_CHUNK = 4096  # jobs priced at a time while the hint is placed (a stop check between chunks)
 GRAM_MARGIN = 1e-12  # emissions are rounded up from (1 + this) * grams: never under the verifier's
 
 
@@ -775,6 +776,8 @@ class Builder:
             for lo in range(0, len(ks), 1 << 14):
                 part = ks[lo: lo + (1 << 14)]
                 for sub in pr.chunks(part):
+                    if stopped():
+                        return None
                     r, s, _c, _rt, _g = state.price_fitting(sub, prices)
                     off = lo + int(np.searchsorted(part, sub[0]))
                     rank[off: off + len(sub)], start[off: off + len(sub)] = r, s
@@ -1192,36 +1195,108 @@ class Search:
 def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
                 hint: TimedChoice, stopped: Callable[[], bool]) -> PlanState | None:
     """The hint as a plan state, or None if it does not fit its rows or windows (or stopped).
-    Placed as given; the rows are checked once, at the end (no room may be negative)."""
+    Placed all at once (the same state as placing it job by job with `PlanState.place` and
+    `restore_service_slot`); the rows are checked once, at the end (no room may be negative)."""
     b, sv = problem.batch, problem.services
-    if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), problem.slots):
+    S = problem.slots
+    if len(hint.option) != len(b.rows) or hint.replicas.shape != (len(sv.pool), S):
         return None
     state = PlanState(problem, pricer, routes)
-    for d in range(len(b.rows)):
-        k, s = int(hint.option[d]), int(hint.start_slot[d])
-        if k < 0:
-            continue
-        if d % 256 == 255 and stopped():
+    option = np.asarray(hint.option, dtype=np.int64)
+    start = np.asarray(hint.start_slot, dtype=np.int64)
+    on = np.flatnonzero(option >= 0)
+    k, s = option[on], start[on]
+    if np.any(k < b.start[on]) or np.any(k >= b.start[on + 1]):
+        return None
+    if np.any(s < b.first[k]) or np.any(s > b.last[k]):
+        return None
+    cost = np.empty(len(on))
+    rate = np.empty(len(on), dtype=np.int64)
+    grams = np.empty(len(on), dtype=np.int64)
+    for lo in range(0, len(on), HINT_CHUNK):
+        if stopped():
             return None
-        if not (b.start[d] <= k < b.start[d + 1]) or not (b.first[k] <= s <= b.last[k]):
+        kk, ss = k[lo: lo + HINT_CHUNK], s[lo: lo + HINT_CHUNK, None]
+        capped = pricer.capped[kk]
+        if np.any(capped) and not np.all(
+                pricer.raw_price(kk[capped], ss[capped]) <= b.max_price[kk[capped], None]):
             return None
-        one, sm = np.array([k]), np.array([[s]])
-        if pricer.capped[k] and not pricer.raw_price(one, sm)[0, 0] <= b.max_price[k]:
+        grams_f = pricer.grams(kk, ss)
+        rate[lo: lo + HINT_CHUNK] = pricer.rate(kk, ss)[:, 0]
+        grams[lo: lo + HINT_CHUNK] = _grams_int(grams_f)[:, 0]
+        cost[lo: lo + HINT_CHUNK] = pricer.cost(kk, ss, grams_f)[:, 0]
+    # The pool-slot rows: each run takes its gang from s to s + n (a difference array).
+    p, n, g = pricer.pool[k], pricer.n[k], pricer.gang[k]
+    diff = np.zeros((problem.avail.shape[0], S + 1), dtype=np.int64)
+    np.add.at(diff, (p, s), g)
+    np.add.at(diff, (p, s + n), -g)
+    state.pool_free -= np.cumsum(diff, axis=1)[:, :S]
+    # The link-slot rows: a moving job's rate on each link of its route from its release to s.
+    mv = np.flatnonzero((rate != 0) & pricer.moves[k]) if routes.count else np.zeros(0, dtype=np.int64)
+    if len(mv):
+        r = pricer.route[k[mv]]
+        lengths = np.array([len(x) for x in routes.links], dtype=np.int64)[r]
+        links = np.concatenate([routes.links[int(x)] for x in r] + [np.zeros(0, dtype=np.int64)])
+        rel = np.repeat(pricer.rel[k[mv]], lengths)
+        end = np.repeat(s[mv], lengths)
+        amount = np.repeat(rate[mv], lengths)
+        keep = end > rel
+        ldiff = np.zeros((problem.bandwidth.shape[0], S + 1), dtype=np.int64)
+        np.add.at(ldiff, (links[keep], rel[keep]), amount[keep])
+        np.add.at(ldiff, (links[keep], end[keep]), -amount[keep])
+        state.link_free -= np.cumsum(ldiff, axis=1)[:, :S]
+        state._routes_stale = True
+    if state.carbon_free < HUGE:
+        state.carbon_free -= int(grams.sum())
+    state.option[on], state.start[on] = k, s
+    state.batch_cost[on] = cost
+    state._batch_total = ExactTotal(state.batch_cost)
+    state.batch_grams[on], state.batch_rate[on] = grams, rate
+    # The services, every (service, slot) cell at once.
+    if len(sv.rows):
+        if stopped():
             return None
-        grams_f = pricer.grams(one, sm)
-        rate, grams = pricer.rate(one, sm), _grams_int(grams_f)
-        state.place(d, k, s, float(pricer.cost(one, sm, grams_f)[0, 0]), int(rate[0, 0]), int(grams[0, 0]))
-    for i in range(len(sv.rows)):
-        lo, hi = int(sv.start[i]), int(sv.start[i + 1])
-        for t in range(problem.slots):
-            snap = (hint.replicas[lo:hi, t].astype(np.int64), hint.served[lo:hi, t].astype(np.int64))
-            if np.any(snap[0] < 0) or np.any(snap[1] < 0) or np.any(snap[1] > snap[0] * sv.kappa[lo:hi]):
-                return None
-            if int(snap[1].sum()) > int(sv.load[i, t]):
-                return None
-            cost = float((snap[0] * sv.rent[lo:hi, t]).sum() + (snap[1] * sv.transfer_per_quantum[lo:hi]).sum()
-                         + (int(sv.load[i, t]) - int(snap[1].sum())) * sv.penalty_per_quantum[i])
-            state.restore_service_slot(i, t, (snap[0], snap[1], cost))
+        rep = np.asarray(hint.replicas, dtype=np.int64)
+        srv = np.asarray(hint.served, dtype=np.int64)
+        if np.any(rep < 0) or np.any(srv < 0) or np.any(srv > rep * sv.kappa[:, None]):
+            return None
+        owner = state.service_owner
+        served = np.zeros(sv.load.shape, dtype=np.int64)
+        np.add.at(served, owner, srv)
+        if np.any(served > sv.load):
+            return None
+        # Each cell's cost as `restore_service_slot`'s caller sums it: per service, the rows'
+        # rents and transfers summed over the rows (numpy's sum of each slot's column).
+        cost_cells = np.empty(sv.load.shape)
+        for i in range(len(sv.rows)):
+            lo, hi = int(sv.start[i]), int(sv.start[i + 1])
+            rent = np.ascontiguousarray((rep[lo:hi] * sv.rent[lo:hi]).T).sum(axis=1)
+            tr = srv[lo:hi] * sv.transfer_per_quantum[lo:hi, None]
+            move = np.ascontiguousarray(tr.T).sum(axis=1)
+            short = (sv.load[i].astype(np.int64) - served[i]).astype(np.float64)
+            cost_cells[i] = rent + move + short * float(sv.penalty_per_quantum[i])
+        held = rep * sv.gang.astype(np.int64)[owner][:, None]
+        pool_use = np.zeros(problem.avail.shape, dtype=np.int64)
+        np.add.at(pool_use, state.tab.sv_pool_np, held)
+        state.pool_free -= pool_use
+        state.service_held += pool_use
+        routed = np.flatnonzero(np.asarray(state.tab.sv_routed) & srv.any(axis=1))
+        if len(routed):
+            use = srv[routed] * sv.tau[routed, None].astype(np.int64)
+            link_use = np.zeros(state.link_free.shape, dtype=np.int64)
+            for J, row in zip(routed.tolist(), use):
+                link_use[routes.links[state.tab.sv_route[J]]] += row
+            state.link_free -= link_use
+            state._routes_stale = True
+        sgrams = _grams_int(rep * sv.co2_kg * 1000.0)
+        state.replicas[:] = rep
+        state.served[:] = srv
+        state.service_grams[:] = np.where((rep > 0) | (srv > 0), sgrams, 0)
+        if state.carbon_free < HUGE:
+            state.carbon_free -= int(state.service_grams.sum())
+        state.service_cost[:] = cost_cells
+        state._service_total = ExactTotal(state.service_cost)
+    state.pool_min.update(np.arange(state.pool_free.shape[0]))
     if np.any(state.pool_free < 0) or np.any(state.link_free < 0) or state.carbon_free < 0:
         return None
     return state
@@ -1252,21 +1327,30 @@ def solve_timed_large(
 
     if clock.stopped():
         return _result(best, clock, relax, None, details, stopped=True)
+    if hint is not None:  # the warm start first (cheap): the plan to return if time is short
+        state = _hint_state(problem, pricer, routes, hint, clock.stopped)
+        if state is not None:
+            best.offer(state)
+    if best.choice is not None and not _price_starts(relax, clock.halt):
+        # Out of time: the zero-multiplier pricing (every start) would only add a bound, which
+        # the caller has (`solve_timed`) or computes (`replan`).
+        details["skipped"] = "bound at zero multipliers (no time left)"
+        result = _result(best, clock, relax, None, details, stopped=clock.stopped())
+        return dataclasses.replace(result, duals=Multipliers.zeros(problem))
     ascent = PolyakAscent(relax)
     best.raise_bound(ascent.best.bound)
     search = Search(problem, ascent.at_zero.batch_low, np.random.default_rng(params.seed))
-    if hint is not None:
-        state = _hint_state(problem, pricer, routes, hint, clock.halt)
-        if state is not None:
-            best.offer(state)
-    if not clock.stopped():  # a plan at L(0), unpolished: the dual steps come first
+    if not clock.halt():  # a plan at L(0), unpolished: the dual steps come first
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
+    step_s = 0.0  # the last dual step's seconds: one evaluation does not read the clock
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
-        if clock.stopped() or (not deterministic and time.perf_counter() >= dual_deadline):
+        now = time.perf_counter()
+        if clock.stopped() or (not deterministic and (now >= dual_deadline or now + step_s > clock.deadline)):
             break
         target = best.objective if best.choice is not None and not best.missing else None
         ascent.step(target)
+        step_s = time.perf_counter() - now
         best.raise_bound(ascent.best.bound)
         if ascent.steps - built_at >= build_every:
             built_at = ascent.steps
@@ -1287,6 +1371,18 @@ def solve_timed_large(
             break
     result = _result(best, clock, relax, search, details, stopped=clock.stopped())
     return dataclasses.replace(result, duals=ascent.best.multipliers)  # the shadow prices
+
+
+def _price_starts(relax: TimedRelaxation, halt: Callable[[], bool]) -> bool:
+    """Fill the relaxation's kept start costs chunk by chunk (what its first evaluation, L(0),
+    spends most of its time on), checking ``halt`` between chunks; False if it halted. The
+    evaluation then reads the same costs: nothing changes but when the clock is read."""
+    pr = relax.pricer
+    for index, ks in enumerate(pr.chunks(np.arange(pr.K))):
+        if halt():
+            return False
+        relax.chunk_costs(index, ks)
+    return not halt()
 
 
 def _build_and_polish(builder: Builder, search: Search, best: Incumbent, point: DualPoint,
