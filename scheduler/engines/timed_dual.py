@@ -34,6 +34,9 @@ CHUNK_CELLS = 1 << 20  # (option, start) cells priced at once
 CACHED_CELLS = 1 << 25
 """Start prices kept between evaluations (12-20 bytes each, 8 more where the data moves: about
 0.4-0.9 GB at most); the starts past it are priced afresh at every evaluation."""
+WINDOW_CELLS = 1 << 23
+"""The most entries of the window table (8 bytes each); with more (pool, slots, gang) shapes
+than fit, the window sums are read from the prefix table start by start."""
 
 
 def prefix(values: np.ndarray) -> np.ndarray:
@@ -242,7 +245,8 @@ class DualPoint:
 class StartCosts:
     """The part of a chunk's start prices that no multiplier changes: c[d,p,s] (inf at starts
     that are not allowed), the flat index ``shape * (S + 1) + s`` of each start into the
-    evaluation's window table (`TimedRelaxation.window_table`), the grams when there is a carbon
+    evaluation's window table (`TimedRelaxation.window_table`; ``pool * (S + 1) + s`` into the
+    pools' prefix table when there are too many shapes for it), the grams when there is a carbon
     cap, and for the options whose data moves (rows ``moving`` of the chunk) the bandwidth
     quanta of each start and the flat indices ``route * (S + 1) + s`` and
     ``route * (S + 1) + release`` into the route prefix table."""
@@ -284,7 +288,8 @@ class TimedRelaxation:
         self.shape_pair = pair_of  # shape -> its (pool, slots) pair
         self.shape_gang = pr.gang[shapes].astype(np.float64)[:, None]
         S = problem.slots
-        s = np.arange(S + 1)[None, :]
+        self.by_shape = len(shapes) * (S + 1) <= WINDOW_CELLS
+        s = np.arange(S + 1)[None, :] if self.by_shape else np.zeros((1, 0), dtype=np.int64)
         pair_pool, pair_n = pr.pool[shapes[pairs], None], pr.n[shapes[pairs], None]
         self.pair_from = pair_pool * (S + 1) + s  # flat mu_prefix index of each pair's start
         self.pair_to = pair_pool * (S + 1) + np.minimum(s + pair_n, S)
@@ -303,7 +308,8 @@ class TimedRelaxation:
         s, valid = pr.starts(ks)
         cost = pr.cost(ks, s)
         cost[~valid] = np.inf
-        at = (self.shape_of[ks, None] * (S + 1) + s).astype(np.int32)
+        row = self.shape_of[ks, None] if self.by_shape else pr.pool[ks, None]
+        at = (row * (S + 1) + s).astype(np.int32)
         grams = pr.grams(ks, s) if self.cap_g is not None else None
         moving = np.flatnonzero(pr.moves[ks])
         mk, ms = ks[moving], s[moving]
@@ -360,10 +366,16 @@ class TimedRelaxation:
             rc += static.cost  # (the same sum as cost + carbon * grams)
         else:
             rc = static.cost.copy()
-        if mu_prefix.any():
+        if mu_prefix.any() and self.by_shape:
             if window is None:
                 window = self.window_table(mu_prefix)
             rc += np.take(window, static.at)
+        elif mu_prefix.any():  # ``at`` indexes the pool's row of the prefix table
+            flat = mu_prefix.ravel()
+            sums = np.take(flat, static.at + pr.n[ks, None])
+            sums -= np.take(flat, static.at)
+            sums *= pr.gang[ks, None]
+            rc += sums
         if len(static.moving) and route_prefix.any():  # no link price: the flows cost nothing
             flat = route_prefix.ravel()
             flow = np.take(flat, static.route_at)
@@ -386,7 +398,7 @@ class TimedRelaxation:
         # Batch demands: best start of each option, then best option (or unserved) per demand.
         option_rc = np.empty(pr.K)
         option_start = np.zeros(pr.K, dtype=np.int64)
-        window = self.window_table(mu_prefix) if mu_prefix.any() else None
+        window = self.window_table(mu_prefix) if mu_prefix.any() and self.by_shape else None
         for index, ks in enumerate(self.chunks()):
             option_rc[ks], option_start[ks] = self.price_batch(mult, mu_prefix, route_prefix, ks,
                                                                index, window)
