@@ -325,19 +325,23 @@ class TimedRelaxation:
         return out
 
     def chunks(self) -> list[np.ndarray]:
-        """The options in chunks of at most `CHUNK_CELLS` padded starts (options of about the
-        same number of starts together, so that little of a chunk is padding)."""
+        """The options in chunks of at most `CHUNK_CELLS` padded starts, each of options whose
+        numbers of starts are within 10% of each other (little of a chunk is padding)."""
         if self._chunks is None:
             width = np.maximum(self.pricer.width, 1)
             order = np.argsort(width, kind="stable")
             w = width[order]
-            out, lo, K = [], 0, len(order)
-            while lo < K:
-                hi = bisect.bisect_right(range(lo + 1, K + 1), CHUNK_CELLS,
-                                         key=lambda h: (h - lo) * int(w[h - 1])) + lo
-                hi = max(hi, lo + 1)
-                out.append(order[lo:hi])
-                lo = hi
+            bins = np.floor(np.log(w) / np.log(1.1)).astype(np.int64)
+            cuts = np.flatnonzero(np.diff(bins)) + 1
+            out = []
+            for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(order)]])):
+                lo = int(a)
+                while lo < b:
+                    hi = bisect.bisect_right(range(lo + 1, int(b) + 1), CHUNK_CELLS,
+                                             key=lambda h: (h - lo) * int(w[h - 1])) + lo
+                    hi = max(hi, lo + 1)
+                    out.append(order[lo:hi])
+                    lo = hi
             self._chunks = out
         return self._chunks
 
@@ -360,17 +364,23 @@ class TimedRelaxation:
         ``mu_prefix`` (built here when not given)."""
         pr = self.pricer
         static = self.chunk_costs(index, ks)
+        rc = None
         if mult.carbon:
             grams = static.grams if static.grams is not None else pr.grams(ks, pr.starts(ks)[0])
             rc = np.multiply(grams, mult.carbon)
             rc += static.cost  # (the same sum as cost + carbon * grams)
-        else:
-            rc = static.cost.copy()
         if mu_prefix.any() and self.by_shape:
             if window is None:
                 window = self.window_table(mu_prefix)
-            rc += np.take(window, static.at)
-        elif mu_prefix.any():  # ``at`` indexes the pool's row of the prefix table
+            if rc is None:
+                rc = np.take(window, static.at)
+                rc += static.cost  # (the same sum as cost + window)
+            else:
+                rc += np.take(window, static.at)
+        if rc is None:
+            rc = static.cost.copy()
+        if mu_prefix.any() and not self.by_shape:
+            # ``at`` indexes the pool's row of the prefix table
             flat = mu_prefix.ravel()
             sums = np.take(flat, static.at + pr.n[ks, None])
             sums -= np.take(flat, static.at)
@@ -530,6 +540,7 @@ class ServiceShape:
         self.rem = L - self.full
         self.usable = (kappa > 0)[:, None]
         self.rem_usable = self.usable & (self.rem > 0)
+        self.long_a = self.usable & (self.full > 0)
         self.rem_div = np.maximum(self.rem, 1)
         self.penalty_row = penalty[self.owner][:, None]
         self.load = load.astype(np.float64)
@@ -561,13 +572,12 @@ def service_cell_bound(per_replica: np.ndarray, per_quantum: np.ndarray, kappa: 
     sh = shape or ServiceShape(kappa, start, load, penalty)
     kap, full, rem = sh.kap, sh.full, sh.rem
     gain = sh.penalty_row - per_quantum
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(sh.usable, gain - per_replica / kap, -np.inf)
-        beta = np.where(sh.rem_usable, gain - per_replica / sh.rem_div, -np.inf)
+    rho = gain - per_replica / kap  # (read only where the row can serve and the piece is long)
+    beta = gain - per_replica / sh.rem_div
     # The pieces of positive length, in the order of the rows of [A pieces; B pieces] and then
     # of the slots: flat index i * S + t with i = j (piece A of row j) or J + j (piece B).
-    pos_a = np.flatnonzero(((rho > 0) & (full > 0)).ravel())
-    pos_b = np.flatnonzero(((beta > 0) & (rem > 0)).ravel())
+    pos_a = np.flatnonzero((sh.long_a & (rho > 0)).ravel())
+    pos_b = np.flatnonzero((sh.rem_usable & (beta > 0)).ravel())
     row = np.concatenate([pos_a // S, pos_b // S])
     slot = np.concatenate([pos_a % S, pos_b % S])
     slope = np.concatenate([rho.ravel()[pos_a], beta.ravel()[pos_b]])
@@ -592,12 +602,15 @@ def service_cell_bound(per_replica: np.ndarray, per_quantum: np.ndarray, kappa: 
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         at = by_rank[lo:hi]
         saving[cell[at]] += gain_piece[at]
-    taken = np.zeros(2 * J * S)
-    taken[np.concatenate([pos_a, pos_b + J * S])[order]] = take
-    take_a, take_b = taken[: J * S].reshape(J, S), taken[J * S:].reshape(J, S)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        replicas = take_a / kap + np.where(rem > 0, take_b / sh.rem_div, 0.0)
-    served = take_a + take_b
+    take_in = np.empty(n)  # each piece's take, in the order of pos_a then pos_b
+    take_in[order] = take
+    na = len(pos_a)
+    take_a, take_b, replicas, part_b = (np.zeros(J * S) for _ in range(4))
+    take_a[pos_a], take_b[pos_b] = take_in[:na], take_in[na:]
+    replicas[pos_a] = take_in[:na] / kap[row[:na], 0]
+    part_b[pos_b] = take_in[na:] / sh.rem_div.ravel()[pos_b]
+    replicas += part_b  # take_a / kappa + take_b / rem, zero where nothing is taken
+    replicas, served = replicas.reshape(J, S), (take_a + take_b).reshape(J, S)
     terms = sh.full_cost - saving.reshape(n_s, S)
     magnitude = float(sh.full_cost_sum + np.abs(gain_piece).sum()
                       + (np.abs(per_replica) * replicas).sum() + (np.abs(per_quantum) * served).sum())
