@@ -360,7 +360,7 @@ class TimedRelaxation:
                     ks: np.ndarray, index: int = -1, window: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
         """(reduced cost, start) of the best start of each option in ``ks`` (chunk ``index`` of
-        `StartPricer.chunks`, -1: not a chunk, nothing kept); ``window``: `window_table` of
+        `TimedRelaxation.chunks`, -1: not a chunk, nothing kept); ``window``: `window_table` of
         ``mu_prefix`` (built here when not given)."""
         pr = self.pricer
         static = self.chunk_costs(index, ks)
