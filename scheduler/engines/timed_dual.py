@@ -18,6 +18,7 @@ any non-negative multipliers; `PolyakAscent` raises it by projected, row-scaled 
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -31,8 +32,11 @@ BOUND_SAFETY = 1e-12
 EPS = float(np.finfo(np.float64).eps)
 CHUNK_CELLS = 1 << 20  # (option, start) cells priced at once
 CACHED_CELLS = 1 << 25
-"""Start prices kept between evaluations (12-20 bytes each: about 0.4-0.7 GB at most); the
-starts past it are priced afresh at every evaluation."""
+"""Start prices kept between evaluations (12-20 bytes each, 8 more where the data moves: about
+0.4-0.9 GB at most); the starts past it are priced afresh at every evaluation."""
+WINDOW_CELLS = 1 << 23
+"""The most entries of the window table (8 bytes each); with more (pool, slots, gang) shapes
+than fit, the window sums are read from the prefix table start by start."""
 
 
 def prefix(values: np.ndarray) -> np.ndarray:
@@ -240,12 +244,20 @@ class DualPoint:
 @dataclass(frozen=True, eq=False)
 class StartCosts:
     """The part of a chunk's start prices that no multiplier changes: c[d,p,s] (inf at starts
-    that are not allowed), the flat index ``pool * (S + 1) + s`` of each start into a per-pool
-    prefix table, and the grams when there is a carbon cap."""
+    that are not allowed), the flat index ``shape * (S + 1) + s`` of each start into the
+    evaluation's window table (`TimedRelaxation.window_table`; ``pool * (S + 1) + s`` into the
+    pools' prefix table when there are too many shapes for it), the grams when there is a carbon
+    cap, and for the options whose data moves (rows ``moving`` of the chunk) the bandwidth
+    quanta of each start and the flat indices ``route * (S + 1) + s`` and
+    ``route * (S + 1) + release`` into the route prefix table."""
 
     cost: np.ndarray  # float64 [m, W]
     at: np.ndarray  # int32 [m, W]
     grams: np.ndarray | None  # float64 [m, W]
+    moving: np.ndarray  # int64 [v]: rows of the chunk whose data moves
+    rate: np.ndarray  # float32 or float64 [v, W]: quanta per link (whole numbers)
+    route_at: np.ndarray  # int32 [v, W]
+    release_at: np.ndarray  # int64 [v]
 
 
 class TimedRelaxation:
@@ -266,6 +278,23 @@ class TimedRelaxation:
         self.bandwidth = problem.bandwidth.astype(np.float64)
         self._kept: dict[int, StartCosts] = {}
         self._kept_cells = 0
+        pr = self.pricer
+        # Options with the same (pool, slots, gang) read the same window sums of mu: one row
+        # of the evaluation's window table per such shape.
+        key = (pr.pool * (int(pr.n.max(initial=0)) + 1) + pr.n) * (int(pr.gang.max(initial=0)) + 1) + pr.gang
+        shapes, self.shape_of = np.unique(key, return_index=True, return_inverse=True)[1:]
+        pairs, pair_of = np.unique(pr.pool[shapes] * (int(pr.n.max(initial=0)) + 1) + pr.n[shapes],
+                                   return_index=True, return_inverse=True)[1:]
+        self.shape_pair = pair_of  # shape -> its (pool, slots) pair
+        self.shape_gang = pr.gang[shapes].astype(np.float64)[:, None]
+        S = problem.slots
+        self.by_shape = len(shapes) * (S + 1) <= WINDOW_CELLS
+        s = np.arange(S + 1)[None, :] if self.by_shape else np.zeros((1, 0), dtype=np.int64)
+        pair_pool, pair_n = pr.pool[shapes[pairs], None], pr.n[shapes[pairs], None]
+        self.pair_from = pair_pool * (S + 1) + s  # flat mu_prefix index of each pair's start
+        self.pair_to = pair_pool * (S + 1) + np.minimum(s + pair_n, S)
+        self._service_shape: ServiceShape | None = None
+        self._chunks: list[np.ndarray] | None = None
 
     # -- batch -------------------------------------------------------------------------------
     def chunk_costs(self, index: int, ks: np.ndarray) -> StartCosts:
@@ -275,39 +304,94 @@ class TimedRelaxation:
         if kept is not None:
             return kept
         pr = self.pricer
+        S = pr.S
         s, valid = pr.starts(ks)
         cost = pr.cost(ks, s)
         cost[~valid] = np.inf
-        at = (pr.pool[ks, None] * (pr.S + 1) + s).astype(np.int32)
+        row = self.shape_of[ks, None] if self.by_shape else pr.pool[ks, None]
+        at = (row * (S + 1) + s).astype(np.int32)
         grams = pr.grams(ks, s) if self.cap_g is not None else None
-        out = StartCosts(cost, at, grams)
+        moving = np.flatnonzero(pr.moves[ks])
+        mk, ms = ks[moving], s[moving]
+        rate = pr.rate(mk, ms)
+        rate = rate.astype(np.float32 if rate.max(initial=0) < (1 << 24) else np.float64)
+        r = pr.route[mk, None]
+        route_at = (r * (S + 1) + ms).astype(np.int32)
+        release_at = (r[:, 0] * (S + 1) + pr.rel[mk]).astype(np.int64)
+        out = StartCosts(cost, at, grams, moving, rate, route_at, release_at)
         if index >= 0 and self._kept_cells + cost.size <= CACHED_CELLS:
             self._kept[index] = out
             self._kept_cells += cost.size
         return out
 
+    def chunks(self) -> list[np.ndarray]:
+        """The options in chunks of at most `CHUNK_CELLS` padded starts, each of options whose
+        numbers of starts are within 10% of each other (little of a chunk is padding)."""
+        if self._chunks is None:
+            width = np.maximum(self.pricer.width, 1)
+            order = np.argsort(width, kind="stable")
+            w = width[order]
+            bins = np.floor(np.log(w) / np.log(1.1)).astype(np.int64)
+            cuts = np.flatnonzero(np.diff(bins)) + 1
+            out = []
+            for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(order)]])):
+                lo = int(a)
+                while lo < b:
+                    hi = bisect.bisect_right(range(lo + 1, int(b) + 1), CHUNK_CELLS,
+                                             key=lambda h: (h - lo) * int(w[h - 1])) + lo
+                    hi = max(hi, lo + 1)
+                    out.append(order[lo:hi])
+                    lo = hi
+            self._chunks = out
+        return self._chunks
+
+    def window_table(self, mu_prefix: np.ndarray) -> np.ndarray:
+        """Flat [shapes * (S + 1)]: gang * (mu_prefix[p, s + n] - mu_prefix[p, s]) of each
+        (pool, slots, gang) shape and start s (the end clipped at the horizon's, where no
+        allowed start reads it)."""
+        flat = mu_prefix.ravel()
+        pair = np.take(flat, self.pair_to)
+        pair -= np.take(flat, self.pair_from)
+        table = pair[self.shape_pair]
+        table *= self.shape_gang
+        return table.ravel()
+
     def price_batch(self, mult: Multipliers, mu_prefix: np.ndarray, route_prefix: np.ndarray,
-                    ks: np.ndarray, index: int = -1) -> tuple[np.ndarray, np.ndarray]:
+                    ks: np.ndarray, index: int = -1, window: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """(reduced cost, start) of the best start of each option in ``ks`` (chunk ``index`` of
-        `StartPricer.chunks`, -1: not a chunk, nothing kept)."""
+        `TimedRelaxation.chunks`, -1: not a chunk, nothing kept); ``window``: `window_table` of
+        ``mu_prefix`` (built here when not given)."""
         pr = self.pricer
         static = self.chunk_costs(index, ks)
-        rc = static.cost.copy()
+        rc = None
         if mult.carbon:
             grams = static.grams if static.grams is not None else pr.grams(ks, pr.starts(ks)[0])
-            rc += mult.carbon * grams
-        if mu_prefix.any():
+            rc = np.multiply(grams, mult.carbon)
+            rc += static.cost  # (the same sum as cost + carbon * grams)
+        if mu_prefix.any() and self.by_shape:
+            if window is None:
+                window = self.window_table(mu_prefix)
+            if rc is None:
+                rc = np.take(window, static.at)
+                rc += static.cost  # (the same sum as cost + window)
+            else:
+                rc += np.take(window, static.at)
+        if rc is None:
+            rc = static.cost.copy()
+        if mu_prefix.any() and not self.by_shape:
+            # ``at`` indexes the pool's row of the prefix table
             flat = mu_prefix.ravel()
-            window = np.take(flat, static.at + pr.n[ks, None])
-            window -= np.take(flat, static.at)
-            window *= pr.gang[ks, None]
-            rc += window
-        moving = pr.moves[ks]
-        if np.any(moving) and route_prefix.any():  # no link price: the flows cost nothing
-            s = pr.starts(ks)[0]
-            r = np.maximum(pr.route[ks, None], 0)
-            rel = pr.rel[ks, None]
-            rc += pr.rate(ks, s) * (route_prefix[r, s] - route_prefix[r, rel])
+            sums = np.take(flat, static.at + pr.n[ks, None])
+            sums -= np.take(flat, static.at)
+            sums *= pr.gang[ks, None]
+            rc += sums
+        if len(static.moving) and route_prefix.any():  # no link price: the flows cost nothing
+            flat = route_prefix.ravel()
+            flow = np.take(flat, static.route_at)
+            flow -= np.take(flat, static.release_at)[:, None]
+            flow *= static.rate
+            rc[static.moving] += flow
         j = np.argmin(rc, axis=1)
         rows = np.arange(len(ks))
         return rc[rows, j], np.minimum(pr.first[ks] + j, pr.last[ks])
@@ -324,9 +408,10 @@ class TimedRelaxation:
         # Batch demands: best start of each option, then best option (or unserved) per demand.
         option_rc = np.empty(pr.K)
         option_start = np.zeros(pr.K, dtype=np.int64)
-        for index, ks in enumerate(pr.chunks(np.arange(pr.K))):
+        window = self.window_table(mu_prefix) if mu_prefix.any() and self.by_shape else None
+        for index, ks in enumerate(self.chunks()):
             option_rc[ks], option_start[ks] = self.price_batch(mult, mu_prefix, route_prefix, ks,
-                                                               index)
+                                                               index, window)
         b = pb.batch
         counts = np.diff(b.start)
         has = counts > 0
@@ -415,8 +500,10 @@ class TimedRelaxation:
         if not len(sv.rows):
             return np.zeros(0), gpus, route_load, 0.0, 0.0
         per_replica, per_quantum = self.service_prices(mult, np.arange(len(sv.pool)))
+        if self._service_shape is None:
+            self._service_shape = ServiceShape(sv.kappa, sv.start, sv.load, sv.penalty_per_quantum)
         cells = service_cell_bound(per_replica, per_quantum, sv.kappa, sv.start, sv.load,
-                                   sv.penalty_per_quantum)
+                                   sv.penalty_per_quantum, self._service_shape)
         np.add.at(gpus, sv.pool.astype(np.int64),
                   cells.replicas * sv.gang[self.service_owner][:, None])
         grams = float((cells.replicas * sv.co2_kg).sum() * 1000.0)
@@ -438,8 +525,32 @@ class ServiceCells:
     magnitude: float  # a bound on the size of the sums behind ``terms`` (for the float margin)
 
 
+class ServiceShape:
+    """What `service_cell_bound` reads of the instance alone (no multiplier): each row's
+    service, the cells' loads, whole-replica pieces and penalty costs."""
+
+    def __init__(self, kappa: np.ndarray, start: np.ndarray, load: np.ndarray,
+                 penalty: np.ndarray):
+        n_s = len(start) - 1
+        self.counts = np.diff(start)
+        self.owner = np.repeat(np.arange(n_s), self.counts)
+        L = load[self.owner].astype(np.int64)  # [J, S]
+        self.kap = np.maximum(kappa.astype(np.int64), 1)[:, None]
+        self.full = (L // self.kap) * self.kap
+        self.rem = L - self.full
+        self.usable = (kappa > 0)[:, None]
+        self.rem_usable = self.usable & (self.rem > 0)
+        self.long_a = self.usable & (self.full > 0)
+        self.rem_div = np.maximum(self.rem, 1)
+        self.penalty_row = penalty[self.owner][:, None]
+        self.load = load.astype(np.float64)
+        self.full_cost = load * penalty[:, None]
+        self.full_cost_sum = self.full_cost.sum()
+
+
 def service_cell_bound(per_replica: np.ndarray, per_quantum: np.ndarray, kappa: np.ndarray,
-                       start: np.ndarray, load: np.ndarray, penalty: np.ndarray) -> ServiceCells:
+                       start: np.ndarray, load: np.ndarray, penalty: np.ndarray,
+                       shape: ServiceShape | None = None) -> ServiceCells:
     """A lower bound on each (service, slot) cell with whole replicas (docs/large-engine.md,
     "Service cells"): the cell serves ``u_j <= kappa_j m_j`` quanta on row j with ``m_j`` whole
     replicas, ``sum u_j <= L``, at cost ``sum c_j m_j + e_j u_j + pi (L - sum u_j)``.
@@ -450,49 +561,58 @@ def service_cell_bound(per_replica: np.ndarray, per_quantum: np.ndarray, kappa: 
     The greatest sum of envelopes with ``sum u_j <= L`` is a fractional knapsack over those
     pieces. Exact when L is below every row's kappa (one replica, the usual case), the LP
     relaxation (rent / kappa per quantum) never beats it.
+
+    Only the pieces of positive length (and so positive slope) take part: they are sorted
+    once, all cells together, by (cell, steepest first, row), and each cell's saving is summed
+    piece by piece in that order. ``shape``: `ServiceShape` of the other arguments (built here
+    when not given).
     """
     J, S = per_replica.shape
     n_s = len(start) - 1
-    counts = np.diff(start)
-    owner = np.repeat(np.arange(n_s), counts)
-    L = load[owner].astype(np.int64)  # [J, S]
-    kap = np.maximum(kappa.astype(np.int64), 1)[:, None]
-    full = (L // kap) * kap
-    rem = L - full
-    gain = penalty[owner][:, None] - per_quantum
-    usable = (kappa > 0)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(usable, gain - per_replica / kap, -np.inf)
-        beta = np.where(usable & (rem > 0), gain - per_replica / np.maximum(rem, 1), -np.inf)
-    slope = np.concatenate([rho, beta])  # [2J, S]: piece A of every row, then piece B
-    length = np.concatenate([np.where(rho > 0, full, 0), np.where(beta > 0, rem, 0)]).astype(np.float64)
-    owner2 = np.concatenate([owner, owner])
-    # Per column, pieces grouped by service (stable: by row within a tie), steepest first.
-    order = np.lexsort((-slope, np.broadcast_to(owner2[:, None], slope.shape)), axis=0)
-    s_len = np.take_along_axis(length, order, axis=0)
-    s_slope = np.take_along_axis(slope, order, axis=0)
-    sorted_owner = np.repeat(np.arange(n_s), 2 * counts)
-    before = np.cumsum(s_len, axis=0) - s_len
-    seg = 2 * start[:-1]
-    has = counts > 0
-    base = np.zeros((n_s, S))
-    if J:
-        base[has] = before[seg[has]]
-    room = load[sorted_owner].astype(np.float64) - (before - base[sorted_owner])
-    take = np.clip(room, 0.0, s_len)
-    gain_piece = take * np.where(take > 0, s_slope, 0.0)  # an unused piece's slope may be -inf
-    saving = np.zeros((n_s, S))
-    if J:
-        saving[has] = np.add.reduceat(gain_piece, seg[has], axis=0)
-    taken = np.empty_like(take)
-    np.put_along_axis(taken, order, take, axis=0)
-    take_a, take_b = taken[:J], taken[J:]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        replicas = take_a / kap + np.where(rem > 0, take_b / np.maximum(rem, 1), 0.0)
-    served = take_a + take_b
-    full_cost = load * penalty[:, None]
-    terms = full_cost - saving
-    magnitude = float(full_cost.sum() + np.abs(gain_piece).sum()
+    sh = shape or ServiceShape(kappa, start, load, penalty)
+    kap, full, rem = sh.kap, sh.full, sh.rem
+    gain = sh.penalty_row - per_quantum
+    rho = gain - per_replica / kap  # (read only where the row can serve and the piece is long)
+    beta = gain - per_replica / sh.rem_div
+    # The pieces of positive length, in the order of the rows of [A pieces; B pieces] and then
+    # of the slots: flat index i * S + t with i = j (piece A of row j) or J + j (piece B).
+    pos_a = np.flatnonzero((sh.long_a & (rho > 0)).ravel())
+    pos_b = np.flatnonzero((sh.rem_usable & (beta > 0)).ravel())
+    row = np.concatenate([pos_a // S, pos_b // S])
+    slot = np.concatenate([pos_a % S, pos_b % S])
+    slope = np.concatenate([rho.ravel()[pos_a], beta.ravel()[pos_b]])
+    length = np.concatenate([full.ravel()[pos_a], rem.ravel()[pos_b]]).astype(np.float64)
+    cell = sh.owner[row] * S + slot  # flat index into [services, S]
+    order = np.lexsort((-slope, cell))  # stable: by row (A before B) within a tie
+    cell, slope, length = cell[order], slope[order], length[order]
+    n = len(cell)
+    first = np.ones(n, dtype=bool)
+    first[1:] = cell[1:] != cell[:-1]
+    heads = np.flatnonzero(first)
+    before = np.cumsum(length) - length  # whole numbers: exact
+    seg = np.cumsum(first) - 1
+    before -= before[heads][seg]
+    take = np.clip(sh.load.ravel()[cell] - before, 0.0, length)
+    gain_piece = take * slope
+    # Each cell's saving, piece by piece in order (the steepest first).
+    saving = np.zeros(n_s * S)
+    rank = np.arange(n) - heads[seg]
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max(initial=-1)) + 2))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        at = by_rank[lo:hi]
+        saving[cell[at]] += gain_piece[at]
+    take_in = np.empty(n)  # each piece's take, in the order of pos_a then pos_b
+    take_in[order] = take
+    na = len(pos_a)
+    take_a, take_b, replicas, part_b = (np.zeros(J * S) for _ in range(4))
+    take_a[pos_a], take_b[pos_b] = take_in[:na], take_in[na:]
+    replicas[pos_a] = take_in[:na] / kap[row[:na], 0]
+    part_b[pos_b] = take_in[na:] / sh.rem_div.ravel()[pos_b]
+    replicas += part_b  # take_a / kappa + take_b / rem, zero where nothing is taken
+    replicas, served = replicas.reshape(J, S), (take_a + take_b).reshape(J, S)
+    terms = sh.full_cost - saving.reshape(n_s, S)
+    magnitude = float(sh.full_cost_sum + np.abs(gain_piece).sum()
                       + (np.abs(per_replica) * replicas).sum() + (np.abs(per_quantum) * served).sum())
     return ServiceCells(terms, replicas, served, magnitude)
 
