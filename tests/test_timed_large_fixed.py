@@ -171,3 +171,22 @@ def test_no_gc_restores_the_collector_on_errors(error, before):
         assert gc.isenabled() is before
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_prefilled_start_costs_give_the_evaluation_it_would_compute(compiled):
+    """The clock-checked prefill (`_price_starts`) keeps the chunks the evaluation reads: L(0)
+    after it is L(0) from scratch, bit for bit, and a chunk kept for other options is refused."""
+    from scheduler.engines.timed_dual import Multipliers, TimedRelaxation
+
+    for pb, _ in compiled:
+        zero = Multipliers(np.zeros(pb.avail.shape), np.zeros(pb.bandwidth.shape), 0.0)
+        fresh = TimedRelaxation(pb).evaluate(zero)
+        relax = TimedRelaxation(pb)
+        assert timed_large._price_starts(relax, lambda: False)
+        assert len(relax._kept) == len(relax.chunks())
+        got = relax.evaluate(zero)
+        assert got.value == fresh.value and got.bound == fresh.bound
+        chunks = relax.chunks()
+        if len(chunks) > 1:  # chunks are disjoint: chunk 0's costs are not chunk 1's
+            with pytest.raises(ValueError):
+                relax.chunk_costs(0, chunks[1])

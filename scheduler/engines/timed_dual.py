@@ -276,7 +276,7 @@ class TimedRelaxation:
         self.evaluations = 0
         self.avail = problem.avail.astype(np.float64)
         self.bandwidth = problem.bandwidth.astype(np.float64)
-        self._kept: dict[int, StartCosts] = {}
+        self._kept: dict[int, tuple[np.ndarray, StartCosts]] = {}  # chunk -> (its options, costs)
         self._kept_cells = 0
         pr = self.pricer
         # Options with the same (pool, slots, gang) read the same window sums of mu: one row
@@ -302,7 +302,9 @@ class TimedRelaxation:
         chunks hold at most `CACHED_CELLS` starts."""
         kept = self._kept.get(index) if index >= 0 else None
         if kept is not None:
-            return kept
+            if kept[0] is ks or np.array_equal(kept[0], ks):
+                return kept[1]
+            raise ValueError(f"chunk {index} was kept for other options")  # a caller's bug
         pr = self.pricer
         S = pr.S
         s, valid = pr.starts(ks)
@@ -320,7 +322,7 @@ class TimedRelaxation:
         release_at = (r[:, 0] * (S + 1) + pr.rel[mk]).astype(np.int64)
         out = StartCosts(cost, at, grams, moving, rate, route_at, release_at)
         if index >= 0 and self._kept_cells + cost.size <= CACHED_CELLS:
-            self._kept[index] = out
+            self._kept[index] = (ks, out)
             self._kept_cells += cost.size
         return out
 

@@ -1377,8 +1377,7 @@ def _price_starts(relax: TimedRelaxation, halt: Callable[[], bool]) -> bool:
     """Fill the relaxation's kept start costs chunk by chunk (what its first evaluation, L(0),
     spends most of its time on), checking ``halt`` between chunks; False if it halted. The
     evaluation then reads the same costs: nothing changes but when the clock is read."""
-    pr = relax.pricer
-    for index, ks in enumerate(pr.chunks(np.arange(pr.K))):
+    for index, ks in enumerate(relax.chunks()):  # the evaluation's chunks, in its order
         if halt():
             return False
         relax.chunk_costs(index, ks)
