@@ -324,12 +324,14 @@ def _rows_of(start: np.ndarray, demands: np.ndarray) -> np.ndarray:
 def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
                     stop: Callable[[], bool] = lambda: False, lam0: np.ndarray | None = None,
                     newton_steps: int = 12, cooling: float = 4.0,
-                    relative_tolerance: float = 1e-7) -> Evaluation:
+                    relative_tolerance: float = 1e-7,
+                    on_stage: Callable[[Evaluation], None] | None = None) -> Evaluation:
     """Maximize L_tau by projected Newton steps (Armijo backtracking) for falling tau.
 
     Starts at tau = a tenth of the median option cost and divides it by ``cooling`` after each
     stage; stops when a stage raises the exact L by less than ``relative_tolerance``, at the
-    deadline or on ``stop()``. Returns the best exact evaluation of L seen.
+    deadline or on ``stop()``. Returns the best exact evaluation of L seen; ``on_stage`` gets
+    the exact evaluation at the end of every stage.
     """
     o = relax.options
     smooth = SmoothedDual(relax)
@@ -368,6 +370,8 @@ def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
             if trial_value - value <= 1e-12 * abs(value):
                 break
         exact = relax.evaluate(lam)
+        if on_stage is not None:
+            on_stage(exact)
         if exact.value > best.value:
             best = exact
         if best.value - previous <= relative_tolerance * max(abs(best.value), 1.0):

@@ -60,6 +60,8 @@ PROGRESS_EVERY_S = 0.25
 KICK_THRESHOLD = 1e-4  # a kicked plan is kept unless it costs this much (relative) over the best
 EXCHANGE_STEPS = 5  # exchange-search steps per sub-solve with one worker
 RAISED_MAX_OPTIONS = 1_000_000  # above this, plans are built at the dual optima only
+STAGE_PLANS = 2  # ... and at this many smoothing stages before the last, up to:
+STAGE_PLANS_MAX_OPTIONS = 10_000_000  # (1-2 s a plan at 3 million options)
 DETERMINISTIC_SUB_LIMIT = 1.0  # CP-SAT deterministic time per sub-solve, at most (and with an iteration limit)
 CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) core runs
 ASSIGNMENT_SHARE = 0.15  # at most this share of the time goes to the knapsack (assignment) bound
@@ -192,12 +194,22 @@ def solve_large(
     deterministic = params.iteration_limit is not None
     dual_deadline = run.deadline if deterministic else run.started + DUAL_SHARE * params.time_limit_s
     smooth_deadline = run.started + (0.8 if not deterministic else 1.0) * (dual_deadline - run.started)
-    smoothed = smoothed_ascent(relax, smooth_deadline, stop=run.stopped)
+    stages: list = []
+    smoothed = smoothed_ascent(relax, smooth_deadline, stop=run.stopped, on_stage=stages.append)
     run.raise_bound(smoothed.bound, "lagrangian")
     # A first plan at the smoothed optimum: its multipliers sit inside the optimal face, where
     # the relaxed choices fit far better than at the bundle method's kinks (see docs).
     if not run.stopped():
         _build(run, relax.reduced_costs(smoothed.lam))
+    # Where the raised multipliers are skipped, plans at the stages before the last instead:
+    # near convergence the construction gets worse, not better (docs, section 2).
+    if RAISED_MAX_OPTIONS < o.n_options <= STAGE_PLANS_MAX_OPTIONS:
+        began = run.elapsed()
+        for e in [e for e in stages if e is not smoothed][-STAGE_PLANS:][::-1]:
+            if run.stopped() or time.perf_counter() >= dual_deadline:
+                break
+            _build(run, relax.reduced_costs(e.lam))
+        details["stage_plans_s"] = run.elapsed() - began
     dual = DualAscent(relax, lam0=smoothed.lam)
     dual.delta = 1e-2 * dual.scale
     dual.run(max_steps=10 * o.n_pools + 200, deadline=dual_deadline, stop=run.stopped)
