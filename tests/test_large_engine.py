@@ -226,16 +226,16 @@ PINNED = {
     # bound. Before the tabu search and the bundle method's box rule this path ended at 12318
     # (plan e3780bedb4ad5c72, 3 LNS improvements, 207 exchanges, 38 kicks); the tabu alone gave
     # 12320; with both it ended at 12311 (plan e9141ffa6ba18cf2, 320 tabu moves of the full
-    # n x n tables, no tabu plan taken). Re-recorded for the tabu's candidate lists (issue #10:
-    # swaps and chains only move a demand into a pool it is listed on, 200 moves per sub-solve):
-    # 12312, 2 tabu plans taken, same bound.
+    # n x n tables, no tabu plan taken). Re-recorded for issue #10 (n x m tables over
+    # candidate lists, here every demand listed on every pool since n <= tabu.MIN_LISTED, and
+    # 200 tabu moves per sub-solve instead of 40): 12318, 3 tabu plans taken, same bound.
     "hard_gap": dict(
-        iterations=10, objective=12312.0, lower_bound=12277, plan="73108d8ccf446e90",
+        iterations=10, objective=12318.0, lower_bound=12277, plan="da5ba963f96043b6",
         details=dict(construct_objective=12416.0, lns_rounds=7, lns_improvements=1,
-                     exchanges=131, kicks=28, lns_pools_tries=1, lns_eject_tries=4,
+                     exchanges=152, kicks=27, lns_pools_tries=1, lns_eject_tries=4,
                      lns_regret_tries=1, lns_core_tries=1, lns_core_wins=1,
                      lns_eject_rows=1399, bound_method="core", tabu_iterations=1400,
-                     tabu_plans=2, tabu_adopted=2, tabu_chains=173)),
+                     tabu_plans=3, tabu_adopted=3, tabu_chains=354)),
     # 3,001 demands: above exchange.MAX_DEMANDS, so CP-SAT neighbourhoods alone.
     "random_3001": dict(
         iterations=8, objective=37552.11, lower_bound=37547.15273657319,

@@ -63,7 +63,8 @@ def test_moves_keep_loads_costs_and_state_consistent():
     they are recomputed from scratch, with short and with full candidate lists."""
     options = compile_options(gap_to_instance(hard_gap(n=60)))
     for candidates in (1, 100):
-        search = tabu.TabuSearch(options, feasible_start(options), 0, candidates=candidates)
+        search = tabu.TabuSearch(options, feasible_start(options), 0, candidates=candidates,
+                                 min_listed=0)
         assert search.m == (search.n if candidates == 100 else -(-search.n // search.P))
         for _ in range(150):
             search.step()
@@ -80,7 +81,7 @@ def test_moves_keep_loads_costs_and_state_consistent():
 def test_candidate_lists_hold_each_pools_best_suited_demands():
     """Each pool lists m distinct demands, and none left off suits the pool better."""
     options = compile_options(gap_to_instance(hard_gap(n=60)))
-    search = tabu.TabuSearch(options, feasible_start(options), 0, candidates=2)
+    search = tabu.TabuSearch(options, feasible_start(options), 0, candidates=2, min_listed=0)
     price = search.C + search.w * search.U
     regret = price - price.min(axis=1, keepdims=True)
     for b in range(search.P):

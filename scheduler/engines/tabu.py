@@ -35,6 +35,7 @@ from scheduler.compile import Options
 MAX_DEMANDS = 3000
 MAX_CELLS = 2_000_000  # demands x pools of the dense tables
 CANDIDATES = 6  # swaps and chains: each demand is listed on about this many pools it suits
+MIN_LISTED = 200  # ... and each pool lists at least this many demands (all of them, up to it)
 TENURE = (2, 5)  # moves (drawn in this range) before a demand may re-enter a pool it left
 RAISE = 1.02  # a pool's weight is multiplied by this while it is over capacity
 LOWER = 0.98  # every weight is multiplied by this while the plan fits
@@ -58,7 +59,7 @@ class TabuSearch:
     lists and the best plan."""
 
     def __init__(self, o: Options, choice: np.ndarray, seed: int, lam: np.ndarray | None = None,
-                 candidates: int = CANDIDATES):
+                 candidates: float = CANDIDATES, min_listed: int = MIN_LISTED):
         self.o = o
         n, P = o.n_demands, o.n_pools
         self.n, self.P = n, P
@@ -78,7 +79,7 @@ class TabuSearch:
         if lam is not None:
             w = np.maximum(w, np.asarray(lam, dtype=np.float64))
         self.w = w
-        self._candidate_lists(candidates)
+        self._candidate_lists(candidates, min_listed)
         self.rows = np.arange(n)
         self.tabu = np.zeros((n, P), dtype=np.int64)
         self.iteration = 0
@@ -89,15 +90,15 @@ class TabuSearch:
         self.since_best = 0
         self.moves = {"shift": 0, "swap": 0, "chain": 0}
 
-    def _candidate_lists(self, candidates: int) -> None:
+    def _candidate_lists(self, candidates: float, min_listed: int) -> None:
         """Per pool b, the m demands that suit b best (``cand[b]``): the least regret of cost
         plus the starting weight times usage against the demand's best pool, m so that each
-        demand is on about ``candidates`` lists. Swaps and chains only move a listed demand
-        into the pool of another demand."""
+        demand is on about ``candidates`` lists, and at least ``min_listed`` (at most n). Swaps
+        and chains only move a listed demand into the pool of another demand."""
         n, P = self.n, self.P
         price = self.C + self.w * self.U
         regret = price - price.min(axis=1, keepdims=True)
-        m = max(1, min(n, math.ceil(candidates * n / P)))
+        m = max(1, min(n, max(min_listed, math.ceil(candidates * n / P))))
         order = np.argsort(regret, axis=0, kind="stable")[:m]  # m x P
         self.cand = np.ascontiguousarray(order.T)  # P x m demand indices
         b = np.arange(P)[:, None]
