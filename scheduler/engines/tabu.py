@@ -35,7 +35,7 @@ from scheduler.compile import Options
 MAX_DEMANDS = 3000
 MAX_CELLS = 2_000_000  # demands x pools of the dense tables
 CANDIDATES = 6  # swaps and chains: each demand is listed on about this many pools it suits
-MIN_LISTED = 200  # ... and each pool lists at least this many demands (all of them, up to it)
+MIN_LISTED = 400  # ... and each pool lists at least this many demands (all of them, up to it)
 TENURE = (2, 5)  # moves (drawn in this range) before a demand may re-enter a pool it left
 RAISE = 1.02  # a pool's weight is multiplied by this while it is over capacity
 LOWER = 0.98  # every weight is multiplied by this while the plan fits
