@@ -107,7 +107,6 @@ def test_engine_with_the_tabu_is_deterministic_and_verifies(monkeypatch):
     """Through solve(): one worker, a seed and an iteration limit give the same verified plan
     twice, and the tabu search ran (short CP-SAT sub-solves, to keep the test fast)."""
     monkeypatch.setattr(large, "DETERMINISTIC_SUB_LIMIT", 0.05)
-    monkeypatch.setattr(large, "TABU_CHUNK", 40)
     instance = gap_to_instance(hard_gap(n=100))
     params = SolveParams(engine="large", time_limit_s=120, workers=1, seed=2, iteration_limit=3)
     first, second = solve(instance, params), solve(instance, params)

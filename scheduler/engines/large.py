@@ -67,7 +67,7 @@ ASSIGNMENT_STEPS = 5_000  # its subgradient steps at most (a time limit alone)
 ASSIGNMENT_DETERMINISTIC_STEPS = 60  # ... with an iteration limit (the clock then never binds)
 REPAIR_EVERY = 0  # a plan from the knapsacks' choice every this many steps (0: off, see docs)
 TABU = True  # GAP-like instances: a tabu search (`tabu`) beside the neighbourhood search
-TABU_CHUNK = 200  # tabu moves between looks at the other search (inline: per sub-solve)
+TABU_CHUNK = 40  # tabu moves between looks at the other search (inline: per sub-solve)
 
 
 class _Run:
