@@ -225,15 +225,17 @@ PINNED = {
     # Exchanges, kicks, the tabu search (engines/tabu.py: 40 moves per sub-solve) and a core
     # bound. Before the tabu search and the bundle method's box rule this path ended at 12318
     # (plan e3780bedb4ad5c72, 3 LNS improvements, 207 exchanges, 38 kicks); the tabu alone gave
-    # 12320; with both it ends where the box rule alone did (10 iterations are too few for the
-    # tabu to find a plan here).
+    # 12320; with both it ended at 12311 (plan e9141ffa6ba18cf2, no tabu plan taken).
+    # Re-recorded for issue #10 (the same neighbourhood, every demand on every candidate list
+    # at n <= tabu.MIN_LISTED, computed in n x m buffers; ties between equal moves can break
+    # otherwise, so the walk differs): 12305, 3 tabu plans taken, same bound.
     "hard_gap": dict(
-        iterations=10, objective=12311.0, lower_bound=12277, plan="e9141ffa6ba18cf2",
-        details=dict(construct_objective=12416.0, lns_rounds=8, lns_improvements=2,
-                     exchanges=141, kicks=30, lns_pools_tries=3, lns_eject_tries=2,
-                     lns_regret_tries=2, lns_core_tries=1, lns_core_wins=1,
-                     lns_eject_rows=1057, bound_method="core", tabu_iterations=320,
-                     tabu_plans=0, tabu_adopted=4, tabu_chains=51)),
+        iterations=10, objective=12305.0, lower_bound=12277, plan="ccc4fbd63629c994",
+        details=dict(construct_objective=12416.0, lns_rounds=10, lns_improvements=2,
+                     exchanges=231, kicks=40, lns_pools_tries=1, lns_eject_tries=7,
+                     lns_regret_tries=1, lns_core_tries=1, lns_core_wins=1,
+                     lns_eject_rows=2000, bound_method="core", tabu_iterations=400,
+                     tabu_plans=3, tabu_adopted=3, tabu_chains=73)),
     # 3,001 demands: above exchange.MAX_DEMANDS, so CP-SAT neighbourhoods alone.
     "random_3001": dict(
         iterations=8, objective=37552.11, lower_bound=37547.15273657319,

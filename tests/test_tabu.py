@@ -58,27 +58,37 @@ def test_tiny_problems_reach_the_brute_force_optimum(seed):
     assert objective(options, best) == search.best_cost == brute_force(options)
 
 
-def test_moves_keep_loads_costs_and_tables_consistent():
-    """After every move the loads, the running cost and the incremental tables equal what they
-    are recomputed from scratch, with full tables and with sampled rows."""
+def test_moves_keep_loads_costs_and_state_consistent():
+    """After every move the loads, the running cost and the per-demand cost and usage equal what
+    they are recomputed from scratch, with short and with full candidate lists."""
     options = compile_options(gap_to_instance(hard_gap(n=60)))
-    for rows in (1000, 17):
-        search = tabu.TabuSearch(options, feasible_start(options), 0)
-        search_rows, tabu.ROWS = tabu.ROWS, rows
-        try:
-            for _ in range(150):
-                search.step()
-                r = np.arange(search.n)
-                load = np.bincount(search.at, weights=search.U[r, search.at],
-                                   minlength=search.P)
-                assert np.array_equal(load, search.load)
-                assert search.cost == pytest.approx(search.C[r, search.at].sum(), abs=1e-6)
-                assert np.array_equal(search.C_at, search.Cf[:, search.at])
-                assert np.array_equal(search.T_at, search.tabu[:, search.at])
-        finally:
-            tabu.ROWS = search_rows
+    for candidates in (1, 100):
+        search = tabu.TabuSearch(options, feasible_start(options), 0, candidates=candidates,
+                                 min_listed=0)
+        assert search.m == (search.n if candidates == 100 else -(-search.n // search.P))
+        for _ in range(150):
+            search.step()
+            r = np.arange(search.n)
+            load = np.bincount(search.at, weights=search.U[r, search.at], minlength=search.P)
+            assert np.array_equal(load, search.load)
+            assert search.cost == pytest.approx(search.C[r, search.at].sum(), abs=1e-6)
+            assert np.array_equal(search.own, search.C[r, search.at])
+            assert np.array_equal(search.uown, search.U[r, search.at])
         best = search.best_choice()
         assert is_feasible(options, best) and objective(options, best) == search.best_cost
+
+
+def test_candidate_lists_hold_each_pools_best_suited_demands():
+    """Each pool lists m distinct demands, and none left off suits the pool better."""
+    options = compile_options(gap_to_instance(hard_gap(n=60)))
+    search = tabu.TabuSearch(options, feasible_start(options), 0, candidates=2, min_listed=0)
+    price = search.C + search.w * search.U
+    regret = price - price.min(axis=1, keepdims=True)
+    for b in range(search.P):
+        listed = search.cand[b]
+        assert len(set(listed.tolist())) == search.m
+        rest = np.setdiff1d(np.arange(search.n), listed)
+        assert regret[listed, b].max() <= regret[rest, b].min()
 
 
 def test_same_seed_same_walk():

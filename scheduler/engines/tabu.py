@@ -7,13 +7,15 @@ overfill pools, scored by
 
 with adaptive weights w (raised on the pools that are over capacity, lowered while the plan
 fits), so it crosses the infeasible region between feasible plans that no feasible-only move
-connects. Every iteration scores, with dense numpy tables over the demands, every shift
-(demand j to pool q: an n x P table), every swap (j and k exchange pools: n x n) and every
-ejection chain of length two (j enters the pool of k, which k leaves for its best third pool:
-n x n), and takes the best move that is not tabu. Moving j back into a pool it left within the
-tenure is tabu unless the move gives a feasible plan cheaper than the best one (aspiration). The
-best feasible plan seen is kept; the caller offers it to the engine's incumbent, so it goes
-through the normal checks. See docs/large-engine.md.
+connects. Every iteration scores, with numpy tables, every shift (demand j to pool q: an n x P
+table) and, over candidate lists, every swap (j and k exchange pools) and every ejection chain
+of length two (j enters the pool of k, which k leaves for its best third pool): each pool lists
+the m demands that suit it best (about `CANDIDATES` lists per demand), and j only enters the
+pool of k if it is listed there (n x m float32 tables, in buffers kept between moves). It takes
+the best move that is not tabu. Moving j back into a pool it left within the tenure is tabu
+unless the move gives a feasible plan cheaper than the best one (aspiration). The best feasible
+plan seen is kept; the caller offers it to the engine's incumbent, so it goes through the normal
+checks. See docs/large-engine.md.
 
 It applies (`applies`) where every demand is must-serve and has options on distinct pools, and
 the dense tables are small; the search is deterministic for a seed and a number of iterations.
@@ -32,7 +34,8 @@ from scheduler.compile import Options
 
 MAX_DEMANDS = 3000
 MAX_CELLS = 2_000_000  # demands x pools of the dense tables
-ROWS = 400  # swap and chain tables: at most this many first demands per iteration (rows x n)
+CANDIDATES = 6  # swaps and chains: each demand is listed on about this many pools it suits
+MIN_LISTED = 400  # ... and each pool lists at least this many demands (all of them, up to it)
 TENURE = (2, 5)  # moves (drawn in this range) before a demand may re-enter a pool it left
 RAISE = 1.02  # a pool's weight is multiplied by this while it is over capacity
 LOWER = 0.98  # every weight is multiplied by this while the plan fits
@@ -52,9 +55,11 @@ def applies(o: Options) -> bool:
 
 
 class TabuSearch:
-    """The search state: the current plan (as pools), the loads, the weights and the best plan."""
+    """The search state: the current plan (as pools), the loads, the weights, the candidate
+    lists and the best plan."""
 
-    def __init__(self, o: Options, choice: np.ndarray, seed: int, lam: np.ndarray | None = None):
+    def __init__(self, o: Options, choice: np.ndarray, seed: int, lam: np.ndarray | None = None,
+                 candidates: float = CANDIDATES, min_listed: int = MIN_LISTED):
         self.o = o
         n, P = o.n_demands, o.n_pools
         self.n, self.P = n, P
@@ -66,8 +71,6 @@ class TabuSearch:
         self.U[d, o.pool] = o.units
         self.option[d, o.pool] = np.arange(o.n_options)
         self.cap = o.capacity.astype(np.float64)
-        # The n x n tables are float32 (half the memory traffic); costs are summed from C.
-        self.Cf, self.Uf = self.C.astype(np.float32), self.U.astype(np.float32)
         self.rng = np.random.default_rng(seed)
         finite = np.isfinite(self.C)
         per_unit = self.C[finite] / np.maximum(self.U[finite], 1.0)
@@ -76,6 +79,8 @@ class TabuSearch:
         if lam is not None:
             w = np.maximum(w, np.asarray(lam, dtype=np.float64))
         self.w = w
+        self._candidate_lists(candidates, min_listed)
+        self.rows = np.arange(n)
         self.tabu = np.zeros((n, P), dtype=np.int64)
         self.iteration = 0
         self.tenure = TENURE
@@ -85,17 +90,41 @@ class TabuSearch:
         self.since_best = 0
         self.moves = {"shift": 0, "swap": 0, "chain": 0}
 
+    def _candidate_lists(self, candidates: float, min_listed: int) -> None:
+        """Per pool b, the m demands that suit b best (``cand[b]``): the least regret of cost
+        plus the starting weight times usage against the demand's best pool, m so that each
+        demand is on about ``candidates`` lists, and at least ``min_listed`` (at most n). Swaps
+        and chains only move a listed demand into the pool of another demand."""
+        n, P = self.n, self.P
+        price = self.C + self.w * self.U
+        regret = price - price.min(axis=1, keepdims=True)
+        m = max(1, min(n, max(min_listed, math.ceil(candidates * n / P))))
+        order = np.argsort(regret, axis=0, kind="stable")[:m]  # m x P
+        self.cand = np.ascontiguousarray(order.T)  # P x m demand indices
+        b = np.arange(P)[:, None]
+        self.cand_C = self.C[self.cand, b]  # P x m: the listed demand's cost on b
+        self.cand_U = self.U[self.cand, b].astype(np.float32)
+        self.m = m
+        self.pools = b
+        self.C32 = self.C.astype(np.float32).ravel()  # the n x m tables are float32
+        self.U32 = self.U.astype(np.float32).ravel()
+        self.rowsP = (np.arange(n) * P)[:, None]
+        shapes = dict(a=np.int64, flat=np.int64, same=bool, tabu_j=bool, swap_tabu=bool,
+                      second=bool, cost_j=np.float32, db=np.float32, X=np.float32,
+                      cost_k=np.float32, da=np.float32, swap=np.float32, chain=np.float32,
+                      tmp=np.float32, cost_swap=np.float32, cost_chain=np.float32,
+                      over_swap=np.float32, over_chain=np.float32)
+        self.work = {k: np.empty((n, m), dtype=t) for k, t in shapes.items()}
+
     # -- plans ---------------------------------------------------------------------------------
     def set_plan(self, choice: np.ndarray) -> None:
         """Start from ``choice`` (a complete plan of option indices)."""
         self.at = self.o.pool[np.asarray(choice)].astype(np.int64)
-        rows = np.arange(self.n)
-        self.load = np.bincount(self.at, weights=self.U[rows, self.at], minlength=self.P)
-        self.cost = float(self.C[rows, self.at].sum())
-        # Column k of these tables: every demand's cost, usage and tabu end on the pool of k.
-        self.C_at = self.Cf[:, self.at]
-        self.U_at = self.Uf[:, self.at]
-        self.T_at = np.ascontiguousarray(self.tabu[:, self.at])
+        rows = self.rows
+        self.own = self.C[rows, self.at]
+        self.uown = self.U[rows, self.at]
+        self.load = np.bincount(self.at, weights=self.uown, minlength=self.P)
+        self.cost = float(self.own.sum())
 
     def adopt(self, choice: np.ndarray) -> None:
         """Take a better plan found elsewhere as the current and best one."""
@@ -104,7 +133,7 @@ class TabuSearch:
         self.since_best = 0
 
     def choice_of(self, at: np.ndarray) -> np.ndarray:
-        return self.option[np.arange(self.n), at]
+        return self.option[self.rows, at]
 
     def best_choice(self) -> np.ndarray:
         return self.choice_of(self.best_at)
@@ -128,76 +157,96 @@ class TabuSearch:
         (the walk hovers near the capacity boundary, so many of its neighbours fit); the
         cheapest such plan is taken at once (this is also the aspiration of tabu moves)."""
         n, P, C, U, cap, w = self.n, self.P, self.C, self.U, self.cap, self.w
-        at, load = self.at, self.load
+        at, load, own, uown = self.at, self.load, self.own, self.uown
         it = self.iteration
-        rows = np.arange(n)
-        own = C[rows, at]
-        uown = U[rows, at]
+        rows = self.rows
         over = np.maximum(load - cap, 0.0)
         total_over = float(over.sum())
         check = int(np.count_nonzero(over)) <= 2
         # Shifts: j leaves at[j] (overflow change dl[j]) and enters q (de[j, q]).
-        dl = np.maximum(load[at] - uown - cap[at], 0.0) - over[at]
+        left = load[at] - uown - cap[at]  # room short on j's pool once j has left it
+        over_at = over[at]
+        dl = np.maximum(left, 0.0) - over_at
         de = np.maximum(load + U - cap, 0.0) - over
         cost_shift = C - own[:, None]
         cost_shift[rows, at] = np.inf
-        G = C + w * de  # k's penalized price of entering q (before it leaves its own pool)
+        wde = w * de
+        G = C + wde  # k's penalized price of entering q (before it leaves its own pool)
         G[rows, at] = np.inf
-        shift = cost_shift + w * de + (w[at] * dl)[:, None]
+        w_at = w[at]
+        shift = cost_shift + wde
+        shift += (w_at * dl)[:, None]
         tabu = self.tabu > it
 
-        # Swaps and chains: rows j (all, or a sample when n > ROWS), columns k; float32.
-        full = n <= ROWS
-        first = rows if full else np.sort(self.rng.choice(n, ROWS, replace=False))
-        sel = slice(None) if full else first
-        a = at[first]
+        # Swaps and chains, one row per demand k (which leaves its pool b = at[k]) and one
+        # column per listed demand j of b (which enters b): n x m float32 tables in buffers of
+        # their own (no allocation per move), gathered row by row from P x m tables of the
+        # listed demands.
         f = np.float32
-        own_f = own.astype(f)
-        # db[j, k]: overflow change on the pool of k when j enters it and k leaves.
-        db = self.U_at[sel] + (load[at] - uown - cap[at]).astype(f)[None, :]
+        cand, z = self.cand, self.work
+        a_l = at[cand]  # P x m: the listed demand's pool
+        a = a_l.take(at, axis=0, out=z["a"])  # n x m: the pool j leaves
+        same = np.equal(a, at[:, None], out=z["same"])
+        cost_j = (self.cand_C - own[cand]).astype(f).take(at, axis=0, out=z["cost_j"])
+        # db[k, i]: overflow change on b when j enters it and k leaves.
+        db = self.cand_U.take(at, axis=0, out=z["db"])
+        db += left.astype(f)[:, None]
         np.maximum(db, 0.0, out=db)
-        db -= over[at].astype(f)[None, :]
-        cost_j = self.C_at[sel] - own_f[first][:, None]  # j moves to the pool of k
-        X = cost_j + w[at].astype(f)[None, :] * db
-        if full:
-            da, cost_k, Y = db.T, cost_j.T, X.T
-        else:  # ... the pool of j, when k enters it and j leaves
-            da = self.U_at[:, first].T + (load[a] - uown[first] - cap[a]).astype(f)[:, None]
-            np.maximum(da, 0.0, out=da)
-            da -= over[a].astype(f)[:, None]
-            cost_k = self.C_at[:, first].T - own_f[None, :]
-            Y = cost_k + w[a].astype(f)[:, None] * da
-        same = a[:, None] == at[None, :]
-        swap = X + Y
-        swap[same] = np.inf
-        tabu_jk = self.T_at[sel] > it  # j may not enter the pool of k
-        swap_tabu = tabu_jk | (self.T_at[:, sel].T > it)
-        # Chain: k leaves for its best non-tabu pool other than a[j] (and its own); j's pool
-        # only loses j.
+        db -= over_at.astype(f)[:, None]
+        X = np.multiply(w_at.astype(f)[:, None], db, out=z["X"])
+        X += cost_j
+        # ... and on a, when k enters it and j leaves (swap).
+        flat = np.add(a, self.rowsP, out=z["flat"])
+        cost_k = self.C32.take(flat, out=z["cost_k"])
+        cost_k -= own.astype(f)[:, None]
+        da = self.U32.take(flat, out=z["da"])
+        da += (load[a_l] - uown[cand] - cap[a_l]).astype(f).take(at, axis=0, out=z["tmp"])
+        np.maximum(da, 0.0, out=da)
+        da -= over[a_l].astype(f).take(at, axis=0, out=z["tmp"])
+        swap = w[a_l].astype(f).take(at, axis=0, out=z["swap"])
+        swap *= da
+        swap += cost_k
+        swap += X
+        tabu_j = (self.tabu[cand, self.pools] > it).take(at, axis=0, out=z["tabu_j"])
+        tabu_j |= same
+        swap_tabu = tabu.ravel().take(flat, out=z["swap_tabu"])
+        swap_tabu |= tabu_j
+        # Chain: k leaves for its best non-tabu pool other than a (and its own); a only loses j.
         G_free = np.where(tabu, np.inf, G)
-        two = np.argsort(G_free, axis=1)[:, :2] if P <= 3 else np.argpartition(G_free, 1, axis=1)[:, :2]
-        g2 = G_free[rows[:, None], two]
-        flip = g2[:, 1] < g2[:, 0]
-        two[flip] = two[flip][:, ::-1]
-        g2[flip] = g2[flip][:, ::-1]
-        second = a[:, None] == two[None, :, 0]
+        two = np.empty((n, 2), dtype=np.int64)
+        g2 = np.empty((n, 2))
+        two[:, 0] = G_free.argmin(axis=1)
+        g2[:, 0] = G_free[rows, two[:, 0]]
+        G_free[rows, two[:, 0]] = np.inf
+        two[:, 1] = G_free.argmin(axis=1)
+        g2[:, 1] = G_free[rows, two[:, 1]]
+        second = np.equal(a, two[:, :1], out=z["second"])
         gain = (g2 - own[:, None]).astype(f)
-        chain = X + np.where(second, gain[None, :, 1], gain[None, :, 0])
-        chain += (w[a] * dl[first]).astype(f)[:, None]
-        chain[same] = np.inf
+        chain = z["chain"]
+        chain[...] = gain[:, :1]
+        np.copyto(chain, gain[:, 1:], where=second)
+        chain += X
+        chain += (w[a_l] * dl[cand]).astype(f).take(at, axis=0, out=z["tmp"])
 
         if check:
-            cost_swap = cost_j + cost_k
-            cost_swap[same] = np.inf
+            cost_swap = np.add(cost_j, cost_k, out=z["cost_swap"])
+            np.copyto(cost_swap, np.inf, where=same)
             de2 = de[rows[:, None], two].astype(f)
             c2 = (C[rows[:, None], two] - own[:, None]).astype(f)
-            cost_chain = cost_j + np.where(second, c2[None, :, 1], c2[None, :, 0])
-            cost_chain[same] = np.inf
-            over_chain = db + np.where(second, de2[None, :, 1], de2[None, :, 0])
-            over_chain += dl[first].astype(f)[:, None]
+            cost_chain = z["cost_chain"]
+            cost_chain[...] = c2[:, :1]
+            np.copyto(cost_chain, c2[:, 1:], where=second)
+            cost_chain += cost_j
+            np.copyto(cost_chain, np.inf, where=same)
+            over_chain = z["over_chain"]
+            over_chain[...] = de2[:, :1]
+            np.copyto(over_chain, de2[:, 1:], where=second)
+            over_chain += db
+            over_chain += dl[cand].astype(f).take(at, axis=0, out=z["tmp"])
             found = self._best_feasible(total_over, (
-                ("shift", cost_shift, de + dl[:, None]), ("swap", cost_swap, db + da),
-                ("chain", cost_chain, over_chain)), first, two, second)
+                ("shift", cost_shift, de + dl[:, None]),
+                ("swap", cost_swap, np.add(db, da, out=z["over_swap"])),
+                ("chain", cost_chain, over_chain)), two, second)
             if found:
                 self.iteration += 1
                 self._adapt()
@@ -206,45 +255,46 @@ class TabuSearch:
         # The best non-tabu move.
         best = (math.inf, "", 0)
         for kind, table, mask in (("shift", shift, tabu), ("swap", swap, swap_tabu),
-                                  ("chain", chain, tabu_jk)):
-            free = np.where(mask, np.inf, table)
-            flat = int(np.argmin(free))
-            if free.flat[flat] < best[0]:
-                best = (float(free.flat[flat]), kind, flat)
+                                  ("chain", chain, tabu_j)):
+            np.copyto(table, np.inf, where=mask)
+            flat = int(np.argmin(table))
+            if table.flat[flat] < best[0]:
+                best = (float(table.flat[flat]), kind, flat)
         self.iteration += 1
         value, kind, flat = best
         if not math.isfinite(value):
             return False
-        self._apply(self._spec(kind, flat, first, two, second))
+        self._apply(self._spec(kind, flat, two, second))
         self.moves[kind] += 1
         self._adapt()
         return self._record()
 
-    def _best_feasible(self, total_over: float, tables, first, two, second) -> bool:
+    def _best_feasible(self, total_over: float, tables, two, second) -> bool:
         """Take the cheapest scored neighbour that fits, if it beats the best feasible plan."""
         best_value, best = self.best_cost - self.cost - 1e-9, None
         for kind, cost, dover in tables:
-            masked = np.where(dover <= 1e-9 - total_over, cost, np.inf)
-            flat = int(np.argmin(masked))
-            if masked.flat[flat] < best_value:
-                best_value, best = float(masked.flat[flat]), (kind, flat)
+            np.copyto(cost, np.inf, where=dover > 1e-9 - total_over)
+            flat = int(np.argmin(cost))
+            if cost.flat[flat] < best_value:
+                best_value, best = float(cost.flat[flat]), (kind, flat)
         if best is None:
             return False
         kind, flat = best
-        self._apply(self._spec(kind, flat, first, two, second))
+        self._apply(self._spec(kind, flat, two, second))
         self.moves[kind] += 1
         return self._record()
 
-    def _spec(self, kind: str, flat: int, first, two, second) -> list:
+    def _spec(self, kind: str, flat: int, two, second) -> list:
         """The move as (demand, new pool) pairs."""
         if kind == "shift":
             j, q = divmod(flat, self.P)
             return [(j, q)]
-        r, k = divmod(flat, self.n)
-        j = int(first[r])
+        k, i = divmod(flat, self.m)
+        b = int(self.at[k])
+        j = int(self.cand[b, i])
         if kind == "swap":
-            return [(j, int(self.at[k])), (k, int(self.at[j]))]
-        return [(j, int(self.at[k])), (k, int(two[k, 1] if second[r, k] else two[k, 0]))]
+            return [(j, b), (k, int(self.at[j]))]
+        return [(j, b), (k, int(two[k, 1] if second[k, i] else two[k, 0]))]
 
     def _apply(self, spec: list) -> None:
         lo, hi = self.tenure
@@ -254,14 +304,10 @@ class TabuSearch:
             self.load[q] += self.U[j, q]
             self.cost += self.C[j, q] - self.C[j, p]
             self.at[j] = q
+            self.own[j] = self.C[j, q]
+            self.uown[j] = self.U[j, q]
             until = self.iteration + int(self.rng.integers(lo, hi + 1))
             self.tabu[j, p] = until
-        for j, p, q in moves:
-            self.C_at[:, j] = self.Cf[:, q]
-            self.U_at[:, j] = self.Uf[:, q]
-            self.T_at[:, j] = self.tabu[:, q]
-        for j, p, q in moves:
-            self.T_at[j, self.at == p] = self.tabu[j, p]
 
     def _adapt(self) -> None:
         over = self.load > self.cap
@@ -274,8 +320,7 @@ class TabuSearch:
     def _record(self) -> bool:
         """Keep the plan if it fits and beats the best; return to the best after a while."""
         if np.all(self.load <= self.cap):
-            rows = np.arange(self.n)
-            self.cost = float(self.C[rows, self.at].sum())  # no drift from the running sum
+            self.cost = float(self.own.sum())  # no drift from the running sum
             if self.cost < self.best_cost - 1e-9:
                 self.best_cost, self.best_at = self.cost, self.at.copy()
                 self.since_best = 0
