@@ -71,18 +71,21 @@ class Problem:
 
 
 class Solvers:
-    """The CP-SAT solvers running now, so that a stop request can reach them."""
+    """The CP-SAT solves running now (their `SolveWrapper`s), so that a stop request can reach
+    them."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.active: set = set()
         self.stopped = False
 
-    def add(self, solver) -> None:
+    def add(self, solver) -> bool:
+        """Registers ``solver``; False (and not registered) once a stop was requested."""
         with self.lock:
-            self.active.add(solver)
             if self.stopped:
-                solver.stop_search()
+                return False
+            self.active.add(solver)
+            return True
 
     def remove(self, solver) -> None:
         with self.lock:
@@ -114,8 +117,13 @@ def solve_subproblem(
     wall_limit: float,
     solvers: Solvers | None = None,
 ) -> SubSolve:
-    """Build the sub-model of ``nb`` (free demands now at ``current``) and solve it with CP-SAT."""
-    from ortools.sat.python import cp_model
+    """Build the sub-model of ``nb`` (free demands now at ``current``) and solve it with CP-SAT.
+
+    The model is written straight into the proto and solved by CP-SAT's `SolveWrapper`: the
+    high-level `cp_model` module is not needed (importing it costs about a second, most of it
+    pandas, which a 10 s run cannot spare).
+    """
+    from ortools.sat.python import cp_model_helper as cmh
 
     o = pb.options
     started = time.perf_counter()
@@ -136,8 +144,7 @@ def solve_subproblem(
         spread = np.abs(cx).sum() + np.abs(cy[~unplaced]).sum()
         cy[unplaced] = int(spread) + 1
 
-    model = cp_model.CpModel()
-    proto = model.proto
+    proto = cmh.CpModelProto()
     for _ in range(m):
         proto.variables.add().domain.extend((0, 1))
     # One alternative per free demand: an allowed option, or unserved where allowed.
@@ -169,31 +176,33 @@ def solve_subproblem(
     proto.solution_hint.vars.extend(range(m))
     proto.solution_hint.values.extend(hint.tolist())
 
-    solver = cp_model.CpSolver()
-    prm = solver.parameters
+    prm = cmh.SatParameters()
     prm.num_workers = 1
     prm.random_seed = seed
     prm.max_deterministic_time = deterministic_limit
     prm.max_time_in_seconds = max(wall_limit, 0.01)
     prm.catch_sigint_signal = False
     prm.linearization_level = 2
-    if solvers is not None:
-        solvers.add(solver)
+    solver = cmh.SolveWrapper()
+    solver.set_parameters(prm)
+    if solvers is not None and not solvers.add(solver):
+        return SubSolve("STOPPED", None, False, None, 0.0, time.perf_counter() - started)
     try:
-        code = solver.solve(model)
+        response = solver.solve(proto)
     finally:
         if solvers is not None:
             solvers.remove(solver)
-    name = solver.status_name(code)
-    dt = solver.deterministic_time
+    code = response.status
+    optimal = code == cmh.CpSolverStatus.OPTIMAL
+    dt = response.deterministic_time
     wall = time.perf_counter() - started
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return SubSolve(name, None, False, None, dt, wall)
-    values = np.asarray(solver.response_proto.solution, dtype=np.int8)
+    if not optimal and code != cmh.CpSolverStatus.FEASIBLE:
+        return SubSolve(code.name, None, False, None, dt, wall)
+    values = np.asarray(response.solution, dtype=np.int8)
     new = np.full(n, UNSERVED, dtype=np.int64)
     picked = np.flatnonzero(values[:r])
     new[owner[picked]] = rows[picked]
-    return SubSolve(name, new, code == cp_model.OPTIMAL, solver.best_objective_bound, dt, wall)
+    return SubSolve(code.name, new, optimal, response.best_objective_bound, dt, wall)
 
 
 @dataclass
