@@ -49,6 +49,7 @@ from scheduler.engines.primal import (
     demand_costs,
     loads,
     objective,
+    insert_unserved,
     shift_moves,
     unplaced,
 )
@@ -62,6 +63,7 @@ EXCHANGE_STEPS = 5  # exchange-search steps per sub-solve with one worker
 RAISED_MAX_OPTIONS = 1_000_000  # above this, plans are built at the dual optima only
 STAGE_PLANS = 2  # ... and at this many smoothing stages before the last, up to:
 STAGE_PLANS_MAX_OPTIONS = 10_000_000  # (1-2 s a plan at 3 million options)
+INSERT_SHARE = 0.03  # of the time limit, at most, for making room in one first plan
 DETERMINISTIC_SUB_LIMIT = 1.0  # CP-SAT deterministic time per sub-solve, at most (and with an iteration limit)
 CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) core runs
 ASSIGNMENT_SHARE = 0.15  # at most this share of the time goes to the knapsack (assignment) bound
@@ -303,11 +305,21 @@ def _assignment_bound(run: _Run, lam: np.ndarray, deterministic: bool, details: 
 
 
 def _build(run: _Run, rc: np.ndarray) -> None:
-    """Construct a plan by the reduced costs ``rc``, improve it by shift moves and offer it."""
+    """Construct a plan by the reduced costs ``rc``, improve it by shift moves and by making
+    room for the demands the relaxation serves and the plan does not, and offer it."""
     built = construct(run.o, rc)
     if run.stopped():
         return
     built, _ = shift_moves(run.o, built, run.big)
+    # At most INSERT_SHARE of the limit per plan (the most valuable demands go first); on an
+    # iteration limit the clock is not read, so that the path stays deterministic.
+    ends = time.perf_counter() + INSERT_SHARE * run.params.time_limit_s
+    clock = run.params.iteration_limit is None
+    built, inserted = insert_unserved(
+        run.o, built, rc, run.big,
+        stop=lambda: run.stopped() or (clock and (run.out_of_time() or time.perf_counter() > ends)))
+    if inserted:
+        built, _ = shift_moves(run.o, built, run.big)
     run.offer(built)
 
 

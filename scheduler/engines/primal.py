@@ -188,3 +188,101 @@ def _fits_in_order(o: Options, k_sorted: np.ndarray, remaining: np.ndarray) -> n
     head = first[p_sorted]  # position where each option's pool block starts
     before = np.where(head > 0, used[np.maximum(head - 1, 0)], 0)
     return used - before <= remaining[p_sorted]
+
+
+def insert_unserved(options: Options, choice: np.ndarray, rc: np.ndarray, big: float,
+                    max_options: int = 3, stop=None) -> tuple[np.ndarray, int]:
+    """Serve demands that the relaxation serves and the plan does not, by making room for them.
+
+    A candidate is an unserved demand whose best reduced cost ``rc`` beats its penalty (or an
+    unplaced must-serve demand), most valuable first. For each of its ``max_options`` options
+    of lowest reduced cost, the demands on that pool that can leave most cheaply per unit (to
+    their cheapest alternative that fits elsewhere now, or unserved) are evicted until the
+    option fits; the best option is applied when it lowers the true cost. One pass; ``stop()``
+    ends it early. Returns the new choice and the number of demands inserted.
+    """
+    o = options
+    choice = choice.copy()
+    counts = np.diff(o.start)
+    has = counts > 0
+    if not has.any():
+        return choice, 0
+    remaining = o.capacity - loads(o, choice)
+    alt = np.where(o.must_serve, np.inf, o.penalty)
+    current = demand_costs(o, choice, big)
+    worth = np.where(o.must_serve, big, o.penalty)  # what serving an unserved demand saves
+    low = np.full(o.n_demands, np.inf)
+    low[has] = np.minimum.reduceat(rc, o.start[:-1][has])
+    wanted = np.flatnonzero((choice == UNSERVED) & (low < worth))
+    wanted = wanted[np.argsort(low[wanted] - worth[wanted], kind="stable")]
+    pool_now = np.where(choice >= 0, o.pool[np.maximum(choice, 0)], -1)
+    inserted = 0
+    for d in wanted.tolist():
+        if stop is not None and stop():
+            break
+        ks = np.arange(o.start[d], o.start[d + 1])
+        ks = ks[rc[ks] < worth[d]]
+        best = None  # (saving, option, evicted demands, their new options)
+        for k in ks[np.argsort(rc[ks], kind="stable")][:max_options].tolist():
+            p = int(o.pool[k])
+            saving = worth[d] - o.cost[k]
+            need = int(o.units[k] - remaining[p])
+            if saving <= 0:
+                continue
+            if need <= 0:
+                moves = (saving, k, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+            else:
+                moves = _make_room(o, choice, p, need, remaining, alt, current, pool_now)
+                if moves is None:
+                    continue
+                extra, evicted, to = moves
+                moves = (saving - extra, k, evicted, to)
+            if moves[0] > 1e-9 * max(1.0, abs(saving)) and (best is None or moves[0] > best[0]):
+                best = moves
+        if best is None:
+            continue
+        _, k, evicted, to = best
+        for e, ke in zip(evicted.tolist(), to.tolist()):
+            remaining[pool_now[e]] += o.units[choice[e]]
+            choice[e] = ke
+            if ke >= 0:
+                remaining[o.pool[ke]] -= o.units[ke]
+                pool_now[e], current[e] = o.pool[ke], o.cost[ke]
+            else:
+                pool_now[e], current[e] = -1, alt[e]
+        remaining[o.pool[k]] -= o.units[k]
+        choice[d], pool_now[d], current[d] = k, o.pool[k], o.cost[k]
+        inserted += 1
+    return choice, inserted
+
+
+def _make_room(o: Options, choice: np.ndarray, p: int, need: int, remaining: np.ndarray,
+               alt: np.ndarray, current: np.ndarray, pool_now: np.ndarray):
+    """The cheapest evictions (by extra cost per unit freed) that free ``need`` units on pool
+    ``p``, each evicted demand to its cheapest alternative that fits now (never on ``p``) or
+    unserved: (extra cost, evicted demands, their new options), or None."""
+    on = np.flatnonzero(pool_now == p)
+    if not len(on):
+        return None
+    rows, counts = segment_rows(o.start, on)
+    room = remaining.copy()
+    room[p] = -1  # the evicted demands go elsewhere
+    value = np.where(o.units[rows] <= room[o.pool[rows]], o.cost[rows], np.inf)
+    arg, low, _ = segment_min2(value, counts)
+    leave = alt[on] <= low
+    extra = np.where(leave, alt[on], low) - current[on]
+    units = o.units[choice[on]]
+    movable = np.isfinite(extra)
+    order = np.flatnonzero(movable)
+    order = order[np.argsort(extra[order] / units[order], kind="stable")]
+    freed = np.cumsum(units[order])
+    m = int(np.searchsorted(freed, need)) + 1  # the shortest prefix freeing enough
+    if m > len(order):
+        return None
+    pick = order[:m]
+    to = np.where(leave[pick], UNSERVED, rows[arg[pick]])
+    moved = to[to >= 0]
+    arriving = np.bincount(o.pool[moved], weights=o.units[moved], minlength=o.n_pools)
+    if np.any(arriving > np.maximum(room, 0)):
+        return None  # the evicted demands would not fit together
+    return float(extra[pick].sum()), on[pick], to
