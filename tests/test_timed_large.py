@@ -717,3 +717,48 @@ def test_china_day_is_deterministic():
                     (b.choice.option, b.choice.start_slot, b.choice.replicas, b.choice.served)):
         assert np.array_equal(x, y)
     assert a.lower_bound == b.lower_bound and a.details == b.details
+
+
+@pytest.mark.parametrize("cap_t", [None, 0.2])
+def test_ruin_keeps_every_row_and_only_lowers_the_cost(cap_t):
+    """`Ruin` (random pool windows ruined and recreated): every kept try lowers the objective,
+    the plan keeps every row and window, and its rows' room, costs and objective are those of
+    the same choice placed afresh (so a rejected try leaves nothing behind); some tries are kept."""
+    from scheduler.engines.timed_large import Ruin
+
+    pb, relax, state = _china_state(cap_t)
+    ruin = Ruin(np.random.default_rng(5))
+    kept, before = 0, state.objective()
+    for _ in range(6):
+        made = ruin.run(state, lambda: False, 40)
+        after = state.objective()
+        assert after <= before and (after < before) == (made > 0)
+        kept, before = kept + made, after
+    assert kept > 0
+    choice = state.choice()
+    assert violations(pb, choice) == []
+    assert math.isclose(choice_cost(pb, choice), state.objective(), rel_tol=1e-12)
+    fresh = _hint_state(pb, relax.pricer, relax.routes, choice, lambda: False)
+    assert fresh is not None
+    assert np.array_equal(fresh.pool_free, state.pool_free)
+    assert np.array_equal(fresh.link_free, state.link_free)
+    assert fresh.carbon_free == state.carbon_free
+    assert math.isclose(fresh.objective(), state.objective(), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bound_never_above_the_exact_engines_optimum(seed):
+    """On small generated days that CP-SAT solves to optimality, the large engine's bound is at
+    most the cost of CP-SAT's plan (proven within OPTIMAL_GAP of the optimum), and its plan
+    costs at least CP-SAT's proven bound."""
+    from scheduler.engines.timed_exact import solve_timed_exact
+    from scheduler.generate import china_instance
+
+    pb = compile_timed(china_instance(demands=12, seed=seed, hours=6))
+    exact = solve_timed_exact(pb, SolveParams(engine="exact", time_limit_s=60, workers=1, seed=0))
+    assert exact.status == Status.OPTIMAL
+    opt = choice_cost(pb, exact.choice)
+    large = solve_timed_large(pb, BUDGET)
+    tol = 1e-9 * max(1.0, abs(opt))
+    assert large.lower_bound <= opt + tol
+    assert choice_cost(pb, large.choice) >= exact.lower_bound - tol

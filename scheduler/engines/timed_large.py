@@ -38,6 +38,8 @@ from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
 
 HUGE = np.iinfo(np.int64).max // 4
+RUIN_TRIES = 200  # ruin-and-recreate tries per search round once the rounds have stalled
+RUIN_IDLE = 25  # such rounds in a row without a kept ruin before the search gives up
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
 PROGRESS_EVERY_S = 0.25
@@ -1046,6 +1048,107 @@ class Yield:
         return False
 
 
+class Ruin:
+    """Ruin and recreate a pool window: the jobs running on one pool in a few slots, and the
+    services holding replicas there or short of load with a row there, all leave; then either
+    the services cover their load first and the jobs take their cheapest fitting places, or the
+    other way round (drawn at random), each job in a random order. Kept if the plan has no more
+    unplaced must-serve jobs and costs less. Random pools and windows: a search for when the
+    deterministic moves have stalled."""
+
+    name = "ruin"
+    MAX_JOBS = 12
+    MAX_CELLS = 48
+    WIDTHS = (1, 2, 3, 4, 6)
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def run(self, state: PlanState, stopped: Callable[[], bool], tries: int) -> int:
+        pr, S = state.pr, state.pb.slots
+        moves = 0
+        for _ in range(tries):
+            if stopped():
+                break
+            on = np.flatnonzero(state.option >= 0)
+            held = state.service_held.sum(axis=1) > 0
+            pools = np.union1d(pr.pool[state.option[on]], np.flatnonzero(held))
+            if not len(pools):
+                break
+            p = int(pools[self.rng.integers(len(pools))])
+            w = int(self.WIDTHS[self.rng.integers(len(self.WIDTHS))])
+            lo = int(self.rng.integers(max(S - w + 1, 1)))
+            hi = min(lo + w, S)
+            on_pool = on[pr.pool[state.option[on]] == p]
+            ends = state.start[on_pool] + pr.n[state.option[on_pool]]
+            jobs = on_pool[(state.start[on_pool] < hi) & (ends > lo)]
+            if len(jobs) > self.MAX_JOBS:
+                jobs = self.rng.choice(jobs, self.MAX_JOBS, replace=False)
+            cells = self._cells(state, p, lo, hi)
+            if not len(jobs) and not cells:
+                continue
+            if self._try(state, [int(j) for j in self.rng.permutation(jobs)], cells,
+                         services_first=bool(self.rng.integers(2))):
+                moves += 1
+        return moves
+
+    def _cells(self, state: PlanState, p: int, lo: int, hi: int) -> list[tuple[int, int]]:
+        """(service, slot) cells of the window: replicas on pool ``p``, or load short with a row
+        on ``p``."""
+        sv = state.pb.services
+        rows = state.tab.rows_on_pool[p]
+        if not len(rows):
+            return []
+        cells = set(state.service_slots_on(p, lo, hi))
+        owners = np.unique(state.service_owner[rows])
+        for i in owners.tolist():
+            a, b = state.tab.sv_start[i], state.tab.sv_start[i + 1]
+            short = sv.load[i, lo:hi] - state.served[a:b, lo:hi].sum(axis=0)
+            cells.update((i, lo + int(t)) for t in np.flatnonzero(short > 0))
+        out = sorted(cells)
+        if len(out) > self.MAX_CELLS:
+            pick = np.sort(self.rng.choice(len(out), self.MAX_CELLS, replace=False))
+            out = [out[int(x)] for x in pick]
+        return out
+
+    @staticmethod
+    def _try(state: PlanState, jobs: list[int], cells: list[tuple[int, int]],
+             services_first: bool) -> bool:
+        b = state.pb.batch
+        before = (state.unplaced(), state.objective())
+        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
+                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+        snaps = {}
+        for i, t in cells:
+            snaps[(i, t)] = state.service_slot_snapshot(i, t)
+            state.clear_service_slot(i, t)
+        for j in jobs:
+            state.remove(j)
+        if services_first:
+            for i, t in cells:
+                state.cover_service_slot(i, t)
+        for j in jobs:
+            kk, ss, cc, rr, gg, _ = state.best_fit(j)
+            if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
+                state.place(j, kk, ss, cc, rr, gg)
+        if not services_first:
+            for i, t in cells:
+                state.cover_service_slot(i, t)
+        after = (state.unplaced(), state.objective())
+        if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
+            return True
+        for j in jobs:
+            state.remove(j)
+        for i, t in cells:
+            state.clear_service_slot(i, t)
+        for j, (kk, ss, cc, rr, gg) in saved.items():
+            if kk >= 0:
+                state.place(j, kk, ss, cc, rr, gg)
+        for (i, t), snap in snaps.items():
+            state.restore_service_slot(i, t, snap)
+        return False
+
+
 class Recover:
     """Each service, slot by slot, gives up its replicas and covers its load again at true
     costs with the room now left; kept when it costs less."""
@@ -1167,7 +1270,8 @@ class Search:
         self.rng = rng
         self.relocate, self.recover, self.yield_ = Relocate(), Recover(), Yield()
         self.eject = Eject(alone)
-        self.moves = {"relocate": 0, "eject": 0, "recover": 0, "yield": 0}
+        self.ruin = Ruin(rng)
+        self.moves = {"relocate": 0, "eject": 0, "recover": 0, "yield": 0, "ruin": 0}
         self.rounds = 0
 
     def round(self, state: PlanState, stopped: Callable[[], bool]) -> int:
@@ -1190,6 +1294,12 @@ class Search:
         m = self.recover.run(state, stopped)
         self.moves["recover"] += m
         return made + m
+
+    def shake(self, state: PlanState, stopped: Callable[[], bool]) -> int:
+        """`RUIN_TRIES` ruin-and-recreate tries (`Ruin`); returns how many were kept."""
+        m = self.ruin.run(state, stopped, RUIN_TRIES)
+        self.moves["ruin"] += m
+        return m
 
 
 def _hint_state(problem: TimedProblem, pricer: StartPricer, routes: Routes,
@@ -1362,13 +1472,18 @@ def solve_timed_large(
     if ascent.steps > built_at and not clock.halt():
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
     rounds = budget if deterministic else 10**9
-    spent = 0
+    spent, stalled, idle = 0, False, 0
     while best.state is not None and spent < rounds and not clock.halt() and not best.done(params.gap_limit):
-        made = search.round(best.state, clock.halt)
+        if stalled:  # the rounds found nothing: random ruins until one is kept, then rounds again
+            made = search.shake(best.state, clock.halt)
+            idle = 0 if made else idle + 1
+            if idle >= RUIN_IDLE:
+                break
+        else:
+            made = search.round(best.state, clock.halt)
+        stalled = not made
         spent += 1
         best.refresh()
-        if not made:
-            break
     result = _result(best, clock, relax, search, details, stopped=clock.stopped())
     return dataclasses.replace(result, duals=ascent.best.multipliers)  # the shadow prices
 
