@@ -279,16 +279,13 @@ PINNED = {
                      lns_eject_rows=2000, bound_method="core", tabu_iterations=400,
                      tabu_plans=3, tabu_adopted=3, tabu_chains=73)),
     # 3,001 demands: above exchange.MAX_DEMANDS, so CP-SAT neighbourhoods alone.
-    # Re-recorded when first plans began to make room for the demands the relaxation serves
-    # (primal.insert_unserved): first plan 37,566.72 -> 37,565.28, then another path, ending at
-    # 37,552.65 (was 37,552.11), same bound.
     "random_3001": dict(
-        iterations=8, objective=37552.649999999994, lower_bound=37547.15273657319,
-        plan="3f63c8606d7d865f",
-        details=dict(construct_objective=37565.28, lns_rounds=8, lns_improvements=6,
-                     exchanges=0, kicks=0, lns_pools_tries=5, lns_eject_tries=1,
-                     lns_regret_tries=1, lns_regret_wins=1, lns_core_tries=1,
-                     lns_regret_rows=1700, bound_method="lagrangian")),
+        iterations=8, objective=37552.11, lower_bound=37547.15273657319,
+        plan="2589a80b2cd84ff6",
+        details=dict(construct_objective=37566.72, lns_rounds=8, lns_improvements=5,
+                     exchanges=0, kicks=0, lns_pools_tries=1, lns_eject_tries=1,
+                     lns_regret_tries=5, lns_regret_wins=5, lns_core_tries=1,
+                     lns_regret_rows=1911, bound_method="lagrangian")),
 }
 
 

@@ -63,7 +63,7 @@ EXCHANGE_STEPS = 5  # exchange-search steps per sub-solve with one worker
 RAISED_MAX_OPTIONS = 1_000_000  # above this, plans are built at the dual optima only
 STAGE_PLANS = 2  # ... and at this many smoothing stages before the last, up to:
 STAGE_PLANS_MAX_OPTIONS = 10_000_000  # (1-2 s a plan at 3 million options)
-INSERT_SHARE = 0.03  # of the time limit, at most, for making room in one first plan
+INSERT_SHARE = 0.05  # of the time limit, at most, for making room in the best first plan
 DETERMINISTIC_SUB_LIMIT = 1.0  # CP-SAT deterministic time per sub-solve, at most (and with an iteration limit)
 CORE_SHARE = 0.25  # at most this share of the search time goes to (exclusive) core runs
 ASSIGNMENT_SHARE = 0.15  # at most this share of the time goes to the knapsack (assignment) bound
@@ -234,6 +234,8 @@ def solve_large(
             break
         lam = dual.best.lam * factor + shift * dual.scale
         _build(run, rc if factor == 1.0 and shift == 0.0 else relax.reduced_costs(lam))
+    if run.choice is not None and not run.stopped():
+        _make_room(run, rc)
     if run.choice is not None:  # absent when stopped before the first construction
         details["construct_objective"] = run.objective if not run.missing else -1.0
     if hint_ok:
@@ -305,22 +307,25 @@ def _assignment_bound(run: _Run, lam: np.ndarray, deterministic: bool, details: 
 
 
 def _build(run: _Run, rc: np.ndarray) -> None:
-    """Construct a plan by the reduced costs ``rc``, improve it by shift moves and by making
-    room for the demands the relaxation serves and the plan does not, and offer it."""
+    """Construct a plan by the reduced costs ``rc``, improve it by shift moves and offer it."""
     built = construct(run.o, rc)
     if run.stopped():
         return
     built, _ = shift_moves(run.o, built, run.big)
-    # At most INSERT_SHARE of the limit per plan (the most valuable demands go first); on an
-    # iteration limit the clock is not read, so that the path stays deterministic.
+    run.offer(built)
+
+
+def _make_room(run: _Run, rc: np.ndarray) -> None:
+    """Serve, in the best plan, demands that the relaxation at ``rc`` serves and the plan leaves
+    out (`insert_unserved`), within INSERT_SHARE of the limit; on an iteration limit the clock
+    is not read, so that the path stays deterministic."""
     ends = time.perf_counter() + INSERT_SHARE * run.params.time_limit_s
     clock = run.params.iteration_limit is None
     built, inserted = insert_unserved(
-        run.o, built, rc, run.big,
+        run.o, run.choice, rc, run.big,
         stop=lambda: run.stopped() or (clock and (run.out_of_time() or time.perf_counter() > ends)))
     if inserted:
-        built, _ = shift_moves(run.o, built, run.big)
-    run.offer(built)
+        run.offer(shift_moves(run.o, built, run.big)[0])
 
 
 def _construction_multipliers(o: Options) -> list[tuple[float, float]]:
