@@ -236,3 +236,45 @@ def test_the_week_replan_records_every_phase():
                 "search_budget_s", "prepare_s"):
         assert key in d and d[key] >= 0 and math.isfinite(d[key]), key
     assert result.plan.status in (Status.OPTIMAL, Status.FEASIBLE)
+
+
+def test_the_simple_bound_reusing_the_warm_starts_pricing_is_the_full_one(week_like):
+    """Under the large engine the warm start prices only the jobs that need a new spot;
+    `Adjusted.simple_bound` prices the others and sums: the value of `timed_lower_bound` with
+    every job priced afresh."""
+    from scheduler.engines.timed_greedy import timed_lower_bound
+    from scheduler.replan import Adjusted, apply_events
+
+    instance, plan = week_like
+    modified = apply_events(instance, plan, 12, _outage(instance, 12))
+    adjusted = Adjusted(compile_timed(modified.instance), modified.instance, plan)
+    _, complete, greedy = adjusted.warm_start(None, price_all=False)
+    assert complete and 0 < adjusted.priced.sum() < len(adjusted.priced)
+    assert adjusted.simple_bound(greedy) == timed_lower_bound(adjusted.problem)
+
+
+def test_with_no_time_left_the_warm_start_is_the_plan_unsearched(week_like):
+    """A limit the fixed phases pass: the engine is not started; the plan is the warm start
+    (the old plan's spots where they fit), its bound the simple bound, and it is verified."""
+    from scheduler.replan import Adjusted, apply_events
+
+    instance, plan = week_like
+    events = _outage(instance, 12)
+    result = replan(instance, plan, now_slot=12, events=events,
+                    params=SolveParams(time_limit_s=0.01, seed=1, workers=1, engine="large"))
+    d = result.plan.stats.details
+    assert d["skipped"] == "search (no time left)" and "engine_bound" not in d
+    assert result.plan.stats.solver_status == "no time left: the warm start, not searched"
+    assert result.plan.lower_bound == pytest.approx(d["simple_bound"], rel=1e-12)
+    assert result.verification.ok
+    modified = apply_events(instance, plan, 12, events)
+    adjusted = Adjusted(compile_timed(modified.instance), modified.instance, plan)
+    hint, _, _ = adjusted.warm_start(None, price_all=False)
+    back = adjusted.back(hint)
+    problem = compile_timed(modified.instance)
+    b = problem.batch
+    ids = [modified.instance.demands[int(r)].id for r in b.rows]
+    pools = [p.id for _, p in modified.instance.pools()]
+    expected = {ids[i]: (pools[int(b.pool[k])], int(s)) for i, (k, s) in
+                enumerate(zip(back.option.tolist(), back.start_slot.tolist())) if k >= 0}
+    assert {a.demand: (a.pool, a.start_slot) for a in result.plan.assignments} == expected
