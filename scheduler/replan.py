@@ -13,7 +13,8 @@ is docs/formulation.md §10). Three steps:
    free to move at their move cost: the migration cost, plus, for a job no event displaced, the
    disruption cost (by default the job's own cost in the old plan: such a job moves only when
    that saves more than its migration cost and its whole cost again, in practice only to make
-   room for displaced or new work). A must-serve job an event displaces becomes optional with a
+   room for displaced or new work; an optional one is dropped only when that saves its penalty
+   and the disruption cost, which is added to its penalty). A must-serve job an event displaces becomes optional with a
    high penalty (`FORCED_PENALTY_FACTOR`): the events may leave no room for it.
 2. `Adjusted`: the compiled problem of the modified instance, narrowed for the engines: a pinned
    job keeps one option and one start; every other start lies at or after now; every option of a
@@ -398,6 +399,10 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
                                      "unserved_penalty_cny": max(d.unserved_penalty_cny, floor)})
         if d.id in restarted:
             d = d.model_copy(update={"release_slot": now})
+        weight = instance.weights.unserved * d.priority
+        if d.id in disruption and not d.must_serve and weight > 0:  # dropping it disrupts it too
+            d = d.model_copy(update={"unserved_penalty_cny": d.unserved_penalty_cny
+                                     + disruption[d.id] / weight})
         kept.append(d)
     clash = [d.id for d in events.add if d.id in demands]
     if clash:
@@ -625,17 +630,36 @@ class Adjusted:
         return choice, complete, g
 
     def simple_bound(self, greedy) -> float | None:
-        """`timed_lower_bound` of the narrowed problem, reusing the cheapest start the warm start
-        ``greedy`` priced for each job in ``priced`` and pricing only the others (the same
-        value as pricing every job: a job's cheapest start that fits alone is column 0 of its
-        candidates however many are kept)."""
+        """`timed_lower_bound` of the narrowed problem without pricing every start again: the
+        jobs the warm start ``greedy`` priced (``priced``) keep their cheapest start; a job whose
+        old spot costs no more than the fixed cost of each of its other options (a start costs
+        its option's fixed cost plus energy terms that are never negative: with the move and
+        disruption costs in those fixed costs this is the common case) counts its old spot's
+        cost, which is its cheapest start if that fits alone and below it otherwise (still a
+        bound); only the other jobs are priced."""
         from scheduler.engines.timed_greedy import Candidates, timed_lower_bound
 
+        pr = self.problem
+        b = pr.batch
         cheapest = greedy.cheapest.copy()
-        todo = np.flatnonzero(~getattr(self, "priced", np.zeros(len(cheapest), dtype=bool)))
-        if len(todo):
-            cheapest[todo] = Candidates(self.problem, keep=1, jobs=todo).cost[todo, 0]
-        return timed_lower_bound(self.problem, cheapest)
+        todo = ~getattr(self, "priced", np.zeros(len(cheapest), dtype=bool))
+        kept = np.flatnonzero(todo & (self.old >= 0))
+        if len(kept):
+            k = self.old[kept]
+            cost, _, _, allowed = pr.evaluate(k, b.first[k].astype(np.int64), co2=False)
+            cost = np.where(allowed, cost, np.inf)
+            others = b.fixed_cost.astype(np.float64)
+            others[self.old[self.old >= 0]] = np.inf
+            has = np.diff(b.start) > 0
+            floor = np.full(b.n_demands, np.inf)
+            floor[has] = np.minimum.reduceat(others, b.start[:-1][has])
+            sure = cost <= floor[kept]
+            cheapest[kept[sure]] = cost[sure]
+            todo[kept[sure]] = False
+        rest = np.flatnonzero(todo)
+        if len(rest):
+            cheapest[rest] = Candidates(pr, keep=1, jobs=rest).cost[rest, 0]
+        return timed_lower_bound(pr, cheapest)
 
     def _old_future(self, d: int, real):
         """The old plan's replicas and served quanta of service ``d`` from now on, or None."""
@@ -709,8 +733,8 @@ class PlanChange(_Frozen):
     cost_delta_cny: float
     migration_cny: float = Field(description="The move costs the new plan pays, its disruption costs included.")
     disruption_cny: float = Field(
-        default=0.0, description="The part of migration_cny that is disruption cost: moves of jobs "
-        "no event displaced.")
+        default=0.0, description="The disruption costs the new plan pays: on the moves (in "
+        "migration_cny) and drops (in the unserved penalties) of jobs no event displaced.")
     pinned: int = Field(description="Jobs that started before now and stay where they are.")
     planned_on_lost_capacity: int = Field(
         description="Jobs of the old plan whose pool lost GPUs in slots they held (restarted or blocked).")
@@ -785,7 +809,7 @@ def plan_change(old_plan: Plan, new_plan: Plan, modified: Modified) -> PlanChang
     out.sort(key=lambda c: (order[c.kind], c.demand))
     before, after = old_plan.objective or 0.0, new_plan.objective or 0.0
     disruption = math.fsum(modified.disruption.get(c.demand, 0.0) for c in out
-                           if c.kind in ("moved", "retimed"))
+                           if c.kind in ("moved", "retimed", "newly_unserved"))
     return PlanChange(
         now_slot=rp.now_slot, changes=tuple(out), cost_before_cny=before, cost_after_cny=after,
         cost_delta_cny=after - before, migration_cny=new_plan.costs.migration_cny,
@@ -1061,7 +1085,7 @@ def change_report(result: ReplanResult, *, limit: int = 20, width: int | None = 
         ["cost after (with migration)", money(ch.cost_after_cny)],
         ["change", money(ch.cost_delta_cny)],
         ["of which migration", money(ch.migration_cny)],
-        ["of which disruption (undisturbed jobs moved)", money(ch.disruption_cny)],
+        ["disruption (undisturbed jobs moved or dropped)", money(ch.disruption_cny)],
         ["lower bound", money(plan.lower_bound)],
         ["gap", percent(plan.gap, 2)],
         ["jobs pinned (started before now)", str(ch.pinned)],
