@@ -11,14 +11,16 @@ At slot ``now`` (default 48: Wednesday 00:00) one event at a time:
 
 Three solvers on each, all with the same time limit, all verified against the modified instance:
 
-* replan: `replan()` (the old plan as the warm start, move cost M per job);
+* replan: `replan()` (the old plan as the warm start, move cost M per job, and the disruption
+  cost D, ``--disruption-cost``, default each job's own cost, on each job no event displaced);
 * scratch+migration: the same modified instance (pins and move costs) from the plain greedy plan;
-* scratch: pins only, no move cost (M = 0, no re-sent data), from the plain greedy plan; its
-  cost with the moves priced at M (and re-sent data) is the verifier's objective of its plan against the M instance.
+* scratch: pins only, no move or disruption cost (M = D = 0, no re-sent data), from the plain
+  greedy plan; its cost with the moves priced at M (and re-sent data) is the verifier's objective
+  of its plan against the instance with move cost M and no disruption cost.
 
 Reported: moves (moved, retimed or restarted jobs), newly unserved and served, jobs planned on
 the lost capacity, the move ratio (moves / planned on lost capacity), cost (objective with moves
-priced at M), gap to the solver's own proven bound, wall seconds (the whole `replan()` call),
+priced at M: the plan's objective less its disruption costs, which are reported beside it), gap to the solver's own proven bound, wall seconds (the whole `replan()` call),
 and the seconds of each phase (`PHASES`, from the plan's ``stats.details``) with the search's
 budget. In-process, one solve at a time. ``--base-plans DIR`` keeps the base plans
 (``DIR/<case>-seed<S>.plan.json``) and reads them back on later runs.
@@ -102,29 +104,36 @@ def events_for(name: str, instance, now: int, seed: int, count: int):
     return Events(add=new_demands(seed, now, count, instance.horizon.slots))
 
 
-def run_one(instance, plan, events, solver: str, now: int, migration: float, params) -> dict:
-    """One solver on one event: the figures of the table."""
+def run_one(instance, plan, events, solver: str, now: int, migration: float, params,
+            disruption: float | None = None) -> dict:
+    """One solver on one event: the figures of the table (``disruption``: `replan`'s
+    ``disruption_cost_cny``, None for its default; scratch runs without)."""
     from scheduler.replan import replan
     from scheduler.verify import verify
 
     started = time.perf_counter()
     result = replan(instance, plan, now_slot=now, events=events, params=params,
                     migration_cost_cny=0.0 if solver == "scratch" else migration,
+                    disruption_cost_cny=0.0 if solver == "scratch" else disruption,
                     resend_cost=solver != "scratch", warm_start=solver == "replan")
     wall = time.perf_counter() - started
     ch = result.change
     moves = ch.count("moved") + ch.count("retimed") + ch.count("restarted")
     cost = result.plan.objective
+    if cost is not None:  # moves priced at M, without the disruption cost
+        cost -= ch.disruption_cny
     if solver == "scratch" and cost is not None:  # its moves priced at M: the verifier's objective
         from scheduler.replan import apply_events
 
-        priced = apply_events(instance, plan, now, events, migration, checked=True).instance
+        priced = apply_events(instance, plan, now, events, migration, checked=True,
+                              disruption_cost_cny=0.0).instance
         cost = verify(priced, result.plan).objective
     lost = ch.planned_on_lost_capacity
     return {
         "solver": solver, "status": result.plan.status.value, "verified": result.verification.ok,
         "objective": result.plan.objective, "cost_with_moves": cost, "lower_bound": result.plan.lower_bound,
-        "own_gap": result.plan.gap, "migration_cny": ch.migration_cny, "moves": moves,
+        "own_gap": result.plan.gap, "migration_cny": ch.migration_cny,
+        "disruption_cny": ch.disruption_cny, "moves": moves,
         "moved": ch.count("moved"), "retimed": ch.count("retimed"), "restarted": ch.count("restarted"),
         "newly_unserved": ch.count("newly_unserved"), "newly_served": ch.count("newly_served"),
         "added_unserved": ch.count("added_unserved"),
@@ -168,7 +177,9 @@ def run(args) -> int:
         workers=f"{args.workers} (SolveParams.workers; 0 = engine default)",
         events=f"at slot {args.now}, one at a time: {', '.join(events)} (module text of "
                f"benchmarks/replan_suite.py); {count} new demands",
-        solvers=f"replan (warm start, move cost {args.migration_cost:g} CNY per job), scratch+migration "
+        solvers=f"replan (warm start, move cost {args.migration_cost:g} CNY per job, disruption cost "
+                f"{'each job its own cost' if args.disruption_cost is None else f'{args.disruption_cost:g} CNY'} "
+                "per job no event displaced), scratch+migration "
                 "(same instance, greedy start), scratch (move cost 0, greedy start; cost with "
                 "moves priced by the verifier); every plan verified against the modified instance",
         load=f"load average {os.getloadavg()[0]:.2f} at the start",
@@ -200,7 +211,7 @@ def run(args) -> int:
                 records = {}
                 for solver in solvers:
                     rec = run_one(instance, old, ev, solver, now, args.migration_cost,
-                                  params.model_copy(update={"time_limit_s": limit}))
+                                  params.model_copy(update={"time_limit_s": limit}), args.disruption_cost)
                     records[solver] = rec
                     print(f"  {event} {solver}: moves {rec['moves']} / lost {rec['planned_on_lost_capacity']}, "
                           f"newly unserved {rec['newly_unserved']}, cost {fmt_num(rec['cost_with_moves'])}, "
@@ -228,7 +239,7 @@ def markdown(proto: dict, results: list[dict], limit: float) -> str:
                                                                     ("load", "Load"))), ""]
     text += ["## Targets (measured, not asserted)", "", *[f"- {t}" for t in TARGET_TEXT], ""]
     headers = ["case", "seed", "event", "solver", "verified", "moves", "lost", "moves / lost",
-               "newly unserved", "newly served", "cost (moves priced)", "gap", "wall s"]
+               "newly unserved", "newly served", "cost (moves priced)", "disruption", "gap", "wall s"]
     rows = []
     for r in results:
         for name, s in r["solvers"].items():
@@ -236,8 +247,8 @@ def markdown(proto: dict, results: list[dict], limit: float) -> str:
                          str(s["moves"]), str(s["planned_on_lost_capacity"]),
                          "-" if s["move_ratio"] is None else f"{s['move_ratio']:.2f}",
                          str(s["newly_unserved"]), str(s["newly_served"]), fmt_num(s["cost_with_moves"]),
-                         fmt_pct(s["own_gap"]), fmt_s(s["wall_s"])])
-    text += [table(headers, rows, right=set(range(5, 13))), ""]
+                         fmt_num(s.get("disruption_cny")), fmt_pct(s["own_gap"]), fmt_s(s["wall_s"])])
+    text += [table(headers, rows, right=set(range(5, 14))), ""]
     text += ["## Phases (seconds; budget: what the search was given)", ""]
     names = [k.removesuffix("_s").replace("_", " ") for k in PHASES]
     rows = []

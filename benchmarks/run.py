@@ -14,6 +14,7 @@
     python benchmarks/run.py replan [--cases week,10000] [--seeds 1] [--time-limit 10] [--base-limit 60]
                                    [--now 48] [--events west-outage,hub-cut,new-demands]
                                    [--solvers replan,scratch+migration,scratch] [--migration-cost 100]
+                                   [--disruption-cost CNY]
                                    [--new-demands 1000] [--workers 0] [--base-plans DIR] [--smoke]
                                    [--out DIR]
     python benchmarks/run.py limits [--sizes 1000,10000,100000] [--time-limits 2,10] [--seed 1]
@@ -150,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--events", default="west-outage,hub-cut,new-demands")
     rp.add_argument("--solvers", default="replan,scratch+migration,scratch")
     rp.add_argument("--migration-cost", type=float, default=100.0, help="CNY per moved job")
+    rp.add_argument("--disruption-cost", type=float, default=None,
+                    help="CNY added per moved job no event displaced (default: the job's own cost "
+                         "in the old plan; 0: none, the rule before it)")
     rp.add_argument("--new-demands", type=int, default=1000, help="demands added (--smoke: 50)")
     rp.add_argument("--workers", type=int, default=0, help="SolveParams.workers (0: default)")
     rp.add_argument("--base-plans", default=None,

@@ -707,7 +707,8 @@ def cmd_replan(args: argparse.Namespace) -> int:
 
         params = params.model_copy(update={"time_limit_s": max(limit - read_s, 0.05)})
         result = replan(instance, plan, now_slot=args.now, events=events,
-                        migration_cost_cny=args.migration_cost, params=params, on_progress=late)
+                        migration_cost_cny=args.migration_cost,
+                        disruption_cost_cny=args.disruption_cost, params=params, on_progress=late)
     except ReplanError as error:
         where = {"plan": args.plan, "instance": args.instance,
                  "add": ", ".join(args.add) or "arguments"}.get(error.where, "arguments")
@@ -902,6 +903,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--migration-cost", type=_non_negative_float, default=100.0, metavar="CNY",
                    help="objective cost of each job of the old plan that moves to another pool or "
                    "start (plus re-sending data already sent; default 100)")
+    p.add_argument("--disruption-cost", type=_non_negative_float, default=None, metavar="CNY",
+                   help="added to the move cost of a job no event displaced, so that such a job "
+                   "moves only when that saves more than both (default: the job's own cost in the "
+                   "old plan, which in practice moves it only to make room for displaced or new "
+                   "work; 0: no extra cost)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=["auto", "exact", "large"], default="auto")

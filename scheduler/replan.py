@@ -10,7 +10,11 @@ is docs/formulation.md §10). Three steps:
    capacity change holds from ``now_slot`` on. Added demands are appended, cancelled ones removed.
    The old plan's batch jobs become `models.Baseline` rows: pinned if they started before now
    (unless their pool lost the GPUs they hold: then they restart from now, progress lost), else
-   free to move at their move cost. A must-serve job an event displaces becomes optional with a
+   free to move at their move cost: the migration cost, plus, for a job no event displaced, the
+   disruption cost (by default the job's own cost in the old plan: such a job moves only when
+   that saves more than its migration cost and its whole cost again, in practice only to make
+   room for displaced or new work; an optional one is dropped only when that saves its penalty
+   and the disruption cost, which is added to its penalty). A must-serve job an event displaces becomes optional with a
    high penalty (`FORCED_PENALTY_FACTOR`): the events may leave no room for it.
 2. `Adjusted`: the compiled problem of the modified instance, narrowed for the engines: a pinned
    job keeps one option and one start; every other start lies at or after now; every option of a
@@ -33,7 +37,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+import dataclasses
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -61,6 +66,9 @@ from scheduler.verify import verify
 DEFAULT_MIGRATION_COST_CNY = 100.0
 """The move cost per job when none is given: about a tenth of a median batch job's cost in the
 shipped week (docs/replan.md)."""
+
+MAX_COST_CNY = 1e15
+"""The largest migration or disruption cost accepted."""
 
 FORCED_PENALTY_FACTOR = 10.0
 """A must-serve job an event displaces (its pool lost the GPUs it held, or its data's route is
@@ -151,6 +159,7 @@ class Modified:
     blocked: dict[str, str]  # demand -> the event that took its old slots, where one did
     cancelled: tuple[str, ...]
     added: tuple[str, ...]
+    disruption: dict[str, float] = field(default_factory=dict)  # undisturbed job -> its disruption cost
 
 
 def _links_of(instance: Instance, target: str) -> list[int]:
@@ -242,7 +251,8 @@ def _outage_runs(extra: np.ndarray, kind: str) -> list[Outage]:
 
 
 def check_inputs(instance: Instance, plan: Plan, now_slot: int,
-                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY) -> None:
+                 migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY,
+                 disruption_cost_cny: float | None = None) -> None:
     """The bad-input rules on the instance, ``now`` and the old plan, the plan checked by the
     independent verifier against the instance (it must belong to it). Raises `ReplanError`."""
     if instance.horizon is None:
@@ -251,8 +261,10 @@ def check_inputs(instance: Instance, plan: Plan, now_slot: int,
     S = instance.horizon.slots
     if not 0 <= now_slot < S:
         raise ReplanError([f"--now: slot {now_slot} is outside the horizon (0 to {S - 1})"])
-    if not 0 <= migration_cost_cny <= 1e15:
+    if not 0 <= migration_cost_cny <= MAX_COST_CNY:
         raise ReplanError([f"--migration-cost: {migration_cost_cny:g} CNY is not between 0 and 1e15"])
+    if disruption_cost_cny is not None and not 0 <= disruption_cost_cny <= MAX_COST_CNY:
+        raise ReplanError([f"--disruption-cost: {disruption_cost_cny:g} CNY is not between 0 and 1e15"])
     if plan.status not in (Status.OPTIMAL, Status.FEASIBLE):
         raise ReplanError([f"plan: field 'status' is {plan.status.value}: there is no plan to re-plan"],
                           "plan")
@@ -266,12 +278,14 @@ def check_inputs(instance: Instance, plan: Plan, now_slot: int,
 
 def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events = Events(),
                  migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY, resend_cost: bool = True,
-                 *, checked: bool = False) -> Modified:
+                 *, checked: bool = False, disruption_cost_cny: float | None = None) -> Modified:
     """The modified instance of a re-plan (module text, step 1); ``resend_cost`` False leaves
     out the cost of sending data again (`Baseline.retransfer_cny` 0); ``checked`` True skips
-    `check_inputs` (the caller ran it). Raises `ReplanError`."""
+    `check_inputs` (the caller ran it); ``disruption_cost_cny``: added to the move cost of each
+    job no event displaced (None: the job's own cost in the old plan; 0: none). Raises
+    `ReplanError`."""
     if not checked:
-        check_inputs(instance, plan, now_slot, migration_cost_cny)
+        check_inputs(instance, plan, now_slot, migration_cost_cny, disruption_cost_cny)
     S = instance.horizon.slots
     problems = _event_problems(instance, now_slot, events)
     if problems:
@@ -324,6 +338,7 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         room[a.pool][lo:hi] -= d.gang_size
         baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot, pinned=True))
     blocked: dict[str, str] = {}
+    disruption: dict[str, float] = {}
     link_index = {frozenset((l.source, l.target)): k for k, l in enumerate(instance.links)}
     later = sorted((a for a in plan.assignments if a.start_slot >= now and a.demand not in cancelled),
                    key=lambda a: (a.start_slot, a.demand))
@@ -333,8 +348,6 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
         release = d.release_slot or 0
         if resend_cost and a.route and a.start_slot > release and release < now:
             retransfer = a.transfer_cny * min(1.0, (now - release) / (a.start_slot - release))
-        baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot,
-                                 move_cost_cny=migration_cost_cny, retransfer_cny=retransfer))
         for lo, hi, what in _route_outages(link_index, a.route or (), bandwidth_zero):
             if lo < a.start_slot and hi > max(now, release):
                 blocked[a.demand] = f"its data's route is cut ({what})"
@@ -346,6 +359,11 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
             blocked[a.demand] = f"'{a.pool}' lost the GPUs it held in slot {slot} ({cause})"
         elif a.demand not in blocked:
             span -= d.gang_size
+        if a.demand not in blocked:  # its spot still fits: moving it disrupts work nothing forced
+            disruption[a.demand] = a.cost_cny if disruption_cost_cny is None else disruption_cost_cny
+        baseline.append(Baseline(demand=a.demand, pool=a.pool, start_slot=a.start_slot,
+                                 move_cost_cny=migration_cost_cny + disruption.get(a.demand, 0.0),
+                                 retransfer_cny=retransfer))
 
     # -- regions, links, demands ---------------------------------------------------------------
     regions = []
@@ -381,6 +399,10 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
                                      "unserved_penalty_cny": max(d.unserved_penalty_cny, floor)})
         if d.id in restarted:
             d = d.model_copy(update={"release_slot": now})
+        weight = instance.weights.unserved * d.priority
+        if d.id in disruption and not d.must_serve and weight > 0:  # dropping it disrupts it too
+            d = d.model_copy(update={"unserved_penalty_cny": d.unserved_penalty_cny
+                                     + disruption[d.id] / weight})
         kept.append(d)
     clash = [d.id for d in events.add if d.id in demands]
     if clash:
@@ -394,7 +416,8 @@ def apply_events(instance: Instance, plan: Plan, now_slot: int, events: Events =
     except ValidationError as error:
         raise ReplanError([_message(e) for e in error.errors()][:20], "add") from None
     modified = grown.model_copy(update={"replanning": Replanning(now_slot=now, baseline=tuple(baseline))})
-    return Modified(modified, restarted, blocked, tuple(sorted(cancelled)), tuple(d.id for d in events.add))
+    return Modified(modified, restarted, blocked, tuple(sorted(cancelled)), tuple(d.id for d in events.add),
+                    disruption)
 
 
 def _route_outages(index: dict[frozenset, int], route: tuple[str, ...], cut: dict[int, list[tuple[int, int]]]):
@@ -555,12 +578,14 @@ class Adjusted:
         their cheapest fitting start; the optional jobs' old spots; the services (their old
         replicas from now on where they fit, else covered afresh); the other optional jobs.
         ``price_all`` False prices the candidate starts of only the jobs that need a new spot
-        (the greedy's ``cheapest`` is then infinite for the others: no simple bound from it)."""
+        (the greedy's ``cheapest`` is then infinite for the others; ``priced`` marks the jobs
+        priced, whose ``cheapest`` `simple_bound` reuses)."""
         from scheduler.engines.timed_greedy import TimedGreedy
 
         pr = self.problem
         b, sv = pr.batch, pr.services
         g = TimedGreedy(pr, stopped, jobs=None if price_all else np.zeros(0, dtype=np.int64))
+        self.priced = np.full(b.n_demands, price_all)
         has_old = self.old >= 0
 
         def keep_old(demands: np.ndarray) -> None:
@@ -577,6 +602,7 @@ class Adjusted:
             rest = demands[g.option[demands] < 0]
             if not price_all:
                 g.candidates.price(rest)
+                self.priced[rest] = True
             savings = b.penalty[rest] - g.cheapest[rest]
             for i in rest[np.argsort(-savings, kind="stable")].tolist():
                 g.place(i)
@@ -602,6 +628,38 @@ class Adjusted:
         complete = not np.any(b.must_serve & (g.option < 0))
         choice = TimedChoice(g.option.copy(), g.start.astype(np.int32), g.replicas.copy(), g.served.copy())
         return choice, complete, g
+
+    def simple_bound(self, greedy) -> float | None:
+        """`timed_lower_bound` of the narrowed problem without pricing every start again: the
+        jobs the warm start ``greedy`` priced (``priced``) keep their cheapest start; a job whose
+        old spot costs no more than the fixed cost of each of its other options (a start costs
+        its option's fixed cost plus energy terms that are never negative: with the move and
+        disruption costs in those fixed costs this is the common case) counts its old spot's
+        cost, which is its cheapest start if that fits alone and below it otherwise (still a
+        bound); only the other jobs are priced."""
+        from scheduler.engines.timed_greedy import Candidates, timed_lower_bound
+
+        pr = self.problem
+        b = pr.batch
+        cheapest = greedy.cheapest.copy()
+        todo = ~getattr(self, "priced", np.zeros(len(cheapest), dtype=bool))
+        kept = np.flatnonzero(todo & (self.old >= 0))
+        if len(kept):
+            k = self.old[kept]
+            cost, _, _, allowed = pr.evaluate(k, b.first[k].astype(np.int64), co2=False)
+            cost = np.where(allowed, cost, np.inf)
+            others = b.fixed_cost.astype(np.float64)
+            others[self.old[self.old >= 0]] = np.inf
+            has = np.diff(b.start) > 0
+            floor = np.full(b.n_demands, np.inf)
+            floor[has] = np.minimum.reduceat(others, b.start[:-1][has])
+            sure = cost <= floor[kept]
+            cheapest[kept[sure]] = cost[sure]
+            todo[kept[sure]] = False
+        rest = np.flatnonzero(todo)
+        if len(rest):
+            cheapest[rest] = Candidates(pr, keep=1, jobs=rest).cost[rest, 0]
+        return timed_lower_bound(pr, cheapest)
 
     def _old_future(self, d: int, real):
         """The old plan's replicas and served quanta of service ``d`` from now on, or None."""
@@ -673,7 +731,10 @@ class PlanChange(_Frozen):
     cost_before_cny: float = Field(description="The old plan's objective (on the old instance).")
     cost_after_cny: float = Field(description="The new plan's objective, migration included.")
     cost_delta_cny: float
-    migration_cny: float
+    migration_cny: float = Field(description="The move costs the new plan pays, its disruption costs included.")
+    disruption_cny: float = Field(
+        default=0.0, description="The disruption costs the new plan pays: on the moves (in "
+        "migration_cny) and drops (in the unserved penalties) of jobs no event displaced.")
     pinned: int = Field(description="Jobs that started before now and stay where they are.")
     planned_on_lost_capacity: int = Field(
         description="Jobs of the old plan whose pool lost GPUs in slots they held (restarted or blocked).")
@@ -724,7 +785,8 @@ def plan_change(old_plan: Plan, new_plan: Plan, modified: Modified) -> PlanChang
             if demand in modified.blocked:
                 why = modified.blocked[demand]
             elif delta < 0:
-                why = f"cheaper by {-delta:,.2f} CNY with its move cost"
+                why = f"cheaper by {-delta:,.2f} CNY with its move cost" + (
+                    " (disruption cost included)" if modified.disruption.get(demand) else "")
             else:
                 why = "made room for other work (the plan as a whole costs less)"
         out.append(Change(demand=demand, kind=kind, old_pool=was.pool, old_start=was.start_slot,
@@ -746,10 +808,12 @@ def plan_change(old_plan: Plan, new_plan: Plan, modified: Modified) -> PlanChang
              "added_unserved": 5, "cancelled": 6}
     out.sort(key=lambda c: (order[c.kind], c.demand))
     before, after = old_plan.objective or 0.0, new_plan.objective or 0.0
+    disruption = math.fsum(modified.disruption.get(c.demand, 0.0) for c in out
+                           if c.kind in ("moved", "retimed", "newly_unserved"))
     return PlanChange(
         now_slot=rp.now_slot, changes=tuple(out), cost_before_cny=before, cost_after_cny=after,
         cost_delta_cny=after - before, migration_cny=new_plan.costs.migration_cny,
-        pinned=sum(1 for b in rp.baseline if b.pinned),
+        disruption_cny=disruption, pinned=sum(1 for b in rp.baseline if b.pinned),
         planned_on_lost_capacity=len(modified.restarted) + len(modified.blocked))
 
 
@@ -828,6 +892,7 @@ def replan(
     now_slot: int,
     events: Events = Events(),
     migration_cost_cny: float = DEFAULT_MIGRATION_COST_CNY,
+    disruption_cost_cny: float | None = None,
     resend_cost: bool = True,
     params: SolveParams | None = None,
     warm_start: bool = True,
@@ -836,7 +901,9 @@ def replan(
 ) -> ReplanResult:
     """Re-plan ``plan`` of ``instance`` from ``now_slot`` after ``events`` (module text).
 
-    ``resend_cost`` False charges no re-sent data (see `apply_events`); ``warm_start`` False
+    ``disruption_cost_cny``: the extra move cost of a job no event displaced (None: the job's own
+    cost in the old plan; 0: none; see `apply_events`). ``resend_cost`` False charges no re-sent
+    data; ``warm_start`` False
     starts the engine from the plain greedy plan instead of the old plan (the benchmarks' "from
     scratch" baseline). The whole call keeps to ``params.time_limit_s`` as `solve` does: the
     search gets what the measured phases before it leave, less the time set aside for
@@ -850,7 +917,7 @@ def replan(
     params = params or SolveParams()
     clock = _Clock(params, on_progress, len(instance.demands))
     with no_gc():  # the instances and plans fill the heap: a full collection walks it all
-        check_inputs(instance, plan, now_slot, migration_cost_cny)
+        check_inputs(instance, plan, now_slot, migration_cost_cny, disruption_cost_cny)
         checked = clock.lap("verify_old_s")
         grown = len(instance.demands) + len(events.add) - len(set(events.cancel))
         reserve = clock.reserve(grown, instance.horizon.slots)
@@ -858,7 +925,7 @@ def replan(
             clock.late(f"verifying the old plan took {checked:.1f} s and itemizing and verifying the "
                        f"new one need about {reserve:.1f} s, of the {clock.limit:g} s limit")
         modified = apply_events(instance, plan, now_slot, events, migration_cost_cny, resend_cost,
-                                checked=True)
+                                checked=True, disruption_cost_cny=disruption_cost_cny)
         clock.lap("apply_events_s")
         new_plan, verification = solve_replanned(modified.instance, plan, params, clock=clock,
                                                  warm_start=warm_start, on_progress=on_progress,
@@ -926,10 +993,23 @@ def solve_replanned(
                    f"{prepared:.1f} s and itemizing and verifying the new plan need about "
                    f"{reserve:.1f} s, of the {params.time_limit_s:g} s limit")
     budget = params.model_copy(update={"time_limit_s": max(remaining, 0.05)})
-    engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
-                                       on_progress=on_progress, stop=stop)
+    if remaining <= 0 and complete and params.iteration_limit is None and not (stop and stop.is_set()):
+        # No time for the search: the warm start is the plan, with the simple bound (an engine
+        # given the floor budget would only replay the warm start and return it).
+        from scheduler.engines.timed_greedy import solve_timed_greedy
+
+        if simple_bound is None:
+            simple_bound = adjusted.simple_bound(greedy)
+        engine = pick_timed_engine(problem, params.engine)
+        outcome = dataclasses.replace(solve_timed_greedy(problem, hint, complete, simple_bound),
+                                      lower_bound=None,  # the simple bound, kept as such
+                                      solver_status="no time left: the warm start, not searched",
+                                      details={"skipped": "search (no time left)"})
+    else:
+        engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
+                                           on_progress=on_progress, stop=stop)
     if outcome.choice is not None and outcome.lower_bound is None and simple_bound is None:
-        simple_bound = timed_lower_bound(problem)  # stopped before the engine had a bound
+        simple_bound = adjusted.simple_bound(greedy)  # stopped before the engine had a bound
     clock.lap("search_s")
     bound = None
     if outcome.choice is not None:
@@ -1005,6 +1085,7 @@ def change_report(result: ReplanResult, *, limit: int = 20, width: int | None = 
         ["cost after (with migration)", money(ch.cost_after_cny)],
         ["change", money(ch.cost_delta_cny)],
         ["of which migration", money(ch.migration_cny)],
+        ["disruption (undisturbed jobs moved or dropped)", money(ch.disruption_cny)],
         ["lower bound", money(plan.lower_bound)],
         ["gap", percent(plan.gap, 2)],
         ["jobs pinned (started before now)", str(ch.pinned)],

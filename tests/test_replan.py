@@ -389,3 +389,110 @@ def test_a_job_whose_window_closed_before_now_is_unserved_for_its_window():
                     migration_cost_cny=0.0, params=SolveParams(time_limit_s=5, workers=1))
     assert result.verification.ok
     assert [u.reason.value for u in result.plan.unserved] == ["window"]
+
+
+# -- the disruption cost: a job no event displaced moves only when that pays for it too ------------
+
+
+def cheap_pool_grows() -> tuple[Instance, object]:
+    """`two_pools` with the cheap pool's GPU out for the whole horizon (maintenance): the plan
+    runs the job on the dear pool at slot 0 for 3 x 2 = 6. A capacity event at slot 0 gives the
+    cheap pool a second GPU, where the job would cost 2."""
+    base = two_pools()
+    regions = [r.model_copy(update={"pools": tuple(
+        p.model_copy(update={"outages": ({"start_slot": 0, "end_slot": 4, "gpus": 1},)}) if p.id == "cheap" else p
+        for p in r.pools)}) for r in base.regions]
+    instance = Instance.model_validate({**base.model_dump(exclude={"regions"}),
+                                        "regions": [r.model_dump() for r in regions]})
+    old = solved(instance)
+    assert [(a.pool, a.start_slot) for a in old.assignments] == [("dear", 0)]
+    assert math.isclose(old.objective, 6.0)
+    return instance, old
+
+
+@pytest.mark.parametrize("disruption, moves", [(0.0, True), (2.0, True), (3.5, False), (None, False)])
+def test_a_job_no_event_displaced_moves_only_when_it_saves_its_move_and_disruption_cost(disruption, moves):
+    """Moving to the grown cheap pool saves 6 - 2 = 4 against a move cost of 1 plus the
+    disruption cost: 0 or 2 (it moves: 2 + 1 + 0 = 3, 2 + 1 + 2 = 5 < 6), 3.5 (it stays:
+    6.5 > 6), or, by default, the job's own cost in the old plan, 6 (it stays: 9 > 6; with that
+    default a job the events left alone never moves only to run cheaper)."""
+    instance, old = cheap_pool_grows()
+    result = replan(instance, old, now_slot=0, migration_cost_cny=1.0, disruption_cost_cny=disruption,
+                    params=EXACT, events=Events(capacity=(CapacityEvent(pool="cheap", gpus=2),)))
+    assert result.plan.status == Status.OPTIMAL and verify(result.instance, result.plan).ok
+    (base,) = result.instance.replanning.baseline
+    assert math.isclose(base.move_cost_cny, 1.0 + (6.0 if disruption is None else disruption))
+    if moves:
+        assert [(a.pool, a.start_slot) for a in result.plan.assignments] == [("cheap", 0)]
+        assert math.isclose(result.plan.objective, 2.0 + base.move_cost_cny)
+        (change,) = result.change.changes
+        assert change.kind == "moved" and change.reason.startswith("cheaper by")
+        assert math.isclose(result.change.disruption_cny, disruption)
+        assert math.isclose(result.plan.costs.migration_cny, base.move_cost_cny)
+    else:
+        assert [(a.pool, a.start_slot) for a in result.plan.assignments] == [("dear", 0)]
+        assert math.isclose(result.plan.objective, 6.0)
+        assert not result.change.changes and result.change.disruption_cny == 0.0
+
+
+def two_jobs_on_the_cheap_pool(penalty: float = 100.0) -> tuple[Instance, object]:
+    """`two_pools` with two GPUs on the cheap pool and two jobs there at slot 0 (due by slot
+    2): 'job' (optional, penalty ``penalty``) and 'other' (must-serve)."""
+    base = two_pools()
+    regions = [r.model_copy(update={"pools": tuple(
+        p.model_copy(update={"gpu_count": 2}) if p.id == "cheap" else p for p in r.pools)})
+        for r in base.regions]
+    job = base.demands[0]
+    instance = Instance.model_validate({
+        **base.model_dump(exclude={"regions", "demands"}), "regions": [r.model_dump() for r in regions],
+        "demands": [job.model_copy(update={"unserved_penalty_cny": penalty}).model_dump(),
+                    job.model_copy(update={"id": "other", "must_serve": True}).model_dump()]})
+    old = solved(instance)
+    assert sorted((a.demand, a.pool, a.start_slot) for a in old.assignments) == [
+        ("job", "cheap", 0), ("other", "cheap", 0)]
+    return instance, old
+
+
+def test_a_job_an_event_displaced_pays_no_disruption_cost():
+    """Cut to one GPU at slot 0, the cheap pool keeps 'job' (the first by start, then id) and
+    blocks 'other': 'other' pays the move cost M = 10 only, 'job' M plus the disruption cost
+    (by default its own cost, 2), which is added to its penalty too (100 + 2)."""
+    instance, old = two_jobs_on_the_cheap_pool()
+    events = Events(capacity=(CapacityEvent(pool="cheap", gpus=1),))
+    for disruption, extra in ((None, 2.0), (0.0, 0.0), (7.0, 7.0)):
+        modified = apply_events(instance, old, 0, events, 10.0, disruption_cost_cny=disruption)
+        assert set(modified.blocked) == {"other"}
+        moves = {b.demand: b.move_cost_cny for b in modified.instance.replanning.baseline}
+        assert math.isclose(moves["other"], 10.0) and math.isclose(moves["job"], 10.0 + extra)
+        assert modified.disruption == {"job": extra}
+        penalty = {d.id: d.unserved_penalty_cny for d in modified.instance.demands}
+        assert math.isclose(penalty["job"], 100.0 + extra)
+    result = replan(instance, old, now_slot=0, events=events, migration_cost_cny=10.0, params=EXACT)
+    assert {(a.demand, a.pool) for a in result.plan.assignments} == {("job", "cheap"), ("other", "dear")}
+    assert math.isclose(result.plan.objective, 2.0 + 6.0 + 10.0) and result.change.disruption_cny == 0.0
+
+
+@pytest.mark.parametrize("disruption, dropped", [(0.0, "job"), (None, "job"), (200.0, "other")])
+def test_a_job_no_event_displaced_is_dropped_only_when_that_saves_its_penalty_and_disruption(
+        disruption, dropped):
+    """The dear pool out and the cheap one cut to one GPU: one job runs. 'other' (blocked,
+    must-serve, so optional now at penalty max(100, 10 x 2)) against 'job' (optional, penalty
+    5): dropping 'job' costs 5 plus its disruption cost (0: 7 in all; by default its own cost
+    2: 9; 200: 207, dearer than dropping 'other', 100 + 2)."""
+    instance, old = two_jobs_on_the_cheap_pool(penalty=5.0)
+    events = Events(capacity=(CapacityEvent(pool="cheap", gpus=1),),
+                    outages=(OutageEvent(target="dear", from_slot=0, to_slot=4),))
+    result = replan(instance, old, now_slot=0, events=events, migration_cost_cny=10.0,
+                    disruption_cost_cny=disruption, params=EXACT)
+    assert result.plan.status == Status.OPTIMAL and verify(result.instance, result.plan).ok
+    assert [u.demand for u in result.plan.unserved] == [dropped]
+    extra = 0.0 if dropped == "other" else (2.0 if disruption is None else disruption)
+    expected = {"job": 5.0 + extra + 2.0, "other": 100.0 + 2.0}[dropped]
+    assert math.isclose(result.plan.objective, expected)
+    assert math.isclose(result.change.disruption_cny, extra)
+
+
+def test_a_disruption_cost_out_of_range_is_refused():
+    instance, old = cheap_pool_grows()
+    with pytest.raises(ReplanError, match="--disruption-cost: -1 CNY is not between 0 and 1e15"):
+        replan(instance, old, now_slot=0, disruption_cost_cny=-1.0, params=EXACT)

@@ -236,3 +236,76 @@ def test_the_week_replan_records_every_phase():
                 "search_budget_s", "prepare_s"):
         assert key in d and d[key] >= 0 and math.isfinite(d[key]), key
     assert result.plan.status in (Status.OPTIMAL, Status.FEASIBLE)
+
+
+def test_the_simple_bound_reusing_the_warm_starts_pricing_is_the_full_one(week_like):
+    """Under the large engine the warm start prices only the jobs that need a new spot;
+    `Adjusted.simple_bound` prices the others and sums: the value of `timed_lower_bound` with
+    every job priced afresh."""
+    from scheduler.engines.timed_greedy import timed_lower_bound
+    from scheduler.replan import Adjusted, apply_events
+
+    instance, plan = week_like
+    modified = apply_events(instance, plan, 12, _outage(instance, 12))
+    adjusted = Adjusted(compile_timed(modified.instance), modified.instance, plan)
+    _, complete, greedy = adjusted.warm_start(None, price_all=False)
+    assert complete and 0 < adjusted.priced.sum() < len(adjusted.priced)
+    assert adjusted.simple_bound(greedy) == timed_lower_bound(adjusted.problem)
+
+
+def test_with_no_time_left_the_warm_start_is_the_plan_unsearched(week_like):
+    """A limit the fixed phases pass: the engine is not started; the plan is the warm start
+    (the old plan's spots where they fit), its bound the simple bound, and it is verified."""
+    from scheduler.replan import Adjusted, apply_events
+
+    instance, plan = week_like
+    events = _outage(instance, 12)
+    result = replan(instance, plan, now_slot=12, events=events,
+                    params=SolveParams(time_limit_s=0.01, seed=1, workers=1, engine="large"))
+    d = result.plan.stats.details
+    assert d["skipped"] == "search (no time left)" and "engine_bound" not in d
+    assert result.plan.stats.solver_status == "no time left: the warm start, not searched"
+    assert result.plan.lower_bound == pytest.approx(d["simple_bound"], rel=1e-12)
+    assert result.verification.ok
+    modified = apply_events(instance, plan, 12, events)
+    adjusted = Adjusted(compile_timed(modified.instance), modified.instance, plan)
+    hint, _, _ = adjusted.warm_start(None, price_all=False)
+    back = adjusted.back(hint)
+    problem = compile_timed(modified.instance)
+    b = problem.batch
+    ids = [modified.instance.demands[int(r)].id for r in b.rows]
+    pools = [p.id for _, p in modified.instance.pools()]
+    expected = {ids[i]: (pools[int(b.pool[k])], int(s)) for i, (k, s) in
+                enumerate(zip(back.option.tolist(), back.start_slot.tolist())) if k >= 0}
+    assert {a.demand: (a.pool, a.start_slot) for a in result.plan.assignments} == expected
+
+
+@settings(deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(instance=timed_instances(max_regions=2, max_demands=6, max_slots=6, connected=True), data=st.data())
+def test_the_simple_bound_from_the_old_spots_never_passes_the_full_one(instance, data):
+    """Whatever the disruption cost (0 included) and the outage, `Adjusted.simple_bound`, which
+    counts an undisturbed job's old spot without pricing its other starts, is at most the
+    `timed_lower_bound` that prices every start (a valid bound), and equal to it here."""
+    from scheduler.engines.timed_greedy import timed_lower_bound
+    from scheduler.replan import Adjusted, apply_events
+
+    try:
+        plan = solve(instance, SolveParams(time_limit_s=5, engine="exact", workers=1)).plan
+    except Exception:  # noqa: BLE001 - instances the compiler refuses say nothing here
+        return
+    if plan.status not in (Status.OPTIMAL, Status.FEASIBLE):
+        return
+    S = instance.horizon.slots
+    now = data.draw(st.integers(0, S - 1))
+    pool = data.draw(st.sampled_from([p.id for _, p in instance.pools()]))
+    disruption = data.draw(st.sampled_from([None, 0.0, 1.0]))
+    events = Events(outages=(OutageEvent(target=pool, from_slot=now, to_slot=S),))
+    modified = apply_events(instance, plan, now, events, data.draw(st.sampled_from([0.0, 5.0])),
+                            disruption_cost_cny=disruption)
+    adjusted = Adjusted(compile_timed(modified.instance), modified.instance, plan)
+    _, complete, greedy = adjusted.warm_start(None, price_all=False)
+    if not complete:
+        return
+    fast, full = adjusted.simple_bound(greedy), timed_lower_bound(adjusted.problem)
+    assert full is not None and fast <= full + 1e-9 * max(abs(full), 1.0)
+    assert math.isclose(fast, full, rel_tol=1e-9, abs_tol=1e-9)
