@@ -962,15 +962,7 @@ class Eject:
             if after_missing < before_missing or (after_missing == before_missing and
                                                   after_cost < before_cost - 1e-9 * max(abs(before_cost), 1.0)):
                 return True
-        for j in jobs:
-            state.remove(j)
-        for i, t in snaps:
-            state.clear_service_slot(i, t)
-        for j, (kk, ss, cc, rr, gg) in saved.items():
-            if kk >= 0:
-                state.place(j, kk, ss, cc, rr, gg)
-        for (i, t), snap in snaps.items():
-            state.restore_service_slot(i, t, snap)
+        _undo(state, jobs, snaps, saved, snaps)
         return False
 
     @staticmethod
@@ -1137,15 +1129,7 @@ class Ruin:
         after = (state.unplaced(), state.objective())
         if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
             return True
-        for j in jobs:
-            state.remove(j)
-        for i, t in cells:
-            state.clear_service_slot(i, t)
-        for j, (kk, ss, cc, rr, gg) in saved.items():
-            if kk >= 0:
-                state.place(j, kk, ss, cc, rr, gg)
-        for (i, t), snap in snaps.items():
-            state.restore_service_slot(i, t, snap)
+        _undo(state, jobs, cells, saved, snaps)
         return False
 
 
@@ -1527,3 +1511,17 @@ def _result(best: Incumbent, clock: Clock, relax: TimedRelaxation, search: Searc
     name = "OPTIMAL" if status == Status.OPTIMAL else ("STOPPED" if stopped else "FEASIBLE")
     return EngineResult(best.choice, status, lb, name, first_solution_s=best.first_solution_s,
                         details=details)
+
+
+def _undo(state, jobs, cells, saved: dict, snaps: dict) -> None:
+    """Put back what a rejected move changed: take ``jobs`` and the service ``cells`` out again,
+    then the ``saved`` placements and the ``snaps`` of the service cells back in."""
+    for j in jobs:
+        state.remove(j)
+    for i, t in cells:
+        state.clear_service_slot(i, t)
+    for j, (kk, ss, cc, rr, gg) in saved.items():
+        if kk >= 0:
+            state.place(j, kk, ss, cc, rr, gg)
+    for (i, t), snap in snaps.items():
+        state.restore_service_slot(i, t, snap)
