@@ -47,9 +47,9 @@ from scheduler.engines.primal import (
     big_penalty,
     construct,
     demand_costs,
+    insert_unserved,
     loads,
     objective,
-    insert_unserved,
     shift_moves,
     unplaced,
 )
