@@ -37,7 +37,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
@@ -522,6 +521,7 @@ class Adjusted:
             self._fix_service_past(problem)
         self.problem = replace(problem, batch=batch, services=services, avail=avail,
                                bandwidth=bandwidth, carbon_cap_g=cap)
+        self.priced = np.zeros(batch.n_demands, dtype=bool)  # jobs the warm start has priced
 
     def _fix_service_past(self, pr: TimedProblem):
         """The old plan's service replicas before now, held fixed: their arrays, their cost, and
@@ -642,7 +642,7 @@ class Adjusted:
         pr = self.problem
         b = pr.batch
         cheapest = greedy.cheapest.copy()
-        todo = ~getattr(self, "priced", np.zeros(len(cheapest), dtype=bool))
+        todo = ~self.priced
         kept = np.flatnonzero(todo & (self.old >= 0))
         if len(kept):
             k = self.old[kept]
@@ -1001,10 +1001,10 @@ def solve_replanned(
         if simple_bound is None:
             simple_bound = adjusted.simple_bound(greedy)
         engine = pick_timed_engine(problem, params.engine)
-        outcome = dataclasses.replace(solve_timed_greedy(problem, hint, complete, simple_bound),
-                                      lower_bound=None,  # the simple bound, kept as such
-                                      solver_status="no time left: the warm start, not searched",
-                                      details={"skipped": "search (no time left)"})
+        outcome = replace(solve_timed_greedy(problem, hint, complete, simple_bound),
+                          lower_bound=None,  # the simple bound, kept as such
+                          solver_status="no time left: the warm start, not searched",
+                          details={"skipped": "search (no time left)"})
     else:
         engine, outcome = run_timed_engine(problem, budget, hint, complete, simple_bound,
                                            on_progress=on_progress, stop=stop)
