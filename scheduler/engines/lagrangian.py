@@ -339,6 +339,7 @@ def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
     tau = max(float(np.median(np.abs(o.cost))) * 0.1 if o.n_options else 1.0, 1e-9)
     best = relax.evaluate(lam)
     previous = -math.inf
+    accepted = 1.0  # the last step length the line search accepted
     while not (stop() or time.perf_counter() >= deadline):
         for _ in range(newton_steps):
             if stop() or time.perf_counter() >= deadline:
@@ -357,7 +358,9 @@ def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
             # (an infinite multiplier would turn the reduced costs into inf - inf).
             if not np.all(np.isfinite(step)) or not g @ step > 0.0:
                 break
-            a = 1.0
+            # Far from quadratic (the smoothed kinks), the Newton step overshoots by a fairly
+            # steady factor: backtracking starts at three times the last accepted step length.
+            a = min(1.0, 3.0 * accepted)
             while a > 1e-8:
                 trial = np.maximum(lam + a * step, 0.0)
                 trial_value = smooth.value(trial, tau, hessian=False, gradient=False)[0]
@@ -366,7 +369,7 @@ def smoothed_ascent(relax: CapacityRelaxation, deadline: float,
                 a *= 0.3
             if a <= 1e-8:
                 break
-            lam = trial
+            lam, accepted = trial, a
             if trial_value - value <= 1e-12 * abs(value):
                 break
         exact = relax.evaluate(lam)
