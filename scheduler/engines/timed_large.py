@@ -6,7 +6,8 @@
    its best start that still fits every row (`Builder`); services cover their load slot by slot.
 3. Improvement: `Relocate` moves a job to its cheapest fitting (pool, start) - in time within its
    window and across pools - or serves an unserved one; `Eject` frees room for a job by moving
-   the jobs that block its best start; `Recover` re-covers a service's load slot by slot.
+   the jobs that block its best start; `Recover` re-covers a service's load slot by slot; once
+   those stall, windows of a few pools and slots are re-solved exactly (`timed_window`).
 
 The (demand, pool, start) triples are never stored: every pricing is a vectorized pass over
 the allowed starts of a few options. See docs/large-engine.md, "Horizon instances".
@@ -34,6 +35,7 @@ from scheduler.engines.timed_dual import (
     TimedRelaxation,
     prefix,
 )
+from scheduler.engines.timed_window import WindowSearch
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
 
@@ -1255,7 +1257,7 @@ class Search:
         self.relocate, self.recover, self.yield_ = Relocate(), Recover(), Yield()
         self.eject = Eject(alone)
         self.ruin = Ruin(rng)
-        self.moves = {"relocate": 0, "eject": 0, "recover": 0, "yield": 0, "ruin": 0}
+        self.moves = {"relocate": 0, "eject": 0, "recover": 0, "yield": 0, "ruin": 0, "window": 0}
         self.rounds = 0
 
     def round(self, state: PlanState, stopped: Callable[[], bool]) -> int:
@@ -1457,19 +1459,40 @@ def solve_timed_large(
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
     rounds = budget if deterministic else 10**9
     spent, stalled, idle = 0, False, 0
+    windows = WindowSearch(problem, np.random.default_rng(params.seed + 1)) if best.state is not None else None
     while best.state is not None and spent < rounds and not clock.halt() and not best.done(params.gap_limit):
-        if stalled:  # the rounds found nothing: random ruins until one is kept, then rounds again
-            made = search.shake(best.state, clock.halt)
+        if stalled:  # the rounds found nothing: a window re-solved exactly, else random ruins
+            windowed = _window_step(windows, search, best, params, clock, deterministic, stop)
+            made = windowed or search.shake(best.state, clock.halt)
             idle = 0 if made else idle + 1
             if idle >= RUIN_IDLE:
                 break
         else:
-            made = search.round(best.state, clock.halt)
-        stalled = not made
+            made, windowed = search.round(best.state, clock.halt), 0
+        stalled = not made or bool(windowed)  # after a window, more windows before rounds
         spent += 1
         best.refresh()
+    if windows is not None:
+        details["window_tries"] = windows.tries
     result = _result(best, clock, relax, search, details, stopped=clock.stopped())
     return dataclasses.replace(result, duals=ascent.best.multipliers)  # the shadow prices
+
+
+def _window_step(windows: WindowSearch | None, search: Search, best: Incumbent, params: SolveParams,
+                 clock: Clock, deterministic: bool, stop) -> int:
+    """One `WindowSearch` step on the incumbent; 1 if it gave a cheaper plan (now the incumbent)."""
+    if windows is None or best.state is None or clock.halt():
+        return 0
+    event = stop if isinstance(stop, threading.Event) else None
+    choice = windows.step(best.state, params, clock.deadline, deterministic, event)
+    if choice is None:
+        return 0
+    state = _hint_state(best.state.pb, best.state.pr, best.state.routes, choice, clock.halt)
+    if state is None or not best.offer(state):
+        return 0
+    windows.kept += 1
+    search.moves["window"] += 1
+    return 1
 
 
 def _price_starts(relax: TimedRelaxation, halt: Callable[[], bool]) -> bool:
