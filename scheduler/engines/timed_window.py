@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from models import Status
 from scheduler.engines.timed_exact import solve_timed_exact
 from scheduler.params import SolveParams
 from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedLoad, TimedProblem
@@ -67,7 +68,7 @@ class WindowProblem:
                  pool_free: np.ndarray, link_free: np.ndarray, carbon_free: int | None):
         """``pool_free``, ``link_free``, ``carbon_free``: the room the whole plan leaves."""
         b, sv, S = problem.batch, problem.services, problem.slots
-        self.base = choice
+        self.base, self.whole = choice, problem
         on = choice.option >= 0
         placed = np.flatnonzero(on)
         k, start = choice.option[placed], choice.start_slot[placed].astype(np.int64)
@@ -116,6 +117,12 @@ class WindowProblem:
         loaded = sv.load > 0
         return starts + int(2 * (np.diff(sv.start) * loaded.sum(axis=1)).sum() + loaded.sum())
 
+    def holds_everything(self) -> bool:
+        """Whether every job and every service cell of the plan is free in this window."""
+        problem = self.whole
+        return (len(self.jobs) == problem.batch.n_demands and self.cells.all()
+                and len(self.services) == problem.services.n_services)
+
     def merge(self, sub: TimedChoice) -> TimedChoice:
         """The whole plan with the freed part replaced by ``sub`` (a choice of `problem`)."""
         base = self.base
@@ -148,6 +155,7 @@ class WindowSearch:
         self.rng = rng
         self.tries = 0
         self.kept = 0
+        self.exhausted = False  # a window held the whole problem and CP-SAT proved it optimal
         self.beside = self._beside(problem)
 
     @staticmethod
@@ -208,7 +216,7 @@ class WindowSearch:
              stop: threading.Event | None) -> TimedChoice | None:
         """One window solved from ``state``'s plan: the better whole choice, or None."""
         left = deadline - time.perf_counter()
-        if left < 0.2:
+        if left < 0.2 or self.exhausted:
             return None
         self.tries += 1
         wp = self.problem_of(state)
@@ -220,6 +228,7 @@ class WindowSearch:
             deterministic_time_limit_s=self.DETERMINISTIC_SECONDS if deterministic else None,
             gap_limit=0.0)
         result = solve_timed_exact(wp.problem, sub_params, hint=wp.hint, stop=stop)
+        self.exhausted = result.status == Status.OPTIMAL and wp.holds_everything()
         if result.choice is None:
             return None
         return wp.merge(result.choice)
