@@ -59,7 +59,7 @@ from models import (
     relative_gap,
 )
 from scheduler.params import Progress, SolveParams
-from scheduler.timed import BatchOptions, TimedChoice, TimedProblem
+from scheduler.timed import BATCH_PER_DEMAND, BatchOptions, TimedChoice, TimedProblem
 from scheduler.verify import verify
 
 DEFAULT_MIGRATION_COST_CNY = 100.0
@@ -74,8 +74,6 @@ FORCED_PENALTY_FACTOR = 10.0
 cut) becomes optional, its unserved penalty raised to at least this many times what the old plan
 paid for it: it is left out only when no room is left at any reasonable price."""
 
-_PER_DEMAND = frozenset({"rows", "start", "gang", "release", "penalty", "must_serve", "nearest_miss"})
-"""`BatchOptions` fields indexed by demand; every other array field is indexed by option."""
 
 
 class _Frozen(BaseModel):
@@ -509,7 +507,7 @@ class Adjusted:
                             dtype=np.int64)
         lost |= ~had & ~pinned & (deadline <= now) & (b.nearest_miss > window)
         updates = {f.name: getattr(b, f.name)[src] for f in fields(BatchOptions)
-                   if f.name not in _PER_DEMAND and isinstance(getattr(b, f.name), np.ndarray)}
+                   if f.name not in BATCH_PER_DEMAND and isinstance(getattr(b, f.name), np.ndarray)}
         updates.update(
             first=lo.astype(b.first.dtype), last=hi.astype(b.last.dtype),
             fixed_cost=b.fixed_cost[src] + ex, start=start, must_serve=b.must_serve | pinned,

@@ -100,6 +100,10 @@ class BatchOptions:
         return slice(int(self.start[i]), int(self.start[i + 1]))
 
 
+BATCH_PER_DEMAND = frozenset({"rows", "start", "gang", "release", "penalty", "must_serve", "nearest_miss"})
+"""`BatchOptions` fields indexed by demand; every other array field is indexed by option."""
+
+
 @dataclass(frozen=True, eq=False)
 class ServiceOptions:
     """Eligible (service, pool) pairs, grouped by service: ``start[j]:start[j+1]``.
@@ -141,6 +145,10 @@ class ServiceOptions:
     def service(self) -> np.ndarray:
         """int64 [J]: the service (position in ``rows``) of each option."""
         return np.repeat(np.arange(self.n_services, dtype=np.int64), np.diff(self.start))
+
+
+SERVICE_PER_SERVICE = frozenset({"rows", "start", "load", "penalty_per_quantum", "gang", "nearest_miss"})
+"""`ServiceOptions` fields indexed by service; every other array field is indexed by option."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,12 +27,11 @@ import numpy as np
 from models import Status
 from scheduler.engines.timed_exact import solve_timed_exact
 from scheduler.params import SolveParams
-from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedLoad, TimedProblem
+from scheduler.timed import (BATCH_PER_DEMAND, SERVICE_PER_SERVICE, BatchOptions, ServiceOptions, TimedChoice,
+                             TimedLoad, TimedProblem)
 
 __all__ = ["Window", "WindowProblem", "WindowSearch"]
 
-_BATCH_PER_DEMAND = frozenset({"rows", "start", "gang", "release", "penalty", "must_serve", "nearest_miss"})
-_SERVICE_PER_SERVICE = frozenset({"rows", "start", "load", "penalty_per_quantum", "gang", "nearest_miss"})
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,8 @@ class WindowProblem:
         self.freed = freed
         load = TimedLoad.of(problem, freed)
         cap = None if carbon_free is None else int(carbon_free) + load.grams_used
-        batch = _subset(b, _BATCH_PER_DEMAND, self.jobs, self.options, BatchOptions)
-        services = _subset(sv, _SERVICE_PER_SERVICE, self.services, self.rows, ServiceOptions,
+        batch = _subset(b, BATCH_PER_DEMAND, self.jobs, self.options, BatchOptions)
+        services = _subset(sv, SERVICE_PER_SERVICE, self.services, self.rows, ServiceOptions,
                            load=np.where(cells[None, :], sv.load[self.services], 0))
         self.problem = replace(problem, batch=batch, services=services,
                                avail=pool_free + load.gpus, bandwidth=link_free + load.link,
