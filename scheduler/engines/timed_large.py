@@ -1490,7 +1490,6 @@ def _window_step(windows: WindowSearch | None, search: Search, best: Incumbent, 
     state = _hint_state(best.state.pb, best.state.pr, best.state.routes, choice, clock.halt)
     if state is None or not best.offer(state):
         return 0
-    windows.kept += 1
     search.moves["window"] += 1
     return 1
 

@@ -33,7 +33,6 @@ from scheduler.timed import (BATCH_PER_DEMAND, SERVICE_PER_SERVICE, BatchOptions
 __all__ = ["Window", "WindowProblem", "WindowSearch"]
 
 
-
 @dataclass(frozen=True)
 class Window:
     """Pools (a bool mask over the problem's pools) and the slots ``first <= t < end``."""
@@ -153,7 +152,6 @@ class WindowSearch:
         self.pb = problem
         self.rng = rng
         self.tries = 0
-        self.kept = 0
         self.exhausted = False  # a window held the whole problem and CP-SAT proved it optimal
         self.beside = self._beside(problem)
 
