@@ -35,6 +35,8 @@ from scheduler.engines.timed_dual import (
     TimedRelaxation,
     prefix,
 )
+from scheduler.engines.exact import available_cores
+from scheduler.engines.timed_pools import PoolBound
 from scheduler.engines.timed_window import WindowSearch
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
@@ -44,6 +46,8 @@ RUIN_TRIES = 200  # ruin-and-recreate tries per search round once the rounds hav
 RUIN_IDLE = 25  # such rounds in a row without a kept ruin before the search gives up
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
+POOL_SHARE = 0.2  # of the time limit, at most, for the pool bound after the dual phase
+POOL_DETERMINISTIC_S = 4.0  # CP-SAT's deterministic time for it, over all pools, at an iteration limit
 PROGRESS_EVERY_S = 0.25
 HINT_CHUNK = 4096  # jobs priced at a time while the hint is placed (a stop check between chunks)
 GRAM_MARGIN = 1e-12  # emissions are rounded up from (1 + this) * grams: never under the verifier's
@@ -1454,6 +1458,7 @@ def solve_timed_large(
             _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     details["dual_steps"] = ascent.steps
     details["dual_evaluations"] = relax.evaluations
+    _pool_bound(problem, relax, ascent.best, best, params, clock, deterministic, details)
     # Last plan at the best multipliers, then search rounds on the incumbent until a limit.
     if ascent.steps > built_at and not clock.halt():
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
@@ -1476,6 +1481,28 @@ def solve_timed_large(
         details["window_tries"] = windows.tries
     result = _result(best, clock, relax, search, details, stopped=clock.stopped())
     return dataclasses.replace(result, duals=ascent.best.multipliers)  # the shadow prices
+
+
+def _pool_bound(problem: TimedProblem, relax: TimedRelaxation, point: DualPoint, best: Incumbent,
+                params: SolveParams, clock: Clock, deterministic: bool, details: dict) -> None:
+    """Raise the bound with the pool-slot rows kept whole (`timed_pools`), at the ascent's best
+    multipliers, within `POOL_SHARE` of the time limit."""
+    if clock.halt() or best.done(params.gap_limit):
+        return
+    seconds = min(POOL_SHARE * params.time_limit_s, clock.deadline - time.perf_counter())
+    pools = PoolBound(problem, relax)
+    workers = 1 if deterministic else (params.workers or min(available_cores(), 2))
+    found = pools.bound(point, seconds, workers, POOL_DETERMINISTIC_S if deterministic else None,
+                        clock.halt)
+    details["pool_bound_from"] = point.bound
+    if found is None:
+        details["pool_bound"] = "skipped (too many profitable starts)"
+        return
+    value, raised = found
+    details["pool_bound"] = value
+    details["pools_raised"] = raised
+    details["pools_solved"] = pools.solved
+    best.raise_bound(value)
 
 
 def _window_step(windows: WindowSearch | None, search: Search, best: Incumbent, params: SolveParams,

@@ -1,0 +1,294 @@
+"""A stronger bound for horizons: the pool-slot rows kept whole, one pool at a time (docs/large-engine.md,
+"Pool bound").
+
+The Lagrangian of `timed_dual` relaxes every pool-slot row; its best value is an LP bound, and
+where pools hold a few GPUs and jobs come in gangs of 1-32, whole jobs and replicas cannot fill
+them as fractions do. Here the other rows are relaxed instead: each batch demand's
+``sum x + y = 1`` with a price ``sigma[d]`` and each service cell's ``sum u <= L`` with a price
+``w[c] >= 0`` (links and the carbon cap keep the multipliers of the ascent). What is left splits
+by pool: on pool p, choose whole jobs (at most one start each) and whole replicas per slot within
+its GPUs, for the greatest profit ``Z_p``. For any such prices
+
+    L' = sum_d sigma_d + sum_c (pi_c - w_c) L_c - sum_p Z_p - lam.bandwidth - nu.cap
+
+is a lower bound on every plan's cost (optional demands: sigma_d <= penalty). At the prices the
+ascent's multipliers mu give (sigma the demands' least reduced costs, w each cell's marginal
+saving), the LP bound of each ``Z_p`` is ``mu_p.avail_p`` plus its services' envelope pieces
+above w, and L' with those LP bounds is exactly L(mu): CP-SAT's proven bound on each whole
+``Z_p``, where it is lower, raises the bound by the difference.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.engines.timed_dual import DualPoint, Multipliers, TimedRelaxation, prefix
+from scheduler.timed import TimedProblem
+
+__all__ = ["PoolBound", "PoolPrices"]
+
+SCALE = 1000.0
+"""Profits enter CP-SAT in 1/SCALE CNY, rounded up (the model's optimum can only rise)."""
+MAX_COLUMNS = 3_000_000
+"""The most profitable (demand, start) pairs collected over all pools; beyond, no pool bound."""
+MAX_POOL_VARIABLES = 20_000
+"""A pool's model with more variables is left at its LP bound."""
+SAFETY = 1e-9
+"""Relative margin taken off the new bound (float error of the profits and of the sums)."""
+
+
+@dataclass(frozen=True, eq=False)
+class PoolPrices:
+    """The prices of the decomposition, derived from one `DualPoint` of the capacity relaxation."""
+
+    sigma: np.ndarray  # float64 [batch]: price of each batch demand's row
+    threshold: np.ndarray  # float64 [services, S]: w of each service cell
+    lp_pool: np.ndarray  # float64 [pools]: LP bound of each pool's greatest profit
+    base: float  # sum sigma + sum (pi - w) L - lam.bandwidth - nu.cap
+    columns: tuple  # (pool, demand, start, slots, gang, profit) of the profitable starts
+    replicas: tuple  # (pool, slot, gang, full count, full gain, rest gain) of the service rows
+
+
+class PoolBound:
+    """L' of the module's docstring at the multipliers of a `DualPoint`, one pool at a time."""
+
+    def __init__(self, problem: TimedProblem, relax: TimedRelaxation):
+        self.pb = problem
+        self.relax = relax
+        self.solved = 0  # pools whose whole problem CP-SAT solved to optimality
+        self.raised = 0  # pools whose bound rose above their LP bound
+
+    def prices(self, point: DualPoint) -> PoolPrices | None:
+        """The decomposition's prices at ``point``, or None where they are not all finite or
+        there are too many profitable starts."""
+        pb, relax = self.pb, self.relax
+        mult = point.multipliers
+        sigma = np.minimum(point.batch_low, relax.alt)
+        if not np.all(np.isfinite(sigma)):
+            return None
+        columns = self._columns(mult, sigma)
+        if columns is None:
+            return None
+        threshold, pieces_above, replicas = self._services(mult)
+        lp_pool = (mult.pool * relax.avail).sum(axis=1) + pieces_above
+        sv = pb.services
+        cells = 0.0
+        if len(sv.rows):
+            cells = math.fsum(((sv.penalty_per_quantum[:, None] - threshold) * sv.load).ravel())
+        cap = float(relax.cap_g) if relax.cap_g is not None else 0.0
+        base = (math.fsum(sigma) + cells - math.fsum((mult.link * relax.bandwidth).ravel())
+                - mult.carbon * cap)
+        return PoolPrices(sigma, threshold, lp_pool, base, columns, replicas)
+
+    def bound(self, point: DualPoint, seconds: float, workers: int, deterministic_s: float | None,
+              halt: Callable[[], bool]) -> tuple[float, int] | None:
+        """(L' minus its float margin, pools raised) at ``point``'s multipliers, CP-SAT given
+        ``seconds`` over all pools (the dearest LP bounds first); None if the prices are out
+        of reach. Pools left unsolved keep their LP bound, so L' is never below L(point)."""
+        from ortools.sat.python import cp_model
+
+        started = time.perf_counter()
+        prices = self.prices(point)
+        if prices is None:
+            return None
+        pool_of, by_pool = prices.columns[0], {}
+        order_cols = np.argsort(pool_of, kind="stable")
+        cuts = np.searchsorted(pool_of[order_cols], np.arange(self.pb.n_pools + 1))
+        rep_pool = prices.replicas[0]
+        order_rep = np.argsort(rep_pool, kind="stable")
+        rep_cuts = np.searchsorted(rep_pool[order_rep], np.arange(self.pb.n_pools + 1))
+        for p in range(self.pb.n_pools):
+            by_pool[p] = (order_cols[cuts[p]:cuts[p + 1]], order_rep[rep_cuts[p]:rep_cuts[p + 1]])
+        upper = prices.lp_pool.copy()  # what each Z_p is at most
+        magnitude = float(np.abs(prices.lp_pool).sum())
+        pending = [int(p) for p in np.argsort(-prices.lp_pool, kind="stable") if prices.lp_pool[p] > 0]
+        raised: set[int] = set()
+        # Two passes: every pool at a short limit, then the unsolved ones share what is left.
+        for share in (0.25, 1.0):
+            todo, pending = pending, []
+            for rank, p in enumerate(todo):
+                left = seconds - (time.perf_counter() - started)
+                if left <= 0.01 or halt():
+                    break
+                built = self._model(p, prices, *by_pool[p])
+                if built is None:
+                    continue
+                model, terms = built
+                solver = cp_model.CpSolver()
+                solver.parameters.max_time_in_seconds = max(share * left / (len(todo) - rank), 0.01)
+                solver.parameters.num_workers = workers
+                solver.parameters.random_seed = 0
+                if deterministic_s is not None:
+                    solver.parameters.max_deterministic_time = share * deterministic_s / len(todo)
+                code = solver.solve(model)
+                if code == cp_model.OPTIMAL:
+                    self.solved += 1
+                else:
+                    pending.append(p)
+                if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                    proven = max(solver.best_objective_bound / SCALE, 0.0)
+                    magnitude += terms / SCALE
+                    if proven < upper[p]:
+                        upper[p] = proven
+                        raised.add(p)
+            if not pending:
+                break
+        raised = len(raised)
+        self.raised += raised
+        value = prices.base - math.fsum(upper)
+        margin = SAFETY * (abs(prices.base) + magnitude + float(np.abs(prices.sigma).sum()))
+        return value - margin - (point.value - point.bound), raised
+
+    # -- the pools' columns ----------------------------------------------------------------------
+    def _columns(self, mult: Multipliers, sigma: np.ndarray):
+        """Every (option, start) whose profit sigma - (cost without mu) is positive."""
+        relax, pr = self.relax, self.relax.pricer
+        route_prefix = relax.routes.sums(prefix(mult.link))
+        parts, count = [], 0
+        for index, ks in enumerate(relax.chunks()):
+            static = relax.chunk_costs(index, ks)
+            s, _ = pr.starts(ks)
+            cost = static.cost.copy()  # inf where a start is not allowed
+            if mult.carbon:
+                grams = static.grams if static.grams is not None else pr.grams(ks, s)
+                cost += mult.carbon * grams
+            if len(static.moving) and route_prefix.any():
+                flat = route_prefix.ravel()
+                flow = np.take(flat, static.route_at) - np.take(flat, static.release_at)[:, None]
+                cost[static.moving] += flow * static.rate
+            profit = sigma[pr.owner[ks], None] - cost
+            row, col = np.nonzero(profit > -1e-9 * (np.abs(cost) + 1.0))
+            count += len(row)
+            if count > MAX_COLUMNS:
+                return None
+            k = ks[row]
+            parts.append((pr.pool[k], pr.owner[k], s[row, col], pr.n[k], pr.gang[k],
+                          np.maximum(profit[row, col], 0.0)))
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return (empty, empty, empty, empty, empty, np.zeros(0))
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(6))
+
+    def _services(self, mult: Multipliers):
+        """(w [services, S], envelope pieces above w per pool, whole-replica gains per row and
+        slot) of the service cells at ``mult``."""
+        pb, relax = self.pb, self.relax
+        sv, S, P = pb.services, pb.slots, pb.n_pools
+        empty = (np.zeros(0, dtype=np.int64),) * 4 + (np.zeros(0), np.zeros(0))
+        if not len(sv.rows):
+            return np.zeros((0, S)), np.zeros(P), empty
+        J = len(sv.pool)
+        per_replica, per_quantum = relax.service_prices(mult, np.arange(J))
+        owner = relax.service_owner
+        kappa = sv.kappa.astype(np.float64)[:, None]
+        load = sv.load[owner].astype(np.float64)  # [J, S]
+        usable = (sv.kappa > 0)[:, None] & (load > 0)
+        kap = np.maximum(kappa, 1.0)
+        full = np.floor(load / kap) * kap
+        rest = load - full
+        gain = sv.penalty_per_quantum[owner][:, None] - per_quantum
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope_a = gain - per_replica / kap
+            slope_b = gain - per_replica / np.where(rest > 0, rest, 1.0)
+        on_a = usable & (full > 0) & (slope_a > 0)
+        on_b = usable & (rest > 0) & (slope_b > 0)
+        # Each cell's marginal saving: the slope of the piece that fills its load (0 if none).
+        rows_a, t_a = np.nonzero(on_a)
+        rows_b, t_b = np.nonzero(on_b)
+        row = np.concatenate([rows_a, rows_b])
+        slot = np.concatenate([t_a, t_b])
+        slope = np.concatenate([slope_a[on_a], slope_b[on_b]])
+        length = np.concatenate([full[on_a], rest[on_b]])
+        cell = owner[row] * S + slot
+        order = np.lexsort((-slope, cell))
+        cell_o, slope_o, length_o = cell[order], slope[order], length[order]
+        threshold = np.zeros(len(sv.rows) * S)
+        if len(cell_o):
+            first = np.ones(len(cell_o), dtype=bool)
+            first[1:] = cell_o[1:] != cell_o[:-1]
+            seg = np.cumsum(first) - 1
+            heads = np.flatnonzero(first)
+            through = np.cumsum(length_o)
+            through -= (through - length_o)[heads][seg]  # the length up to and with each piece
+            fills = through >= sv.load.ravel()[cell_o]
+            # the first piece of each cell that fills its load
+            fill_rank = np.where(fills, np.arange(len(cell_o)), len(cell_o))
+            first_fill = np.minimum.reduceat(fill_rank, heads)
+            has = first_fill < len(cell_o)
+            threshold[cell_o[heads[has]]] = slope_o[first_fill[has]]
+        threshold = threshold.reshape(len(sv.rows), S)
+        w = threshold[owner]  # [J, S]
+        above = (np.where(on_a, full * np.maximum(slope_a - w, 0.0), 0.0)
+                 + np.where(on_b, rest * np.maximum(slope_b - w, 0.0), 0.0))
+        pieces_above = np.zeros(P)
+        np.add.at(pieces_above, sv.pool.astype(np.int64), above.sum(axis=1))
+        # Whole replicas on the pool, priced without mu: ceil(L / kappa) - 1 full ones, one last.
+        gang = sv.gang[owner].astype(np.float64)[:, None]
+        rent = per_replica - gang * mult.pool[sv.pool.astype(np.int64)]
+        q = gain - w
+        count = np.ceil(load / kap)
+        last = load - (count - 1) * kap
+        full_gain = q * kap - rent
+        rest_gain = q * last - rent
+        keep = usable & (q > 0) & ((full_gain > 0) | (rest_gain > 0))
+        r, t = np.nonzero(keep)
+        replicas = (sv.pool.astype(np.int64)[r], t, gang[r, 0].astype(np.int64),
+                    np.where(full_gain[r, t] > 0, count[r, t] - 1, 0).astype(np.int64),
+                    np.maximum(full_gain[r, t], 0.0), np.maximum(rest_gain[r, t], 0.0))
+        return threshold, pieces_above, replicas
+
+    def _model(self, p: int, prices: PoolPrices, cols: np.ndarray, reps: np.ndarray):
+        """CP-SAT's model of pool p's greatest profit, and the sum of its rounded profits."""
+        from ortools.sat.python import cp_model
+
+        n_vars = len(cols) + 2 * len(reps)
+        if n_vars == 0 or n_vars > MAX_POOL_VARIABLES:
+            return None
+        _, demand, start, slots, gang, profit = (a[cols] for a in prices.columns)
+        _, r_slot, r_gang, r_count, r_full, r_rest = (a[reps] for a in prices.replicas)
+        S = self.pb.slots
+        model = cp_model.CpModel()
+        x = [model.new_bool_var("") for _ in range(len(cols))]
+        coef = np.ceil(profit * SCALE).astype(np.int64).tolist()
+        usage: list[list] = [[] for _ in range(S)]
+        weights: list[list] = [[] for _ in range(S)]
+        for v, s0, n, g in zip(x, start.tolist(), slots.tolist(), gang.tolist()):
+            for t in range(s0, min(s0 + n, S)):
+                usage[t].append(v)
+                weights[t].append(g)
+        order = np.argsort(demand, kind="stable")
+        cut = np.flatnonzero(np.diff(demand[order])) + 1
+        for group in np.split(order, cut):
+            if len(group) > 1:
+                model.add_at_most_one([x[i] for i in group])
+        objective_vars, objective_coef = list(x), coef
+        total = float(sum(coef))
+        for t, g, n_full, gf, gr in zip(r_slot.tolist(), r_gang.tolist(), r_count.tolist(),
+                                        r_full.tolist(), r_rest.tolist()):
+            if n_full > 0:
+                m = model.new_int_var(0, n_full, "")
+                c = math.ceil(gf * SCALE)
+                objective_vars.append(m)
+                objective_coef.append(c)
+                usage[t].append(m)
+                weights[t].append(g)
+                total += c * n_full
+            if gr > 0:
+                z = model.new_bool_var("")
+                c = math.ceil(gr * SCALE)
+                objective_vars.append(z)
+                objective_coef.append(c)
+                usage[t].append(z)
+                weights[t].append(g)
+                total += c
+        avail = self.pb.avail[p]
+        for t in range(S):
+            if usage[t] and sum(weights[t]) > avail[t]:
+                model.add(cp_model.LinearExpr.weighted_sum(usage[t], weights[t]) <= int(avail[t]))
+        model.maximize(cp_model.LinearExpr.weighted_sum(objective_vars, objective_coef))
+        return model, total
