@@ -1486,10 +1486,14 @@ def solve_timed_large(
 def _pool_bound(problem: TimedProblem, relax: TimedRelaxation, point: DualPoint, best: Incumbent,
                 params: SolveParams, clock: Clock, deterministic: bool, details: dict) -> None:
     """Raise the bound with the pool-slot rows kept whole (`timed_pools`), at the ascent's best
-    multipliers, within `POOL_SHARE` of the time limit."""
+    multipliers, within `POOL_SHARE` of the time limit: under a time limit only while at least
+    as much again is left for the search (where the dual phase ended early)."""
     if clock.halt() or best.done(params.gap_limit):
         return
-    seconds = min(POOL_SHARE * params.time_limit_s, clock.deadline - time.perf_counter())
+    seconds = POOL_SHARE * params.time_limit_s
+    if not deterministic and clock.deadline - time.perf_counter() < 2 * seconds:
+        details["pool_bound"] = "skipped (the search's time)"
+        return
     pools = PoolBound(problem, relax)
     workers = 1 if deterministic else (params.workers or min(available_cores(), 2))
     found = pools.bound(point, seconds, workers, POOL_DETERMINISTIC_S if deterministic else None,
