@@ -35,11 +35,13 @@ __all__ = ["Window", "WindowProblem", "WindowSearch"]
 
 @dataclass(frozen=True)
 class Window:
-    """Pools (a bool mask over the problem's pools) and the slots ``first <= t < end``."""
+    """Pools (a bool mask over the problem's pools) and the slots ``first <= t < end``;
+    ``centre``: the pool it was drawn around (-1: none), the last to go when it shrinks."""
 
     pools: np.ndarray
     first: int
     end: int
+    centre: int = -1
 
 
 def _subset(options, per_item: frozenset, items: np.ndarray, rows: np.ndarray, kind, **extra):
@@ -183,13 +185,16 @@ class WindowSearch:
         first = int(self.rng.integers(0, S - width + 1))
         mask = np.zeros(P, dtype=bool)
         mask[order[:count]] = True
-        return Window(mask, first, first + width)
+        return Window(mask, first, first + width, first_pool)
 
     def problem_of(self, state) -> WindowProblem | None:
         """A window of ``state``'s plan whose sub-model is small enough, or None."""
         window = self.draw()
         order = np.flatnonzero(window.pools)
-        pools = order[np.argsort(-self.beside[order[0]][order], kind="stable")] if len(order) else order
+        centre = window.centre if window.centre >= 0 else (int(order[0]) if len(order) else -1)
+        near = self.beside[centre][order].copy() if len(order) else np.zeros(0)
+        near[order == centre] = np.inf  # the centre first, then the pools beside it
+        pools = order[np.argsort(-near, kind="stable")]
         carbon = None if self.pb.carbon_cap_g is None else state.carbon_free
         choice = state.choice()
         first, end = window.first, window.end
