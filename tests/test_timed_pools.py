@@ -63,3 +63,14 @@ def test_pool_bound_raises_the_ascents_bound_on_a_generated_day():
     assert exact.solver_status == "OPTIMAL"  # (the status keeps the rounding's 1e-6 margin)
     opt = choice_cost(pb, exact.choice)
     assert value <= opt + 1e-9 * abs(opt)
+
+
+def test_huge_prices_keep_the_lp_bound_of_their_pools():
+    """Multipliers so large that a pool's rounded profits would overflow CP-SAT's int64
+    objective: those pools keep their LP bound (no error), and the value is still L(mu)'s."""
+    pb = make_problem(5, demands=6, must_share=1.0)  # must-serve: sigma is the huge reduced cost
+    relax = TimedRelaxation(pb)
+    point = relax.evaluate(_multipliers(pb, 5, 1e17))
+    value, raised = PoolBound(pb, relax).bound(point, 5.0, 1, 1.0, _never)
+    assert raised == 0
+    assert math.isclose(value, point.bound, rel_tol=1e-6)

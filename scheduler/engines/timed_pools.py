@@ -38,6 +38,8 @@ MAX_COLUMNS = 3_000_000
 """The most profitable (demand, start) pairs collected over all pools; beyond, no pool bound."""
 MAX_POOL_VARIABLES = 20_000
 """A pool's model with more variables is left at its LP bound."""
+MAX_OBJECTIVE_UNITS = float(2**53)
+"""The largest sum of a pool model's objective coefficients (units of 1/SCALE CNY)."""
 SAFETY = 1e-9
 """Relative margin taken off the new bound (float error of the profits and of the sums)."""
 
@@ -251,6 +253,11 @@ class PoolBound:
             return None
         _, demand, start, slots, gang, profit = (a[cols] for a in prices.columns)
         _, r_slot, r_gang, r_count, r_full, r_rest = (a[reps] for a in prices.replicas)
+        # CP-SAT's objective is int64: a pool whose rounded profits could sum past 2^53 (huge
+        # penalties or prices) keeps its LP bound.
+        most = float(profit.sum() + (r_full * r_count).sum() + r_rest.sum()) * SCALE + n_vars
+        if not math.isfinite(most) or most > MAX_OBJECTIVE_UNITS:
+            return None
         S = self.pb.slots
         model = cp_model.CpModel()
         x = [model.new_bool_var("") for _ in range(len(cols))]
