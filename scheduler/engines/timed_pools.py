@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.engines.timed_dual import DualPoint, Multipliers, TimedRelaxation, prefix
+from scheduler.engines.timed_dual import DualPoint, Multipliers, ServiceShape, TimedRelaxation, prefix
 from scheduler.timed import TimedProblem
 
 __all__ = ["PoolBound", "PoolPrices"]
@@ -63,7 +63,6 @@ class PoolBound:
         self.pb = problem
         self.relax = relax
         self.solved = 0  # pools whose whole problem CP-SAT solved to optimality
-        self.raised = 0  # pools whose bound rose above their LP bound
 
     def prices(self, point: DualPoint) -> PoolPrices | None:
         """The decomposition's prices at ``point``, or None where they are not all finite or
@@ -109,7 +108,7 @@ class PoolBound:
         upper = prices.lp_pool.copy()  # what each Z_p is at most
         magnitude = float(np.abs(prices.lp_pool).sum())
         pending = [int(p) for p in np.argsort(-prices.lp_pool, kind="stable") if prices.lp_pool[p] > 0]
-        raised: set[int] = set()
+        raised: set[int] = set()  # pools whose bound fell below their LP bound
         # Two passes: every pool at a short limit, then the unsolved ones share what is left.
         for share in (0.25, 1.0):
             todo, pending = pending, []
@@ -140,11 +139,9 @@ class PoolBound:
                         raised.add(p)
             if not pending:
                 break
-        raised = len(raised)
-        self.raised += raised
         value = prices.base - math.fsum(upper)
         margin = SAFETY * (abs(prices.base) + magnitude + float(np.abs(prices.sigma).sum()))
-        return value - margin - (point.value - point.bound), raised
+        return value - margin - (point.value - point.bound), len(raised)
 
     # -- the pools' columns ----------------------------------------------------------------------
     def _columns(self, mult: Multipliers, sigma: np.ndarray):
@@ -187,18 +184,15 @@ class PoolBound:
         J = len(sv.pool)
         per_replica, per_quantum = relax.service_prices(mult, np.arange(J))
         owner = relax.service_owner
-        kappa = sv.kappa.astype(np.float64)[:, None]
-        load = sv.load[owner].astype(np.float64)  # [J, S]
-        usable = (sv.kappa > 0)[:, None] & (load > 0)
-        kap = np.maximum(kappa, 1.0)
-        full = np.floor(load / kap) * kap
-        rest = load - full
-        gain = sv.penalty_per_quantum[owner][:, None] - per_quantum
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope_a = gain - per_replica / kap
-            slope_b = gain - per_replica / np.where(rest > 0, rest, 1.0)
-        on_a = usable & (full > 0) & (slope_a > 0)
-        on_b = usable & (rest > 0) & (slope_b > 0)
+        sh = ServiceShape(sv.kappa, sv.start, sv.load, sv.penalty_per_quantum)  # the envelopes' pieces
+        kap, full, rest = sh.kap.astype(np.float64), sh.full.astype(np.float64), sh.rem.astype(np.float64)
+        load = full + rest  # [J, S]
+        usable = sh.usable & (load > 0)
+        gain = sh.penalty_row - per_quantum
+        slope_a = gain - per_replica / kap
+        slope_b = gain - per_replica / sh.rem_div
+        on_a = sh.long_a & (slope_a > 0)
+        on_b = sh.rem_usable & (slope_b > 0)
         # Each cell's marginal saving: the slope of the piece that fills its load (0 if none).
         rows_a, t_a = np.nonzero(on_a)
         rows_b, t_b = np.nonzero(on_b)
