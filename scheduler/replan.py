@@ -75,7 +75,6 @@ cut) becomes optional, its unserved penalty raised to at least this many times w
 paid for it: it is left out only when no room is left at any reasonable price."""
 
 
-
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 

@@ -260,6 +260,16 @@ class StartCosts:
     release_at: np.ndarray  # int64 [v]
 
 
+def flow_prices(static: StartCosts, route_prefix: np.ndarray) -> np.ndarray:
+    """[v, W]: the link price of each start's data transfer, ``rate (R[s] - R[release])`` with R
+    the route's prefix of link prices, for the rows ``static.moving`` of a chunk."""
+    flat = route_prefix.ravel()
+    flow = np.take(flat, static.route_at)
+    flow -= np.take(flat, static.release_at)[:, None]
+    flow *= static.rate
+    return flow
+
+
 class TimedRelaxation:
     """Evaluates L(mu, lam, nu) of §8.5; memory: a few floats per option and per service row."""
 
@@ -389,11 +399,7 @@ class TimedRelaxation:
             sums *= pr.gang[ks, None]
             rc += sums
         if len(static.moving) and route_prefix.any():  # no link price: the flows cost nothing
-            flat = route_prefix.ravel()
-            flow = np.take(flat, static.route_at)
-            flow -= np.take(flat, static.release_at)[:, None]
-            flow *= static.rate
-            rc[static.moving] += flow
+            rc[static.moving] += flow_prices(static, route_prefix)
         j = np.argmin(rc, axis=1)
         rows = np.arange(len(ks))
         return rc[rows, j], np.minimum(pr.first[ks] + j, pr.last[ks])

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.engines.timed_dual import DualPoint, Multipliers, ServiceShape, TimedRelaxation, prefix
+from scheduler.engines.timed_dual import (DualPoint, Multipliers, ServiceShape, TimedRelaxation, flow_prices,
+                                         prefix)
 from scheduler.timed import TimedProblem
 
 __all__ = ["PoolBound", "PoolPrices"]
@@ -157,9 +158,7 @@ class PoolBound:
                 grams = static.grams if static.grams is not None else pr.grams(ks, s)
                 cost += mult.carbon * grams
             if len(static.moving) and route_prefix.any():
-                flat = route_prefix.ravel()
-                flow = np.take(flat, static.route_at) - np.take(flat, static.release_at)[:, None]
-                cost[static.moving] += flow * static.rate
+                cost[static.moving] += flow_prices(static, route_prefix)
             profit = sigma[pr.owner[ks], None] - cost
             row, col = np.nonzero(profit > -1e-9 * (np.abs(cost) + 1.0))
             count += len(row)

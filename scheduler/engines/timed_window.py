@@ -191,9 +191,8 @@ class WindowSearch:
         """A window of ``state``'s plan whose sub-model is small enough, or None."""
         window = self.draw()
         order = np.flatnonzero(window.pools)
-        centre = window.centre if window.centre >= 0 else (int(order[0]) if len(order) else -1)
-        near = self.beside[centre][order].copy() if len(order) else np.zeros(0)
-        near[order == centre] = np.inf  # the centre first, then the pools beside it
+        near = self.beside[window.centre][order]
+        near[order == window.centre] = np.inf  # the centre first, then the pools beside it
         pools = order[np.argsort(-near, kind="stable")]
         carbon = None if self.pb.carbon_cap_g is None else state.carbon_free
         choice = state.choice()
