@@ -3,6 +3,7 @@ capacity relaxation it starts from, and above it where whole jobs cannot fill a 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxat
 from scheduler.engines.timed_pools import PoolBound
 from scheduler.generate import china_instance
 from scheduler.timed import compile_timed
-from tests.test_timed_large import choice_cost, make_problem, optimum
+from tests.test_timed_large import choice_cost, make_problem, optimum, violations
 
 
 def _never(): return False
@@ -44,12 +45,9 @@ def test_pool_bound_lies_between_the_relaxation_and_the_optimum(seed, services, 
     assert point.bound - tol <= value <= opt + tol
 
 
-def test_pool_bound_raises_the_ascents_bound_on_a_generated_day():
-    """On a small day the ascent's best L is an LP bound; keeping each pool's GPUs whole
-    proves more (gangs of 1-16 GPUs on pools of a few), and still no more than CP-SAT's optimum."""
-    from scheduler.engines.timed_exact import solve_timed_exact
-    from scheduler.params import SolveParams
-
+@functools.lru_cache(maxsize=1)
+def _generated_day():
+    """A small generated day, the ascent's best point on it and the pool bound there."""
     pb = compile_timed(china_instance(demands=40, seed=3, hours=8))
     relax = TimedRelaxation(pb)
     ascent = PolyakAscent(relax)
@@ -57,6 +55,16 @@ def test_pool_bound_raises_the_ascents_bound_on_a_generated_day():
         ascent.step(None)
     pools = PoolBound(pb, relax)
     value, raised = pools.bound(ascent.best, 30.0, 1, 5.0, _never)
+    return pb, relax, ascent, pools, value, raised
+
+
+def test_pool_bound_raises_the_ascents_bound_on_a_generated_day():
+    """On a small day the ascent's best L is an LP bound; keeping each pool's GPUs whole
+    proves more (gangs of 1-16 GPUs on pools of a few), and still no more than CP-SAT's optimum."""
+    from scheduler.engines.timed_exact import solve_timed_exact
+    from scheduler.params import SolveParams
+
+    pb, _relax, ascent, _pools, value, raised = _generated_day()
     assert raised > 0 and value > ascent.best.bound + 1e-6 * abs(ascent.best.bound)
     exact = solve_timed_exact(pb, SolveParams(engine="exact", time_limit_s=120, workers=1, seed=0,
                                                   gap_limit=0.0))
@@ -74,3 +82,28 @@ def test_huge_prices_keep_the_lp_bound_of_their_pools():
     value, raised = PoolBound(pb, relax).bound(point, 5.0, 1, 1.0, _never)
     assert raised == 0
     assert math.isclose(value, point.bound, rel_tol=1e-6)
+
+
+def test_the_pools_packings_fit_their_pools_and_guide_a_plan_that_meets_every_row():
+    """What the pools' CP-SAT solutions chose fits each pool's GPUs in every slot (whole jobs at
+    one start each, whole replicas), and the plan built after them keeps every row and reports
+    its own cost."""
+    from scheduler.engines.timed_dual import Routes
+    from scheduler.engines.timed_large import Builder
+
+    pb, relax, ascent, pools, _value, _raised = _generated_day()
+    picks = pools.picks
+    assert picks is not None and len(picks.option) > 0
+    pr, sv, S = relax.pricer, pb.services, pb.slots
+    used = np.zeros(pb.avail.shape, dtype=np.int64)
+    for k, s in zip(picks.option.tolist(), picks.start.tolist()):
+        assert pr.first[k] <= s <= pr.last[k]
+        used[pr.pool[k], s: s + pr.n[k]] += pr.gang[k]
+    np.add.at(used, sv.pool.astype(np.int64), picks.replicas * sv.gang[relax.service_owner].astype(np.int64)[:, None])
+    assert np.all(used <= pb.avail)
+    pairs = list(zip(pr.pool[picks.option].tolist(), pr.owner[picks.option].tolist()))
+    assert len(pairs) == len(set(pairs))  # a pool takes a demand at most once
+    state = Builder(pb, relax, Routes(pb)).build_from(picks, ascent.best.multipliers, _never)
+    choice = state.choice()
+    assert violations(pb, choice) == []
+    assert math.isclose(state.objective(), choice_cost(pb, choice), rel_tol=1e-9)

@@ -36,7 +36,7 @@ from scheduler.engines.timed_dual import (
     prefix,
 )
 from scheduler.engines.exact import available_cores
-from scheduler.engines.timed_pools import PoolBound
+from scheduler.engines.timed_pools import PoolBound, PoolPicks
 from scheduler.engines.timed_window import WindowSearch
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
@@ -828,11 +828,50 @@ class Builder:
             return None
         return state
 
-    def _cover_services(self, state: PlanState, mult: Multipliers, stopped) -> bool:
-        """Every service slot covered by reduced cost in the room left; False when stopped."""
+    def build_from(self, picks: PoolPicks, mult: Multipliers, stopped: Callable[[], bool]) -> PlanState | None:
+        """A plan after the pools' packings (`timed_pools.PoolPicks`): each demand at the most
+        profitable start a pool chose for it while that fits, then the other demands at their
+        best fitting reduced-cost start, then the services, the rows the packings gave
+        replicas first."""
+        pb, pr = self.pb, self.relax.pricer
+        b = pb.batch
+        state = PlanState(pb, pr, self.routes)
+        prices = ReducedPrices(self.relax, mult)
+        alt = np.where(b.must_serve, np.inf, b.penalty)
+        for step, j in enumerate(np.argsort(-picks.profit, kind="stable")):
+            if step % 256 == 255 and stopped():
+                return None
+            k, s = int(picks.option[j]), int(picks.start[j])
+            d = int(pr.owner[k])
+            if state.option[d] >= 0:
+                continue
+            cost, rate, grams = state.start_terms(d, k, s)
+            if state.fits_one(k, s, rate, grams):
+                state.place(d, k, s, cost, rate, grams)
+        rest = np.flatnonzero((state.option < 0) & (np.diff(b.start) > 0))
+        for step, d in enumerate(rest[np.argsort(~b.must_serve[rest], kind="stable")].tolist()):
+            if step % 256 == 255 and stopped():
+                return None
+            k, s, cost, rate, grams, rank = state.best_fit(d, prices)
+            if k >= 0 and rank <= alt[d]:
+                state.place(d, k, s, cost, rate, grams)
+        unit = None
+        if len(pb.services.rows):  # rows with replicas in their pool's packing come first
+            unit = self.relax.service_unit_costs(mult, np.arange(len(pb.services.pool)))
+            finite = np.abs(unit[np.isfinite(unit)])
+            ahead = 2.0 * float(finite.max(initial=0.0)) + 1.0
+            unit = np.where(picks.replicas > 0, unit - ahead, unit)
+        if not self._cover_services(state, mult, stopped, unit):
+            return None
+        return state
+
+    def _cover_services(self, state: PlanState, mult: Multipliers, stopped, unit=None) -> bool:
+        """Every service slot covered by reduced cost (or ``unit``'s order) in the room left;
+        False when stopped."""
         sv = self.pb.services
         if len(sv.rows):
-            unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
+            if unit is None:
+                unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
             orders = state.tab.orders(unit)  # per slot, each service's rows by reduced cost
             bounds = state.tab.sv_start
             for t in range(self.pb.slots):
@@ -1458,10 +1497,14 @@ def solve_timed_large(
             _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     details["dual_steps"] = ascent.steps
     details["dual_evaluations"] = relax.evaluations
-    _pool_bound(problem, relax, ascent.best, best, params, clock, deterministic, details)
-    # Last plan at the best multipliers, then search rounds on the incumbent until a limit.
+    picks = _pool_bound(problem, relax, ascent.best, best, params, clock, deterministic, details)
+    # Last plans at the best multipliers (and after the pools' packings), then search rounds
+    # on the incumbent until a limit.
     if ascent.steps > built_at and not clock.halt():
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=1)
+    if picks is not None and not clock.halt():
+        offered = _build_and_polish(builder, search, best, ascent.best, clock, rounds=1, picks=picks)
+        details["pool_plan"] = "kept" if offered else "dearer"
     rounds = budget if deterministic else 10**9
     spent, stalled, idle = 0, False, 0
     windows = WindowSearch(problem, np.random.default_rng(params.seed + 1)) if best.state is not None else None
@@ -1484,16 +1527,17 @@ def solve_timed_large(
 
 
 def _pool_bound(problem: TimedProblem, relax: TimedRelaxation, point: DualPoint, best: Incumbent,
-                params: SolveParams, clock: Clock, deterministic: bool, details: dict) -> None:
+                params: SolveParams, clock: Clock, deterministic: bool, details: dict) -> PoolPicks | None:
     """Raise the bound with the pool-slot rows kept whole (`timed_pools`), at the ascent's best
     multipliers, within `POOL_SHARE` of the time limit: under a time limit only while at least
-    as much again is left for the search (where the dual phase ended early)."""
+    as much again is left for the search (where the dual phase ended early). Returns what the
+    pools' packings chose (a guide for a plan), None where it did not run."""
     if clock.halt() or best.done(params.gap_limit):
-        return
+        return None
     seconds = POOL_SHARE * params.time_limit_s
     if not deterministic and clock.deadline - time.perf_counter() < 2 * seconds:
         details["pool_bound"] = "skipped (the search's time)"
-        return
+        return None
     pools = PoolBound(problem, relax)
     workers = 1 if deterministic else (params.workers or min(available_cores(), 2))
     found = pools.bound(point, seconds, workers, POOL_DETERMINISTIC_S if deterministic else None,
@@ -1501,12 +1545,13 @@ def _pool_bound(problem: TimedProblem, relax: TimedRelaxation, point: DualPoint,
     details["pool_bound_from"] = point.bound
     if found is None:
         details["pool_bound"] = "skipped (too many profitable starts)"
-        return
+        return None
     value, raised = found
     details["pool_bound"] = value
     details["pools_raised"] = raised
     details["pools_solved"] = pools.solved
     best.raise_bound(value)
+    return pools.picks
 
 
 def _window_step(windows: WindowSearch | None, search: Search, best: Incumbent, params: SolveParams,
@@ -1537,14 +1582,19 @@ def _price_starts(relax: TimedRelaxation, halt: Callable[[], bool]) -> bool:
 
 
 def _build_and_polish(builder: Builder, search: Search, best: Incumbent, point: DualPoint,
-                      clock: Clock, rounds: int) -> None:
-    state = builder.build(point.multipliers, clock.halt)
+                      clock: Clock, rounds: int, picks: PoolPicks | None = None) -> bool:
+    """A plan at ``point``'s multipliers (after ``picks`` if given), polished by up to
+    ``rounds`` search rounds and offered; True if it became the incumbent."""
+    if picks is None:
+        state = builder.build(point.multipliers, clock.halt)
+    else:
+        state = builder.build_from(picks, point.multipliers, clock.halt)
     if state is None:
-        return
+        return False
     for _ in range(rounds):
         if clock.halt() or not search.round(state, clock.halt):
             break
-    best.offer(state)
+    return best.offer(state)
 
 
 def _result(best: Incumbent, clock: Clock, relax: TimedRelaxation, search: Search | None,

@@ -31,7 +31,7 @@ from scheduler.engines.timed_dual import (DualPoint, Multipliers, ServiceShape, 
                                          prefix)
 from scheduler.timed import TimedProblem
 
-__all__ = ["PoolBound", "PoolPrices"]
+__all__ = ["PoolBound", "PoolPicks", "PoolPrices"]
 
 SCALE = 1000.0
 """Profits enter CP-SAT in 1/SCALE CNY, rounded up (the model's optimum can only rise)."""
@@ -53,8 +53,18 @@ class PoolPrices:
     threshold: np.ndarray  # float64 [services, S]: w of each service cell
     lp_pool: np.ndarray  # float64 [pools]: LP bound of each pool's greatest profit
     base: float  # sum sigma + sum (pi - w) L - lam.bandwidth - nu.cap
-    columns: tuple  # (pool, demand, start, slots, gang, profit) of the profitable starts
-    replicas: tuple  # (pool, slot, gang, full count, full gain, rest gain) of the service rows
+    columns: tuple  # (pool, demand, start, slots, gang, profit, option) of the profitable starts
+    replicas: tuple  # (pool, slot, gang, full count, full gain, rest gain, row) of the service rows
+
+
+@dataclass(frozen=True, eq=False)
+class PoolPicks:
+    """What the pools' best packings chose (their CP-SAT solutions): a guide for a plan."""
+
+    option: np.ndarray  # int64 [picks]: the option (demand and pool) of each chosen start
+    start: np.ndarray  # int64 [picks]: its start slot
+    profit: np.ndarray  # float64 [picks]: its profit at the decomposition's prices
+    replicas: np.ndarray  # int64 [J, S]: replicas each service row got from its pool's packing
 
 
 class PoolBound:
@@ -64,6 +74,7 @@ class PoolBound:
         self.pb = problem
         self.relax = relax
         self.solved = 0  # pools whose whole problem CP-SAT solved to optimality
+        self.picks: PoolPicks | None = None  # the pools' packings of the last `bound`
 
     def prices(self, point: DualPoint) -> PoolPrices | None:
         """The decomposition's prices at ``point``, or None where they are not all finite or
@@ -110,6 +121,9 @@ class PoolBound:
         magnitude = float(np.abs(prices.lp_pool).sum())
         pending = [int(p) for p in np.argsort(-prices.lp_pool, kind="stable") if prices.lp_pool[p] > 0]
         raised: set[int] = set()  # pools whose bound fell below their LP bound
+        chosen: dict[int, np.ndarray] = {}  # pool -> columns its best packing chose
+        J = len(self.pb.services.pool)
+        replicas = np.zeros((J, self.pb.slots), dtype=np.int64)
         # Two passes: every pool at a short limit, then the unsolved ones share what is left.
         for share in (0.25, 1.0):
             todo, pending = pending, []
@@ -120,7 +134,7 @@ class PoolBound:
                 built = self._model(p, prices, *by_pool[p])
                 if built is None:
                     continue
-                model, terms = built
+                model, terms, x, counts = built
                 solver = cp_model.CpSolver()
                 solver.parameters.max_time_in_seconds = max(share * left / (len(todo) - rank), 0.01)
                 solver.parameters.num_workers = workers
@@ -133,6 +147,10 @@ class PoolBound:
                 else:
                     pending.append(p)
                 if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                    cols, reps = by_pool[p]
+                    chosen[p] = cols[[solver.boolean_value(v) for v in x]] if len(x) else cols
+                    rows, slots = prices.replicas[6][reps], prices.replicas[1][reps]
+                    replicas[rows, slots] = [sum(solver.value(v) for v in vs) for vs in counts]
                     proven = max(solver.best_objective_bound / SCALE, 0.0)
                     magnitude += terms / SCALE
                     if proven < upper[p]:
@@ -140,6 +158,9 @@ class PoolBound:
                         raised.add(p)
             if not pending:
                 break
+        picked = np.concatenate([chosen[p] for p in sorted(chosen)] + [np.zeros(0, dtype=np.int64)])
+        self.picks = PoolPicks(prices.columns[6][picked], prices.columns[2][picked],
+                               prices.columns[5][picked], replicas)
         value = prices.base - math.fsum(upper)
         margin = SAFETY * (abs(prices.base) + magnitude + float(np.abs(prices.sigma).sum()))
         return value - margin - (point.value - point.bound), len(raised)
@@ -166,18 +187,18 @@ class PoolBound:
                 return None
             k = ks[row]
             parts.append((pr.pool[k], pr.owner[k], s[row, col], pr.n[k], pr.gang[k],
-                          np.maximum(profit[row, col], 0.0)))
+                          np.maximum(profit[row, col], 0.0), k))
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
-            return (empty, empty, empty, empty, empty, np.zeros(0))
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(6))
+            return (empty, empty, empty, empty, empty, np.zeros(0), empty)
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(7))
 
     def _services(self, mult: Multipliers):
         """(w [services, S], envelope pieces above w per pool, whole-replica gains per row and
         slot) of the service cells at ``mult``."""
         pb, relax = self.pb, self.relax
         sv, S, P = pb.services, pb.slots, pb.n_pools
-        empty = (np.zeros(0, dtype=np.int64),) * 4 + (np.zeros(0), np.zeros(0))
+        empty = (np.zeros(0, dtype=np.int64),) * 4 + (np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
         if not len(sv.rows):
             return np.zeros((0, S)), np.zeros(P), empty
         J = len(sv.pool)
@@ -234,18 +255,19 @@ class PoolBound:
         r, t = np.nonzero(keep)
         replicas = (sv.pool.astype(np.int64)[r], t, gang[r, 0].astype(np.int64),
                     np.where(full_gain[r, t] > 0, count[r, t] - 1, 0).astype(np.int64),
-                    np.maximum(full_gain[r, t], 0.0), np.maximum(rest_gain[r, t], 0.0))
+                    np.maximum(full_gain[r, t], 0.0), np.maximum(rest_gain[r, t], 0.0), r)
         return threshold, pieces_above, replicas
 
     def _model(self, p: int, prices: PoolPrices, cols: np.ndarray, reps: np.ndarray):
-        """CP-SAT's model of pool p's greatest profit, and the sum of its rounded profits."""
+        """CP-SAT's model of pool p's greatest profit, the sum of its rounded profits, its
+        columns' variables and, per replica row, the variables whose sum is its replicas."""
         from ortools.sat.python import cp_model
 
         n_vars = len(cols) + 2 * len(reps)
         if n_vars == 0 or n_vars > MAX_POOL_VARIABLES:
             return None
-        _, demand, start, slots, gang, profit = (a[cols] for a in prices.columns)
-        _, r_slot, r_gang, r_count, r_full, r_rest = (a[reps] for a in prices.replicas)
+        _, demand, start, slots, gang, profit, _ = (a[cols] for a in prices.columns)
+        _, r_slot, r_gang, r_count, r_full, r_rest, _ = (a[reps] for a in prices.replicas)
         # CP-SAT's objective is int64: a pool whose rounded profits could sum past 2^53 (huge
         # penalties or prices) keeps its LP bound.
         most = float(profit.sum() + (r_full * r_count).sum() + r_rest.sum()) * SCALE + n_vars
@@ -254,7 +276,7 @@ class PoolBound:
         S = self.pb.slots
         model = cp_model.CpModel()
         x = [model.new_bool_var("") for _ in range(len(cols))]
-        coef = np.ceil(profit * SCALE).astype(np.int64).tolist()
+        coef = (np.ceil(profit * SCALE) + 1).astype(np.int64).tolist()  # +1: a tie goes to the job
         usage: list[list] = [[] for _ in range(S)]
         weights: list[list] = [[] for _ in range(S)]
         for v, s0, n, g in zip(x, start.tolist(), slots.tolist(), gang.tolist()):
@@ -268,10 +290,13 @@ class PoolBound:
                 model.add_at_most_one([x[i] for i in group])
         objective_vars, objective_coef = list(x), coef
         total = float(sum(coef))
+        counts: list[list] = []
         for t, g, n_full, gf, gr in zip(r_slot.tolist(), r_gang.tolist(), r_count.tolist(),
                                         r_full.tolist(), r_rest.tolist()):
+            counts.append([])
             if n_full > 0:
                 m = model.new_int_var(0, n_full, "")
+                counts[-1].append(m)
                 c = math.ceil(gf * SCALE)
                 objective_vars.append(m)
                 objective_coef.append(c)
@@ -280,6 +305,7 @@ class PoolBound:
                 total += c * n_full
             if gr > 0:
                 z = model.new_bool_var("")
+                counts[-1].append(z)
                 c = math.ceil(gr * SCALE)
                 objective_vars.append(z)
                 objective_coef.append(c)
@@ -291,4 +317,4 @@ class PoolBound:
             if usage[t] and sum(weights[t]) > avail[t]:
                 model.add(cp_model.LinearExpr.weighted_sum(usage[t], weights[t]) <= int(avail[t]))
         model.maximize(cp_model.LinearExpr.weighted_sum(objective_vars, objective_coef))
-        return model, total
+        return model, total, x, counts
