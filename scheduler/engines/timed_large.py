@@ -4,6 +4,7 @@
    subgradient steps raise the Lagrangian, and the best value evaluated is the proven bound.
 2. Plans: at the multipliers, demands are priced by reduced cost and placed by regret, each at
    its best start that still fits every row (`Builder`); services cover their load slot by slot.
+   After the dual phase the pool bound's packings (`timed_pools`) guide one more plan.
 3. Improvement: `Relocate` moves a job to its cheapest fitting (pool, start) - in time within its
    window and across pools - or serves an unserved one; `Eject` frees room for a job by moving
    the jobs that block its best start; `Recover` re-covers a service's load slot by slot; once
