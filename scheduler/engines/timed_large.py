@@ -1102,6 +1102,13 @@ class Ruin:
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
 
+    def windows(self, state: PlanState) -> int:
+        """How many (pool, width, first slot) windows `run` can draw on ``state``."""
+        on = state.option[state.option >= 0]
+        pools = np.union1d(state.pr.pool[on], np.flatnonzero(state.service_held.sum(axis=1) > 0))
+        S = state.pb.slots
+        return len(pools) * sum(max(S - w + 1, 1) for w in self.WIDTHS)
+
     def run(self, state: PlanState, stopped: Callable[[], bool], tries: int) -> int:
         pr, S = state.pr, state.pb.slots
         moves = 0
@@ -1326,8 +1333,9 @@ class Search:
         return made + m
 
     def shake(self, state: PlanState, stopped: Callable[[], bool]) -> int:
-        """`RUIN_TRIES` ruin-and-recreate tries (`Ruin`); returns how many were kept."""
-        m = self.ruin.run(state, stopped, RUIN_TRIES)
+        """`RUIN_TRIES` ruin-and-recreate tries (`Ruin`), at most two per window it can draw
+        (a small problem has few); returns how many were kept."""
+        m = self.ruin.run(state, stopped, min(RUIN_TRIES, 2 * self.ruin.windows(state)))
         self.moves["ruin"] += m
         return m
 
