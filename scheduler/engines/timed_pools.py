@@ -148,7 +148,7 @@ class PoolBound:
                     pending.append(p)
                 if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                     cols, reps = by_pool[p]
-                    chosen[p] = cols[[solver.boolean_value(v) for v in x]] if len(x) else cols
+                    chosen[p] = cols[np.array([solver.boolean_value(v) for v in x], dtype=bool)]
                     rows, slots = prices.replicas[6][reps], prices.replicas[1][reps]
                     replicas[rows, slots] = [sum(solver.value(v) for v in vs) for vs in counts]
                     proven = max(solver.best_objective_bound / SCALE, 0.0)
@@ -294,24 +294,17 @@ class PoolBound:
         for t, g, n_full, gf, gr in zip(r_slot.tolist(), r_gang.tolist(), r_count.tolist(),
                                         r_full.tolist(), r_rest.tolist()):
             counts.append([])
-            if n_full > 0:
-                m = model.new_int_var(0, n_full, "")
-                counts[-1].append(m)
-                c = math.ceil(gf * SCALE)
-                objective_vars.append(m)
+            for upper, gain in ((n_full, gf), (int(gr > 0), gr)):  # full replicas, the last one
+                if upper <= 0:
+                    continue
+                v = model.new_int_var(0, upper, "")
+                c = math.ceil(gain * SCALE)
+                counts[-1].append(v)
+                objective_vars.append(v)
                 objective_coef.append(c)
-                usage[t].append(m)
+                usage[t].append(v)
                 weights[t].append(g)
-                total += c * n_full
-            if gr > 0:
-                z = model.new_bool_var("")
-                counts[-1].append(z)
-                c = math.ceil(gr * SCALE)
-                objective_vars.append(z)
-                objective_coef.append(c)
-                usage[t].append(z)
-                weights[t].append(g)
-                total += c
+                total += c * upper
         avail = self.pb.avail[p]
         for t in range(S):
             if usage[t] and sum(weights[t]) > avail[t]:
