@@ -774,7 +774,7 @@ class Builder:
         if services_first and not self._cover_services(state, mult, stopped):
             return None
         b = pb.batch
-        alt = np.where(b.must_serve, np.inf, b.penalty)
+        alt = self.relax.alt  # each demand's penalty; inf if it must be served
         open_ = np.flatnonzero(np.diff(b.start) > 0)
         while len(open_):
             if stopped():
@@ -838,7 +838,7 @@ class Builder:
         b = pb.batch
         state = PlanState(pb, pr, self.routes)
         prices = ReducedPrices(self.relax, mult)
-        alt = np.where(b.must_serve, np.inf, b.penalty)
+        alt = self.relax.alt  # each demand's penalty; inf if it must be served
         for step, j in enumerate(np.argsort(-picks.profit, kind="stable")):
             if step % 256 == 255 and stopped():
                 return None
@@ -1102,12 +1102,16 @@ class Ruin:
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
 
+    @staticmethod
+    def pools(state: PlanState) -> np.ndarray:
+        """The pools a ruin can draw: those running a job or holding a replica."""
+        on = state.option[state.option >= 0]
+        return np.union1d(state.pr.pool[on], np.flatnonzero(state.service_held.sum(axis=1) > 0))
+
     def windows(self, state: PlanState) -> int:
         """How many (pool, width, first slot) windows `run` can draw on ``state``."""
-        on = state.option[state.option >= 0]
-        pools = np.union1d(state.pr.pool[on], np.flatnonzero(state.service_held.sum(axis=1) > 0))
         S = state.pb.slots
-        return len(pools) * sum(max(S - w + 1, 1) for w in self.WIDTHS)
+        return len(self.pools(state)) * sum(max(S - w + 1, 1) for w in self.WIDTHS)
 
     def run(self, state: PlanState, stopped: Callable[[], bool], tries: int) -> int:
         pr, S = state.pr, state.pb.slots
@@ -1116,8 +1120,7 @@ class Ruin:
             if stopped():
                 break
             on = np.flatnonzero(state.option >= 0)
-            held = state.service_held.sum(axis=1) > 0
-            pools = np.union1d(pr.pool[state.option[on]], np.flatnonzero(held))
+            pools = self.pools(state)
             if not len(pools):
                 break
             p = int(pools[self.rng.integers(len(pools))])
