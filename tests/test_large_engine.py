@@ -229,7 +229,10 @@ def hard_gap(seed: int = 1, m: int = 10, n: int = 200) -> GapProblem:
     return GapProblem(name=f"hard-{seed}", m=m, n=n, cost=cost, use=use, capacity=capacity)
 
 
-DETERMINISTIC = SolveParams(engine="large", time_limit_s=30, workers=1, seed=3, iteration_limit=10)
+# One search round: it already improves on the construction (12,416 -> 12,363 at seed 3) and
+# takes 4 s here; ten rounds took 13-22 s a solve, of a 30 s limit that no phase may meet.
+# The whole ten-round path is pinned below (test_search_path_is_pinned).
+DETERMINISTIC = SolveParams(engine="large", time_limit_s=30, workers=1, seed=3, iteration_limit=1)
 
 
 def assignments(plan) -> list[tuple[str, str]]:
@@ -246,7 +249,7 @@ def test_deterministic_with_one_worker_and_an_iteration_limit():
     assert first.objective == second.objective and first.lower_bound == second.lower_bound
     details = first.plan.stats.details
     assert first.objective < details["construct_objective"]  # the search changed the plan
-    other = solve(instance, DETERMINISTIC.model_copy(update={"seed": 4}))
+    other = solve(instance, DETERMINISTIC.model_copy(update={"seed": 6}))  # 2 s; seed 4 took 11
     history = ("lns_rounds", "exchanges", "kicks")
     assert (assignments(other.plan), [other.plan.stats.details[k] for k in history]) != (
         assignments(first.plan), [details[k] for k in history])
@@ -353,8 +356,8 @@ def test_cli_seed_and_params_file_are_deterministic(tmp_path):
     instance = tmp_path / "hard.json"
     instance.write_text(gap_to_instance(hard_gap()).model_dump_json())
     params = tmp_path / "params.json"
-    params.write_text(json.dumps({"engine": "large", "workers": 1, "iteration_limit": 10,
-                                  "time_limit_s": 30}))
+    params.write_text(json.dumps({"engine": "large", "workers": 1, "iteration_limit": 1,
+                                  "time_limit_s": 30}))  # as DETERMINISTIC
     plans = []
     for k in range(2):
         out = tmp_path / f"plan{k}.json"
