@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from scheduler.engines.timed_dual import (DualPoint, Multipliers, ServiceShape, 
                                          prefix)
 from scheduler.timed import TimedProblem
 
-__all__ = ["PoolBound", "PoolPicks", "PoolPrices"]
+__all__ = ["PoolBound", "PoolColumns", "PoolPicks", "PoolPrices", "ReplicaRows"]
 
 SCALE = 1000.0
 """Profits enter CP-SAT in 1/SCALE CNY, rounded up (the model's optimum can only rise)."""
@@ -45,6 +46,30 @@ SAFETY = 1e-9
 """Relative margin taken off the new bound (float error of the profits and of the sums)."""
 
 
+class PoolColumns(NamedTuple):
+    """The profitable (demand, pool, start) triples, one array entry each."""
+
+    pool: np.ndarray  # int64
+    demand: np.ndarray  # int64
+    start: np.ndarray  # int64: start slot
+    slots: np.ndarray  # int64: slots the run holds
+    gang: np.ndarray  # int64: GPUs it holds in each of them
+    profit: np.ndarray  # float64: sigma - its start's cost without mu
+    option: np.ndarray  # int64: index into BatchOptions
+
+
+class ReplicaRows(NamedTuple):
+    """The (service row, slot) pairs where whole replicas gain, one array entry each."""
+
+    pool: np.ndarray  # int64
+    slot: np.ndarray  # int64
+    gang: np.ndarray  # int64: GPUs per replica
+    count: np.ndarray  # int64: full replicas (ceil(L / kappa) - 1, 0 where a full one loses)
+    full_gain: np.ndarray  # float64: gain of each full replica
+    rest_gain: np.ndarray  # float64: gain of the last one
+    row: np.ndarray  # int64: index into ServiceOptions
+
+
 @dataclass(frozen=True, eq=False)
 class PoolPrices:
     """The prices of the decomposition, derived from one `DualPoint` of the capacity relaxation."""
@@ -53,8 +78,8 @@ class PoolPrices:
     threshold: np.ndarray  # float64 [services, S]: w of each service cell
     lp_pool: np.ndarray  # float64 [pools]: LP bound of each pool's greatest profit
     base: float  # sum sigma + sum (pi - w) L - lam.bandwidth - nu.cap
-    columns: tuple  # (pool, demand, start, slots, gang, profit, option) of the profitable starts
-    replicas: tuple  # (pool, slot, gang, full count, full gain, rest gain, row) of the service rows
+    columns: PoolColumns
+    replicas: ReplicaRows
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,10 +134,10 @@ class PoolBound:
         prices = self.prices(point)
         if prices is None:
             return None
-        pool_of, by_pool = prices.columns[0], {}
+        pool_of, by_pool = prices.columns.pool, {}
         order_cols = np.argsort(pool_of, kind="stable")
         cuts = np.searchsorted(pool_of[order_cols], np.arange(self.pb.n_pools + 1))
-        rep_pool = prices.replicas[0]
+        rep_pool = prices.replicas.pool
         order_rep = np.argsort(rep_pool, kind="stable")
         rep_cuts = np.searchsorted(rep_pool[order_rep], np.arange(self.pb.n_pools + 1))
         for p in range(self.pb.n_pools):
@@ -149,7 +174,7 @@ class PoolBound:
                 if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                     cols, reps = by_pool[p]
                     chosen[p] = cols[np.array([solver.boolean_value(v) for v in x], dtype=bool)]
-                    rows, slots = prices.replicas[6][reps], prices.replicas[1][reps]
+                    rows, slots = prices.replicas.row[reps], prices.replicas.slot[reps]
                     replicas[rows, slots] = [sum(solver.value(v) for v in vs) for vs in counts]
                     proven = max(solver.best_objective_bound / SCALE, 0.0)
                     magnitude += terms / SCALE
@@ -159,8 +184,8 @@ class PoolBound:
             if not pending:
                 break
         picked = np.concatenate([chosen[p] for p in sorted(chosen)] + [np.zeros(0, dtype=np.int64)])
-        self.picks = PoolPicks(prices.columns[6][picked], prices.columns[2][picked],
-                               prices.columns[5][picked], replicas)
+        cols = prices.columns
+        self.picks = PoolPicks(cols.option[picked], cols.start[picked], cols.profit[picked], replicas)
         value = prices.base - math.fsum(upper)
         margin = SAFETY * (abs(prices.base) + magnitude + float(np.abs(prices.sigma).sum()))
         return value - margin - (point.value - point.bound), len(raised)
@@ -190,15 +215,15 @@ class PoolBound:
                           np.maximum(profit[row, col], 0.0), k))
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
-            return (empty, empty, empty, empty, empty, np.zeros(0), empty)
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(7))
+            return PoolColumns(empty, empty, empty, empty, empty, np.zeros(0), empty)
+        return PoolColumns(*(np.concatenate([p[i] for p in parts]) for i in range(len(PoolColumns._fields))))
 
     def _services(self, mult: Multipliers):
         """(w [services, S], envelope pieces above w per pool, whole-replica gains per row and
         slot) of the service cells at ``mult``."""
         pb, relax = self.pb, self.relax
         sv, S, P = pb.services, pb.slots, pb.n_pools
-        empty = (np.zeros(0, dtype=np.int64),) * 4 + (np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+        empty = ReplicaRows(*(np.zeros(0, dtype=np.int64),) * 4, np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
         if not len(sv.rows):
             return np.zeros((0, S)), np.zeros(P), empty
         J = len(sv.pool)
@@ -253,9 +278,9 @@ class PoolBound:
         rest_gain = q * last - rent
         keep = usable & (q > 0) & ((full_gain > 0) | (rest_gain > 0))
         r, t = np.nonzero(keep)
-        replicas = (sv.pool.astype(np.int64)[r], t, gang[r, 0].astype(np.int64),
-                    np.where(full_gain[r, t] > 0, count[r, t] - 1, 0).astype(np.int64),
-                    np.maximum(full_gain[r, t], 0.0), np.maximum(rest_gain[r, t], 0.0), r)
+        replicas = ReplicaRows(sv.pool.astype(np.int64)[r], t, gang[r, 0].astype(np.int64),
+                               np.where(full_gain[r, t] > 0, count[r, t] - 1, 0).astype(np.int64),
+                               np.maximum(full_gain[r, t], 0.0), np.maximum(rest_gain[r, t], 0.0), r)
         return threshold, pieces_above, replicas
 
     def _model(self, p: int, prices: PoolPrices, cols: np.ndarray, reps: np.ndarray):
@@ -266,8 +291,10 @@ class PoolBound:
         n_vars = len(cols) + 2 * len(reps)
         if n_vars == 0 or n_vars > MAX_POOL_VARIABLES:
             return None
-        _, demand, start, slots, gang, profit, _ = (a[cols] for a in prices.columns)
-        _, r_slot, r_gang, r_count, r_full, r_rest, _ = (a[reps] for a in prices.replicas)
+        c = PoolColumns(*(a[cols] for a in prices.columns))
+        demand, start, slots, gang, profit = c.demand, c.start, c.slots, c.gang, c.profit
+        r = ReplicaRows(*(a[reps] for a in prices.replicas))
+        r_slot, r_gang, r_count, r_full, r_rest = r.slot, r.gang, r.count, r.full_gain, r.rest_gain
         # CP-SAT's objective is int64: a pool whose rounded profits could sum past 2^53 (huge
         # penalties or prices) keeps its LP bound.
         most = float(profit.sum() + (r_full * r_count).sum() + r_rest.sum()) * SCALE + n_vars
