@@ -12,7 +12,9 @@ itemize, verify and write the plan, which grows with the size (about 50 us per d
 cores: 0.15 s at 3,000 demands, 5 s at 100,000, 50 s at 1,000,000); the plan is never written
 unverified. Before the first (greedy) plan exists it exits 130 at once with one line saying
 that no plan was written. A second signal while the plan is being itemized and verified exits
-at once without writing it (one while the file is being written lets that finish).
+at once without writing it (one while the file is being written lets that finish). `scenario`,
+`sweep` and `expand` keep what they finished: the first signal stops the running work, the rest
+is written, exit 130; a second exits at once.
 
 Time limits: the time since the command started counts, reading included; `solve()` gets what is
 left. Where reading, compiling and verifying alone need more than the limit, a `note:` on stderr
@@ -41,7 +43,7 @@ EXIT_INTERRUPTED = 130
 
 SCHEMA_KINDS = ["instance", "plan", "params", "scenario", "sweep", "scenario-summary", "sweep-summary",
                 "candidates", "expansion"]
-LONG_RUNS = ("scenario", "sweep")  # commands that keep what they finished when interrupted
+LONG_RUNS = ("scenario", "sweep", "expand")  # commands that keep what they finished when interrupted
 
 LATE_FACTOR, LATE_SLACK_S = 1.05, 1.0  # the documented rule: limit x 1.05 + 1 s
 
@@ -740,10 +742,11 @@ def cmd_replan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_expand(args: argparse.Namespace) -> int:
+def cmd_expand(args: argparse.Namespace, interrupts: Interrupts) -> int:
     from scheduler.expansion import run_expand_command
 
-    return run_expand_command(args, say=say, warn=warn, progress=sys.stderr.isatty() and not args.quiet)
+    return run_expand_command(args, say=say, warn=warn, progress=sys.stderr.isatty() and not args.quiet,
+                              stop=interrupts.stop)
 
 
 def _positive_int(text: str) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -358,9 +359,26 @@ class ExpansionLP:
         objective.SetMinimization()
         self.cache: dict[bytes, float | None] = {}
 
-    def solve(self, seconds: float) -> bool:
+    def solve(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        """GLOP within ``seconds``; a set ``stop`` interrupts it (then False)."""
         self.solver.SetTimeLimit(max(1, int(seconds * 1000)))
-        return self.solver.Solve() == self._pywraplp.Solver.OPTIMAL
+        if stop is None:
+            return self.solver.Solve() == self._pywraplp.Solver.OPTIMAL
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                if stop.is_set():
+                    self.solver.InterruptSolve()
+                    return
+
+        watcher = threading.Thread(target=watch, name="expansion-lp-stop", daemon=True)
+        watcher.start()
+        try:
+            return self.solver.Solve() == self._pywraplp.Solver.OPTIMAL and not stop.is_set()
+        finally:
+            done.set()
+            watcher.join()
 
     def multipliers(self) -> np.ndarray:
         """lam from the capacity rows' duals (GLOP's are <= 0 on <= rows of a minimization)."""
@@ -370,15 +388,19 @@ class ExpansionLP:
     def builds(self) -> np.ndarray:
         return np.array([[0.0 if var is None else var.solution_value() for var in row] for row in self.b])
 
-    def value_with(self, steps: np.ndarray, seconds: float) -> float | None:
-        """The LP's value with the builds fixed to ``steps`` (window units), None if infeasible."""
+    def value_with(self, steps: np.ndarray, seconds: float,
+                   stop: threading.Event | None = None) -> float | None:
+        """The LP's value with the builds fixed to ``steps`` (window units), None if infeasible
+        (or interrupted by ``stop``: then not remembered)."""
         key = steps.tobytes()
         if key not in self.cache:
             for c, row in enumerate(self.b):
                 for y, var in enumerate(row):
                     if var is not None:
                         var.SetBounds(float(steps[c, y]), float(steps[c, y]))
-            ok = self.solve(seconds)
+            ok = self.solve(seconds, stop)
+            if stop is not None and stop.is_set():
+                return None
             self.cache[key] = self.solver.Objective().Value() + self.constant if ok else None
         return self.cache[key]
 
@@ -396,17 +418,18 @@ class Expansion:
 
 
 def local_search(problem: ExpansionProblem, start: np.ndarray, price: Callable[[np.ndarray], float | None],
-                 deadline: float) -> np.ndarray:
+                 deadline: float, stopped: Callable[[], bool] = lambda: False) -> np.ndarray:
     """From ``start``, move one step up or down in one candidate and year while that lowers
-    ``price`` (capital plus placement, window units); the best move each round."""
+    ``price`` (capital plus placement, window units); the best move each round, until no move
+    gains, the deadline or ``stopped()`` (the best schedule so far)."""
     best, best_value = start, price(start)
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and not stopped():
         improved = False
         moves = [(c, y, d) for c in range(problem.C) for y in range(problem.Y) for d in (-1, 1)
                  if problem.limit[c, y] > 0]
         round_best, round_value = None, best_value
         for c, y, d in moves:
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= deadline or stopped():
                 break
             trial = best.copy()
             trial[c, y] += d
@@ -415,9 +438,10 @@ def local_search(problem: ExpansionProblem, start: np.ndarray, price: Callable[[
             value = price(trial)
             if value is not None and (round_value is None or value < round_value - 1e-9 * max(1.0, abs(round_value))):
                 round_best, round_value, improved = trial, value, True
-        if not improved:
+        if improved:  # the round's best move, also when the round was cut short
+            best, best_value = round_best, round_value
+        if not improved or stopped():
             break
-        best, best_value = round_best, round_value
     return best
 
 
@@ -441,13 +465,21 @@ def plan_expansion(
     params: ExpansionParams | None = None,
     *,
     on_progress: Callable[[str], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Expansion:
     """Choose the builds and every year's placement to minimize capital plus operating cost plus
     unserved penalties over the years; report the schedule, each year's verified plan, the
-    proven lower bound and the gap. Raises ExpansionInputError for input that cannot be planned."""
+    proven lower bound and the gap. Raises ExpansionInputError for input that cannot be planned.
+
+    A set ``stop`` (Ctrl-C in the CLI) ends the search for builds at once: the best schedule so
+    far is solved year by year at `STOPPED_YEAR_S` each, without the builds' savings, and the
+    result says ``stats["interrupted"] = 1``; its bound stays proven."""
     params = params or ExpansionParams()
     started = time.perf_counter()
     deadline = started + params.time_limit_s
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
 
     def tell(text: str) -> None:
         if on_progress is not None:
@@ -466,7 +498,7 @@ def plan_expansion(
     if n_options <= params.lp_max_options:
         lp_started = time.perf_counter()
         lp = ExpansionLP(problem, relax)
-        ok = lp.solve(max(1.0, (deadline - time.perf_counter() - reserve) * 0.5))
+        ok = lp.solve(max(1.0, (deadline - time.perf_counter() - reserve) * 0.5), stop)
         stats["lp_s"] = time.perf_counter() - lp_started
         if ok:
             fractional = lp.builds()
@@ -478,7 +510,7 @@ def plan_expansion(
         tell(f"LP relaxation {'solved' if ok else 'not solved'}; bound {best.bound * problem.annualization:,.0f}")
     ascent = DualAscent(relax, lam0=best.lam)
     ascent_deadline = min(deadline - reserve, time.perf_counter() + max(1.0, 0.1 * params.time_limit_s))
-    polished = ascent.run(max_steps=500, deadline=ascent_deadline)
+    polished = ascent.run(max_steps=500, deadline=ascent_deadline, stop=stopped)
     if polished.value > best.value:
         best = polished
     stats["dual_evaluations"] = relax.evaluations
@@ -489,7 +521,7 @@ def plan_expansion(
     starts = [_rounded(problem, np.floor(fractional + 1e-7)), _rounded(problem, np.floor(fractional + 0.5)),
               _rounded(problem, np.ceil(fractional - 1e-7)), np.zeros((problem.C, problem.Y), dtype=np.int64)]
     search_deadline = max(time.perf_counter() + 1.0, deadline - reserve)
-    enumerated = _enumerate(problem, params, search_deadline)
+    enumerated = _enumerate(problem, params, search_deadline, stop)
     if enumerated is not None:
         steps, lower = enumerated
         if lower > best.bound:
@@ -498,18 +530,19 @@ def plan_expansion(
                       "capital plus the years' proven bounds")
     elif lp is not None:
         def price(steps: np.ndarray) -> float | None:
-            value = lp.value_with(steps, max(1.0, search_deadline - time.perf_counter()))
-            return None if value is None else value
+            return lp.value_with(steps, max(1.0, search_deadline - time.perf_counter()), stop)
     else:
         price = _greedy_price(problem)
     if enumerated is None:
         priced = [(price(s), k) for k, s in enumerate(starts)]
         priced = [(v, k) for v, k in priced if v is not None]
         start = starts[min(priced)[1]] if priced else starts[-1]
-        steps = local_search(problem, start, price, search_deadline)
+        steps = local_search(problem, start, price, search_deadline, stopped)
         stats["schedules_priced"] = len(lp.cache) if lp is not None else 0
     tell(f"builds chosen: {int(steps.sum())} steps; solving each year")
-    assessed = assess(problem, steps, params, deadline=deadline, on_progress=tell)
+    if stopped():
+        tell("interrupted: solving each year with the builds so far, without their savings")
+    assessed = assess(problem, steps, params, deadline=deadline, on_progress=tell, stop=stop)
     bound = best.bound * problem.annualization
     result = assessed.result
     gap = relative_gap(result.objective_cny, bound)
@@ -519,6 +552,8 @@ def plan_expansion(
     stats.update(result.stats)
     stats["wall_time_s"] = time.perf_counter() - started
     stats["time_limit_s"] = params.time_limit_s
+    if stopped():
+        stats["interrupted"] = 1
     final = result.model_copy(update={"lower_bound_cny": bound, "gap": gap, "status": status,
                                       "bound_method": method, "stats": stats})
     return replace(assessed, result=final)
@@ -531,11 +566,12 @@ enumeration: every year solved once for each distinct set of usable builds."""
 ENUMERATE_MAX_OPTIONS = 2000
 
 
-def _enumerate(problem: ExpansionProblem, params: ExpansionParams,
-               deadline: float) -> tuple[np.ndarray, float] | None:
+def _enumerate(problem: ExpansionProblem, params: ExpansionParams, deadline: float,
+               stop: threading.Event | None = None) -> tuple[np.ndarray, float] | None:
     """The best schedule and a bound (window units) by enumerating every schedule, when few: the
     bound is the least over schedules of capital plus each year's proven bound with those builds
-    (valid: every schedule's cost is at least that). None when too many or out of time."""
+    (valid: every schedule's cost is at least that). None when too many or out of time; when
+    ``stop`` is set, the best schedule fully priced so far with bound -inf (none)."""
     sizes = [int(problem.limit[c, y]) + 1 for c in range(problem.C) for y in range(problem.Y)]
     if (math.prod(sizes) > ENUMERATE_MAX_SCHEDULES
             or sum(m.options.n_options for m in problem.models) > ENUMERATE_MAX_OPTIONS):
@@ -544,6 +580,8 @@ def _enumerate(problem: ExpansionProblem, params: ExpansionParams,
     best: tuple[float, np.ndarray] | None = None
     lower = math.inf
     for flat in itertools.product(*(range(n) for n in sizes)):
+        if stop is not None and stop.is_set():
+            return None if best is None else (best[1], -math.inf)
         if time.perf_counter() >= deadline:
             return None
         steps = np.array(flat, dtype=np.int64).reshape(problem.C, problem.Y)
@@ -554,7 +592,9 @@ def _enumerate(problem: ExpansionProblem, params: ExpansionParams,
         for y in range(problem.Y):
             key = (y, tuple(B[:, y].tolist()))
             if key not in years:
-                _, res = _solve_year(problem, y, steps, params, params.year_time_limit_s)
+                _, res = _solve_year(problem, y, steps, params, params.year_time_limit_s, stop)
+                if stop is not None and stop.is_set():  # cut short: it prices nothing
+                    return None if best is None else (best[1], -math.inf)
                 plan = res.plan
                 years[key] = None if plan.objective is None or plan.lower_bound is None else (
                     plan.objective, plan.lower_bound)
@@ -607,24 +647,42 @@ def _greedy_price(problem: ExpansionProblem) -> Callable[[np.ndarray], float | N
     return price
 
 
+STOPPED_YEAR_S = 1.0
+"""Each year's solve once `plan_expansion` is stopped: its first plan and a little search."""
+
+
 def _solve_year(problem: ExpansionProblem, y: int, steps: np.ndarray, params: ExpansionParams,
-                seconds: float) -> tuple[Instance, Result]:
+                seconds: float, stop: threading.Event | None = None) -> tuple[Instance, Result]:
+    """Year y with the builds of ``steps`` by `scheduler.solve`. A ``stop`` set while it runs
+    ends its search with the best plan so far; one already set is not passed on (the year is
+    then solved at `STOPPED_YEAR_S`), and a year cut short before its first plan is solved
+    again so."""
     from scheduler.solve import solve
 
     instance = problem.instance(y, steps)
+    if stop is not None and stop.is_set():
+        seconds, stop = min(seconds, STOPPED_YEAR_S), None
     solve_params = SolveParams(time_limit_s=max(seconds, 0.5), seed=params.seed, workers=params.workers)
-    return instance, solve(instance, solve_params)
+    result = solve(instance, solve_params, stop=stop)
+    if stop is not None and stop.is_set() and result.objective is None:
+        result = solve(instance, solve_params.model_copy(update={"time_limit_s": STOPPED_YEAR_S}))
+    return instance, result
 
 
 def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams, *,
-           deadline: float | None = None, on_progress: Callable[[str], None] | None = None) -> Expansion:
+           deadline: float | None = None, on_progress: Callable[[str], None] | None = None,
+           stop: threading.Event | None = None) -> Expansion:
     """Solve every year with the builds of ``steps`` (each plan verified), and price each build
-    by solving the years it serves again without it. No lower bound (the caller's)."""
+    by solving the years it serves again without it. No lower bound (the caller's). Once
+    ``stop`` is set: each year at `STOPPED_YEAR_S` (`_solve_year`), no savings."""
     steps = np.asarray(steps, dtype=np.int64)
     if not problem.feasible_steps(steps):
         raise ExpansionInputError(["steps: outside the candidates' limits"])
     f = problem.annualization
     deadline = deadline if deadline is not None else time.perf_counter() + params.time_limit_s
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
 
     def seconds(pending: int) -> float:
         return min(params.year_time_limit_s, max(0.5, (deadline - time.perf_counter()) / max(pending, 1)))
@@ -635,7 +693,7 @@ def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams
     for y in range(problem.Y):
         if on_progress is not None:
             on_progress(f"solving {problem.years[y]}")
-        inst, res = _solve_year(problem, y, steps, params, seconds(problem.Y - y + pending_savings))
+        inst, res = _solve_year(problem, y, steps, params, seconds(problem.Y - y + pending_savings), stop)
         instances.append(inst)
         results.append(res)
     operating = [None if r.objective is None else r.objective * f for r in results]
@@ -649,7 +707,7 @@ def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams
         one = np.zeros_like(steps)
         one[c, y] = k
         saving = operating_saving = None
-        if params.savings and known:
+        if params.savings and known and not stopped():
             without = steps.copy()
             without[c, y] = 0
             changed = 0.0
@@ -657,10 +715,13 @@ def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams
                 pending_savings -= 1
                 if on_progress is not None:
                     on_progress(f"pricing {cand.id} {problem.years[y]}: re-solving {problem.years[y2]}")
-                _, res = _solve_year(problem, int(y2), without, params, seconds(pending_savings + 1))
+                _, res = _solve_year(problem, int(y2), without, params, seconds(pending_savings + 1), stop)
+                if stopped():  # a re-solve cut short prices nothing: this saving stays unknown
+                    break
                 changed += (math.inf if res.objective is None else res.objective * f) - operating[y2]
-            operating_saving = changed
-            saving = changed - problem.capital(one) * f
+            else:
+                operating_saving = changed
+                saving = changed - problem.capital(one) * f
         builds.append(Build(candidate=cand.id, region=cand.region, accelerator=cand.pool.accelerator,
                             year=problem.years[y], steps=k, gpus=k * cand.gpus_per_step,
                             usable_from_year=problem.years[y] + cand.lead_time_years,
@@ -755,8 +816,9 @@ def expansion_table(result: ExpansionResult) -> str:
     return "\n".join(out)
 
 
-def run_expand_command(args, *, say, warn, progress: bool) -> int:
-    """`eastwest expand`: read, plan, write DIR/expansion.json and DIR/<year>.{instance,plan}.json."""
+def run_expand_command(args, *, say, warn, progress: bool, stop: threading.Event | None = None) -> int:
+    """`eastwest expand`: read, plan, write DIR/expansion.json and DIR/<year>.{instance,plan}.json.
+    A set ``stop`` ends the search (`plan_expansion`); what it then gives is written, exit 130."""
     from pathlib import Path
 
     from scheduler.io import InputError, check_writable, read_instance, write_instance, write_plan, write_text
@@ -787,7 +849,8 @@ def run_expand_command(args, *, say, warn, progress: bool) -> int:
     try:
         per_year = growth_years(instance, years, args.growth)
         run = plan_expansion(per_year, candidates.candidates, params,
-                             on_progress=(lambda text: warn(f"expand: {text}")) if progress else None)
+                             on_progress=(lambda text: warn(f"expand: {text}")) if progress else None,
+                             stop=stop)
     except ExpansionInputError as error:
         where = args.candidates if all(p.startswith("candidate") for p in error.problems) else args.instance
         raise InputError(where, error.problems) from None
@@ -801,4 +864,7 @@ def run_expand_command(args, *, say, warn, progress: bool) -> int:
     if not args.quiet:
         say(expansion_table(result))
         say(f"\nwritten to {out}/: expansion.json, <year>.instance.json, <year>.plan.json")
+    if result.stats.get("interrupted"):
+        warn(f"interrupted: the builds found so far, each year solved briefly, are kept in {out}/")
+        return 130
     return 3 if result.status in (Status.INFEASIBLE, Status.UNKNOWN) else 0

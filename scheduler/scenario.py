@@ -521,8 +521,9 @@ class ScenarioRun:
 
     def _run_expansion(self, settings: list[YearSetting]) -> list[YearSummary]:
         """Every year at once: the expansion optimizer chooses the builds and each year's
-        placement (docs/expansion.md); each year's instance, with its builds, is written. Not
-        interruptible while the optimizer runs: an interrupt then keeps nothing."""
+        placement (docs/expansion.md); each year's instance, with its builds, is written. An
+        interrupt while the optimizer runs ends its search: the builds so far, each year solved
+        briefly, are written, and the summary is marked incomplete."""
         from models.expansion import ExpansionParams
         from scheduler.expansion import ExpansionInputError, plan_expansion
 
@@ -541,7 +542,7 @@ class ScenarioRun:
                                  lp_max_options=ex.lp_max_options)
         try:
             run = plan_expansion(years, candidates.candidates, params, on_progress=lambda text: self.on_event(
-                RunEvent("solve", "expansion", 0, total, ("expansion",), text.strip())))
+                RunEvent("solve", "expansion", 0, total, ("expansion",), text.strip())), stop=self.stop)
         except ExpansionInputError as error:
             raise InputError(self.spec_path, [f"scenario: field 'expansion': {p}" for p in error.problems]) from None
         year_rows = []
@@ -563,7 +564,8 @@ class ScenarioRun:
                                        year=b.year, usable_from_year=b.usable_from_year, gpus=b.gpus,
                                        capital_cny=b.capital_cny, saving_cny=b.saving_cny)
                          for b in result.builds))
-        self.write_summary(complete=True)
+        self.interrupted = bool(result.stats.get("interrupted"))
+        self.write_summary(complete=not self.interrupted)
         self.on_event(RunEvent("finish", "expansion", total, total, (),
                                f"gap {_pct(result.gap, 2)}, {len(result.builds)} build(s)"))
         return self.done

@@ -6,6 +6,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import Instance, Status
+from models import Instance, Plan, Status
 from models.expansion import CandidateBuild, CandidateSet, ExpansionParams, ExpansionResult
+from scheduler import read_instance, verify
 from scheduler.cli import main
 from scheduler.compile import compile_options
 from scheduler.expansion import ExpansionInputError, ExpansionProblem, assess, growth_years, plan_expansion
@@ -83,6 +88,55 @@ def test_schedule_and_bound_match_brute_force():
         assert res.verification.ok
     if r.status == Status.OPTIMAL:
         assert r.gap <= 1e-6
+    assert "interrupted" not in r.stats
+
+
+def _assert_stopped_run_is_whole(run, years, cands, limit_s):
+    """A stopped run still gives every year a verified plan, a total, and a bound that holds."""
+    r = run.result
+    assert r.stats["interrupted"] == 1
+    assert len(run.plans) == len(years) and all(res.verification.ok for res in run.plans)
+    assert r.objective_cny is not None and r.lower_bound_cny <= r.objective_cny
+    assert r.lower_bound_cny <= brute(years, cands) * (1 + 1e-9)
+    assert r.stats["wall_time_s"] < limit_s / 4  # it did not run on to the limit (600 s)
+
+
+def test_a_stop_set_before_the_start_gives_a_plan_at_once():
+    """Ctrl-C before anything ran: the schedule so far (no builds), each year solved briefly."""
+    import threading
+
+    years = growth_years(tiny_instance(), [2026, 2027], 0.5)
+    cands = [candidate(capital=500.0)]
+    stop = threading.Event()
+    stop.set()
+    params = FAST.model_copy(update={"time_limit_s": 600, "year_time_limit_s": 300})
+    run = plan_expansion(years, cands, params, stop=stop)
+    _assert_stopped_run_is_whole(run, years, cands, 600)
+    assert run.result.steps["west-h"] == (0, 0)
+    assert all(b.saving_cny is None for b in run.result.builds)
+
+
+@pytest.mark.parametrize("at", ["bound", "builds chosen", "solving 2027", "pricing"])
+def test_a_stop_set_while_it_runs_keeps_what_it_has(at):
+    """Ctrl-C in each phase (the bound, the search for builds, the years' solves, the savings)."""
+    import threading
+
+    years = growth_years(tiny_instance(), [2026, 2027], 0.5)
+    cands = [candidate(capital=500.0)]
+    stop = threading.Event()
+    heard: list[str] = []
+
+    def hear(text: str) -> None:
+        heard.append(text)
+        if at in text:
+            stop.set()
+
+    params = FAST.model_copy(update={"time_limit_s": 600, "year_time_limit_s": 300})
+    run = plan_expansion(years, cands, params, on_progress=hear, stop=stop)
+    assert stop.is_set(), heard  # the phase was reached
+    _assert_stopped_run_is_whole(run, years, cands, 600)
+    if at != "bound":  # the builds were chosen before the stop: kept
+        assert run.result.steps == plan_expansion(years, cands, FAST).result.steps
 
 
 @settings(deadline=None, max_examples=12, suppress_health_check=[HealthCheck.too_slow])
@@ -252,3 +306,25 @@ def test_shipped_candidates_validate():
     inst = read_instance(ROOT / "instances" / "china-2025.json")
     regions = {r.id for r in inst.regions}
     assert all(c.region in regions for c in cands.candidates)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_ctrl_c_writes_what_it_has_and_exits_130(tmp_path):
+    """SIGINT a few seconds into `eastwest expand` (wherever it lands: reading, the bound, the
+    search): the folder gets the result and every year's verified plan, exit 130."""
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "expand", str(ROOT / "instances" / "china-2025.json"),
+         str(ROOT / "instances" / "candidates-china.json"), "--years", "2026-2027", "--growth", "0.4",
+         "--time-limit", "600", "-o", str(out), "-q"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    result = ExpansionResult.model_validate_json((out / "expansion.json").read_text())
+    assert result.stats["interrupted"] == 1 and result.objective_cny is not None
+    for year in (2026, 2027):
+        instance = read_instance(out / f"{year}.instance.json")
+        assert verify(instance, Plan.model_validate_json((out / f"{year}.plan.json").read_text())).ok

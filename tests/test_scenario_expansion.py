@@ -133,3 +133,27 @@ def test_the_shipped_builds_scenario_reads():
     spec, base, _ = read_scenario(path)
     assert spec.years == (2026, 2027, 2028) and spec.expansion is not None
     assert len(read_expansion(spec, path, base).candidates) == 5
+
+
+def test_an_interrupt_in_the_optimizer_keeps_its_builds_so_far(tmp_path):
+    """A stop while the expansion optimizer runs (at its bound): every year is still written and
+    verifies, the summary says incomplete and the run interrupted."""
+    import threading
+
+    from scheduler.scenario import run_scenario
+
+    stop = threading.Event()
+
+    def hear(event) -> None:
+        if "bound" in event.detail:
+            stop.set()
+
+    run = run_scenario(write_case(tmp_path), tmp_path / "out", on_event=hear, stop=stop)
+    assert stop.is_set() and run.interrupted
+    summary = ScenarioSummary.model_validate_json((tmp_path / "out" / "summary.json").read_text())
+    assert not summary.complete and len(summary.years) == len(YEARS)
+    result = ExpansionResult.model_validate_json((tmp_path / "out" / "expansion.json").read_text())
+    assert result.stats["interrupted"] == 1
+    for year in summary.years:
+        instance = read_instance(tmp_path / "out" / year.instance_file)
+        assert verify(instance, read_plan(tmp_path / "out" / year.plan_file)).ok
