@@ -33,6 +33,7 @@ from models.expansion import (
     YearSummary,
 )
 from scheduler.compile import Options, compile_options
+from scheduler.engines import StopWatcher
 from scheduler.engines.lagrangian import BOUND_SAFETY, CapacityRelaxation, DualAscent, Evaluation
 from scheduler.params import Result, SolveParams
 
@@ -362,23 +363,9 @@ class ExpansionLP:
     def solve(self, seconds: float, stop: threading.Event | None = None) -> bool:
         """GLOP within ``seconds``; a set ``stop`` interrupts it (then False)."""
         self.solver.SetTimeLimit(max(1, int(seconds * 1000)))
-        if stop is None:
-            return self.solver.Solve() == self._pywraplp.Solver.OPTIMAL
-        done = threading.Event()
-
-        def watch() -> None:
-            while not done.wait(0.05):
-                if stop.is_set():
-                    self.solver.InterruptSolve()
-                    return
-
-        watcher = threading.Thread(target=watch, name="expansion-lp-stop", daemon=True)
-        watcher.start()
-        try:
-            return self.solver.Solve() == self._pywraplp.Solver.OPTIMAL and not stop.is_set()
-        finally:
-            done.set()
-            watcher.join()
+        with StopWatcher(stop, self.solver.InterruptSolve):
+            solved = self.solver.Solve() == self._pywraplp.Solver.OPTIMAL
+        return solved and not (stop is not None and stop.is_set())
 
     def multipliers(self) -> np.ndarray:
         """lam from the capacity rows' duals (GLOP's are <= 0 on <= rows of a minimization)."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from models import OPTIMAL_GAP, Status, relative_gap
 from scheduler.compile import OBJECTIVE_UNITS_LIMIT, Options
-from scheduler.engines import EngineResult
+from scheduler.engines import EngineResult, StopWatcher
 from scheduler.engines.primal import objective
 from scheduler.params import Progress, SolveParams
 
@@ -198,18 +198,7 @@ def solve_exact(
             report(self.objective_value / scale, self.best_objective_bound, "solution")
 
     solver.best_bound_callback = lambda bound: report(None, bound, "bound")
-    done = threading.Event()
-    watcher = None
-    if stop is not None:
-
-        def watch() -> None:
-            while not done.wait(0.05):
-                if stop.is_set():
-                    solver.stop_search()
-                    return
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
+    watcher = StopWatcher(stop, solver.stop_search)
     fair: dict[str, float | int | str] = {}
     stage1 = None  # fairness: stage 1's plan (x values), kept should stage 2 find none in time
     try:
@@ -239,9 +228,7 @@ def solve_exact(
         else:
             code = solver.solve(model, Callback())
     finally:
-        done.set()
-        if watcher is not None:
-            watcher.join()
+        watcher.close()
 
     name = solver.status_name(code)
     details = {"variables": len(objective_vars), "conflicts": solver.num_conflicts,

@@ -36,7 +36,7 @@ import numpy as np
 
 from models import OPTIMAL_GAP, QUANTUM_SLACK, Status, relative_gap
 from scheduler.compile import OBJECTIVE_SUM_LIMIT, OBJECTIVE_UNITS_LIMIT, RangeError
-from scheduler.engines import EngineResult
+from scheduler.engines import EngineResult, StopWatcher
 from scheduler.engines.exact import configure
 from scheduler.params import Progress, SolveParams
 from scheduler.timed import TimedChoice, TimedProblem
@@ -525,11 +525,8 @@ def _run(built: _Model, params: SolveParams, started: float, progress: _Reporter
     solver.parameters.max_time_in_seconds = max(remaining, 0.1)
     workers = configure(solver.parameters, params)
     solver.best_bound_callback = lambda bound: progress.report(None, bound, "bound")
-    watcher = _StopWatcher(solver, stop)
-    try:
+    with StopWatcher(stop, solver.stop_search):
         code = solver.solve(built.model, _solution_callback(progress))
-    finally:
-        watcher.close()
     return code, solver, workers
 
 
@@ -605,25 +602,3 @@ def _solution_callback(progress: _Reporter):
             progress.report(self.objective_value / progress.scale, self.best_objective_bound, "solution")
 
     return SolutionCallback()
-
-
-class _StopWatcher:
-    """Stops the search once ``stop`` is set (polled every 50 ms on a thread of its own)."""
-
-    def __init__(self, solver, stop: threading.Event | None):
-        self.done = threading.Event()
-        self.thread = None
-        if stop is not None:
-            self.thread = threading.Thread(target=self._watch, args=(solver, stop), daemon=True)
-            self.thread.start()
-
-    def _watch(self, solver, stop: threading.Event) -> None:
-        while not self.done.wait(0.05):
-            if stop.is_set():
-                solver.stop_search()
-                return
-
-    def close(self) -> None:
-        self.done.set()
-        if self.thread is not None:
-            self.thread.join()
