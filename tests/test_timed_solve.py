@@ -83,13 +83,19 @@ def test_a_remote_job_waits_for_its_data():
 
 
 def test_a_service_splits_across_two_pools_when_the_cheap_one_is_full():
-    """Per slot: 2 replicas on 'cheap' serve 6 quanta for 2 CNY, 2 on 'dear' serve 3 + 1 for 4:
-    12 CNY over two slots, nothing unserved; the exact engine proves it."""
+    """Per slot: 2 replicas on 'cheap' (6 quanta) for 2 CNY and 2 on 'dear' (6 quanta) for 4
+    serve the 10 quanta: 12 CNY over two slots, nothing unserved; the exact engine proves it.
+    How the 10 split between the four replicas (6 + 4 or 4 + 6) costs the same: either is
+    optimal, and CP-SAT's workers return either (seen: 'cheap' serving 6 in one slot, 4 in the
+    other, when the suite ran in another order)."""
     plan = plan_of(read_instance(TINY / "timed_service_split.json"))
     (service,) = plan.services
     cheap, dear = service.placements
-    assert (cheap.pool, cheap.replicas, cheap.served_pflop_per_hour) == ("cheap", (2, 2), (6.0, 6.0))
-    assert (dear.pool, dear.replicas, dear.served_pflop_per_hour) == ("dear", (2, 2), (4.0, 4.0))
+    assert (cheap.pool, cheap.replicas) == ("cheap", (2, 2))
+    assert (dear.pool, dear.replicas) == ("dear", (2, 2))
+    for t in range(2):
+        assert cheap.served_pflop_per_hour[t] + dear.served_pflop_per_hour[t] == 10.0
+        assert max(cheap.served_pflop_per_hour[t], dear.served_pflop_per_hour[t]) <= 6.0  # 2 x 3 quanta
     assert (cheap.cost_cny, dear.cost_cny) == (4.0, 8.0)
     assert service.unserved_pflop == 0.0 and service.penalty_cny == 0.0
     assert plan.objective == pytest.approx(12.0)
