@@ -462,11 +462,9 @@ def plan_expansion(
     far is solved year by year at `STOPPED_YEAR_S` each, without the builds' savings, and the
     result says ``stats["interrupted"] = 1``; its bound stays proven."""
     params = params or ExpansionParams()
+    stop = stop if stop is not None else threading.Event()
     started = time.perf_counter()
     deadline = started + params.time_limit_s
-
-    def stopped() -> bool:
-        return stop is not None and stop.is_set()
 
     def tell(text: str) -> None:
         if on_progress is not None:
@@ -497,7 +495,7 @@ def plan_expansion(
         tell(f"LP relaxation {'solved' if ok else 'not solved'}; bound {best.bound * problem.annualization:,.0f}")
     ascent = DualAscent(relax, lam0=best.lam)
     ascent_deadline = min(deadline - reserve, time.perf_counter() + max(1.0, 0.1 * params.time_limit_s))
-    polished = ascent.run(max_steps=500, deadline=ascent_deadline, stop=stopped)
+    polished = ascent.run(max_steps=500, deadline=ascent_deadline, stop=stop.is_set)
     if polished.value > best.value:
         best = polished
     stats["dual_evaluations"] = relax.evaluations
@@ -524,10 +522,10 @@ def plan_expansion(
         priced = [(price(s), k) for k, s in enumerate(starts)]
         priced = [(v, k) for v, k in priced if v is not None]
         start = starts[min(priced)[1]] if priced else starts[-1]
-        steps = local_search(problem, start, price, search_deadline, stopped)
+        steps = local_search(problem, start, price, search_deadline, stop.is_set)
         stats["schedules_priced"] = len(lp.cache) if lp is not None else 0
     tell(f"builds chosen: {int(steps.sum())} steps; solving each year")
-    if stopped():
+    if stop.is_set():
         tell("interrupted: solving each year with the builds so far, without their savings")
     assessed = assess(problem, steps, params, deadline=deadline, on_progress=tell, stop=stop)
     bound = best.bound * problem.annualization
@@ -539,7 +537,7 @@ def plan_expansion(
     stats.update(result.stats)
     stats["wall_time_s"] = time.perf_counter() - started
     stats["time_limit_s"] = params.time_limit_s
-    if stopped():
+    if stop.is_set():
         stats["interrupted"] = 1
     final = result.model_copy(update={"lower_bound_cny": bound, "gap": gap, "status": status,
                                       "bound_method": method, "stats": stats})
@@ -554,7 +552,7 @@ ENUMERATE_MAX_OPTIONS = 2000
 
 
 def _enumerate(problem: ExpansionProblem, params: ExpansionParams, deadline: float,
-               stop: threading.Event | None = None) -> tuple[np.ndarray, float] | None:
+               stop: threading.Event) -> tuple[np.ndarray, float] | None:
     """The best schedule and a bound (window units) by enumerating every schedule, when few: the
     bound is the least over schedules of capital plus each year's proven bound with those builds
     (valid: every schedule's cost is at least that). None when too many or out of time; when
@@ -567,7 +565,7 @@ def _enumerate(problem: ExpansionProblem, params: ExpansionParams, deadline: flo
     best: tuple[float, np.ndarray] | None = None
     lower = math.inf
     for flat in itertools.product(*(range(n) for n in sizes)):
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             return None if best is None else (best[1], -math.inf)
         if time.perf_counter() >= deadline:
             return None
@@ -580,7 +578,7 @@ def _enumerate(problem: ExpansionProblem, params: ExpansionParams, deadline: flo
             key = (y, tuple(B[:, y].tolist()))
             if key not in years:
                 _, res = _solve_year(problem, y, steps, params, params.year_time_limit_s, stop)
-                if stop is not None and stop.is_set():  # cut short: it prices nothing
+                if stop.is_set():  # cut short: it prices nothing
                     return None if best is None else (best[1], -math.inf)
                 plan = res.plan
                 years[key] = None if plan.objective is None or plan.lower_bound is None else (
@@ -639,7 +637,7 @@ STOPPED_YEAR_S = 1.0
 
 
 def _solve_year(problem: ExpansionProblem, y: int, steps: np.ndarray, params: ExpansionParams,
-                seconds: float, stop: threading.Event | None = None) -> tuple[Instance, Result]:
+                seconds: float, stop: threading.Event) -> tuple[Instance, Result]:
     """Year y with the builds of ``steps`` by `scheduler.solve`. A ``stop`` set while it runs
     ends its search with the best plan so far; one already set is not passed on (the year is
     then solved at `STOPPED_YEAR_S`), and a year cut short before its first plan is solved
@@ -647,11 +645,12 @@ def _solve_year(problem: ExpansionProblem, y: int, steps: np.ndarray, params: Ex
     from scheduler.solve import solve
 
     instance = problem.instance(y, steps)
-    if stop is not None and stop.is_set():
-        seconds, stop = min(seconds, STOPPED_YEAR_S), None
+    already = stop.is_set()
+    if already:
+        seconds = min(seconds, STOPPED_YEAR_S)
     solve_params = SolveParams(time_limit_s=max(seconds, 0.5), seed=params.seed, workers=params.workers)
-    result = solve(instance, solve_params, stop=stop)
-    if stop is not None and stop.is_set() and result.objective is None:
+    result = solve(instance, solve_params, stop=None if already else stop)
+    if not already and stop.is_set() and result.objective is None:
         result = solve(instance, solve_params.model_copy(update={"time_limit_s": STOPPED_YEAR_S}))
     return instance, result
 
@@ -667,9 +666,7 @@ def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams
         raise ExpansionInputError(["steps: outside the candidates' limits"])
     f = problem.annualization
     deadline = deadline if deadline is not None else time.perf_counter() + params.time_limit_s
-
-    def stopped() -> bool:
-        return stop is not None and stop.is_set()
+    stop = stop if stop is not None else threading.Event()
 
     def seconds(pending: int) -> float:
         return min(params.year_time_limit_s, max(0.5, (deadline - time.perf_counter()) / max(pending, 1)))
@@ -694,7 +691,7 @@ def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams
         one = np.zeros_like(steps)
         one[c, y] = k
         saving = operating_saving = None
-        if params.savings and known and not stopped():
+        if params.savings and known and not stop.is_set():
             without = steps.copy()
             without[c, y] = 0
             changed = 0.0
@@ -703,7 +700,7 @@ def assess(problem: ExpansionProblem, steps: np.ndarray, params: ExpansionParams
                 if on_progress is not None:
                     on_progress(f"pricing {cand.id} {problem.years[y]}: re-solving {problem.years[y2]}")
                 _, res = _solve_year(problem, int(y2), without, params, seconds(pending_savings + 1), stop)
-                if stopped():  # a re-solve cut short prices nothing: this saving stays unknown
+                if stop.is_set():  # a re-solve cut short prices nothing: this saving stays unknown
                     break
                 changed += (math.inf if res.objective is None else res.objective * f) - operating[y2]
             else:
