@@ -9,6 +9,7 @@ import math
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,8 +104,6 @@ def _assert_stopped_run_is_whole(run, years, cands, limit_s):
 
 def test_a_stop_set_before_the_start_gives_a_plan_at_once():
     """Ctrl-C before anything ran: the schedule so far (no builds), each year solved briefly."""
-    import threading
-
     years = growth_years(tiny_instance(), [2026, 2027], 0.5)
     cands = [candidate(capital=500.0)]
     stop = threading.Event()
@@ -119,8 +118,6 @@ def test_a_stop_set_before_the_start_gives_a_plan_at_once():
 @pytest.mark.parametrize("at", ["bound", "builds chosen", "solving 2027", "pricing"])
 def test_a_stop_set_while_it_runs_keeps_what_it_has(at):
     """Ctrl-C in each phase (the bound, the search for builds, the years' solves, the savings)."""
-    import threading
-
     years = growth_years(tiny_instance(), [2026, 2027], 0.5)
     cands = [candidate(capital=500.0)]
     stop = threading.Event()
