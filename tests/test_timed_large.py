@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from models import BANDWIDTH_QUANTUM_GBPS, OPTIMAL_GAP, QUANTUM_SLACK, Instance, Status
 from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxation
 from scheduler.engines.timed_dual import Routes, StartPricer
+from scheduler.engines.timed_cells import cell_cover
 from scheduler.engines.timed_large import (
     Eject,
     PlanState,
@@ -600,9 +601,9 @@ def test_best_fit_and_objective_match_the_plain_pricing(cap_t):
 
 
 def _cover_reference(state: PlanState, i: int, t: int) -> tuple[list, float]:
-    """The greedy cover of a cleared (service, slot) cell as the engine first wrote it: rows by
-    true cost per quantum, each row's room read afresh from the rows' state (placements kept
-    in local copies of the room)."""
+    """The cover of a cleared (service, slot) cell, read afresh from the rows' state: the greedy
+    one as the engine first wrote it (rows by true cost per quantum, placements kept in local
+    copies of the room), or `cell_cover`'s where that fits and costs less."""
     sv, pb = state.pb.services, state.pb
     lo, hi = int(sv.start[i]), int(sv.start[i + 1])
     remaining, gang, pen = int(sv.load[i, t]), int(sv.gang[i]), float(sv.penalty_per_quantum[i])
@@ -650,7 +651,33 @@ def _cover_reference(state: PlanState, i: int, t: int) -> tuple[list, float]:
             link[l] -= int(sv.tau[J]) * u
         cost += m * rent + tr * u
         remaining -= u
-    return placed, cost + remaining * pen
+    cost += remaining * pen
+    if not placed:
+        return placed, cost
+    # The cell's least-cost cover (`cell_cover`, tested on its own), where it fits the links
+    # and the carbon left and costs less.
+    room = [int(state.pool_free[int(sv.pool[J]), t]) // gang for J in range(lo, hi)]
+    got = cell_cover(int(sv.load[i, t]), pen, [int(k) for k in sv.kappa[lo:hi]],
+                     [float(r) for r in sv.rent[lo:hi, t]],
+                     [float(x) for x in sv.transfer_per_quantum[lo:hi]], room)
+    if got is None or got[1] >= cost - 1e-12 * max(abs(cost), 1.0):
+        return placed, cost
+    link, carbon, exact = state.link_free[:, t].copy(), state.carbon_free, []
+    for j, m, u in got[0]:
+        J = lo + j
+        if sv.route[J] >= 0 and sv.tau[J] > 0:
+            for l in pb.routes[int(sv.route[J])]:
+                link[l] -= int(sv.tau[J]) * u
+                if link[l] < 0:
+                    return placed, cost
+        per = float(sv.co2_kg[J, t]) * 1000.0
+        g = math.ceil(m * per * (1.0 + 1e-12) - 1e-9)
+        if carbon < 2**61:
+            carbon -= g
+            if carbon < 0:
+                return placed, cost
+        exact.append((J, m, u, g))
+    return exact, got[1]
 
 
 @pytest.mark.parametrize("tight", ["nothing", "carbon", "links"])

@@ -37,6 +37,7 @@ from scheduler.engines.timed_dual import (
     prefix,
 )
 from scheduler.engines.exact import available_cores
+from scheduler.engines.timed_cells import cell_cover
 from scheduler.engines.timed_pools import PoolBound, PoolPicks
 from scheduler.engines.timed_window import WindowSearch
 from scheduler.params import Progress, SolveParams
@@ -568,20 +569,25 @@ class PlanState:
         self._set_service_cost(i, t, float(self.pb.services.load[i, t]) * tab.sv_penalty[i])
 
     def cover_service_slot(self, i: int, t: int, rank: np.ndarray | None = None,
-                           order: np.ndarray | None = None) -> None:
-        """Serve service ``i``'s load in slot ``t`` (cleared before) greedily: pools by ``rank``
-        (per-quantum cost; the true one by default; ``order``: the rows, global indices, already
-        in that order), whole replicas where they pay for themselves against the penalty,
-        within the room of every row."""
-        placed, cost = self.plan_cover(i, t, rank, order)
+                           order: np.ndarray | None = None, prices=None) -> None:
+        """Serve service ``i``'s load in slot ``t`` (cleared before) as `plan_cover` plans it:
+        greedily, pools by ``rank`` (per-quantum cost; the true one by default; ``order``: the
+        rows, global indices, already in that order), whole replicas where they pay for
+        themselves against the penalty, within the room of every row; or by `cell_cover` at
+        true costs or ``prices`` where that is cheaper."""
+        placed, cost = self.plan_cover(i, t, rank, order, prices=prices)
         if placed is not None:
             self._apply_cover(i, t, placed, cost)
 
     def plan_cover(self, i: int, t: int, rank: np.ndarray | None = None,
-                   order: np.ndarray | None = None, freed: bool = False):
+                   order: np.ndarray | None = None, freed: bool = False, prices=None):
         """(placements [(row, replicas, served, grams)], cost) that `cover_service_slot` would
         make, without changing anything; ``freed``: in the room the cell would have once
-        cleared (its own replicas given back). (None, None) when the load is nil."""
+        cleared (its own replicas given back). (None, None) when the load is nil.
+
+        At true costs (no ``rank``, ``order``) or at ``prices`` (per replica and per quantum of
+        the cell's rows, as lists: reduced costs), the cheaper at those costs of the greedy
+        cover and `timed_cells.cell_cover`'s."""
         tab, sv = self.tab, self.pb.services
         lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
         remaining = int(sv.load[i, t])
@@ -589,6 +595,7 @@ class PlanState:
             return None, None
         gang = tab.sv_gang[i]
         pen = tab.sv_penalty[i]
+        true_costs = rank is None and order is None and prices is None
         if order is None:
             order = tab.true_order()[t, lo:hi] if rank is None else lo + np.argsort(rank, kind="stable")
         capped = self.carbon_free < HUGE
@@ -607,6 +614,7 @@ class PlanState:
                     u = int(self.served[J, t])
                     if tab.sv_routed[J] and u:
                         col[self.routes.links[tab.sv_route[J]]] += tab.sv_tau[J] * u
+        carbon_before = carbon_free if capped else None
         # A service's rows are on distinct pools: its own replicas leave the others' pools
         # alone, so each row's pool room is read once.
         pool_room = pool_room.tolist()
@@ -657,7 +665,63 @@ class PlanState:
                 carbon_free -= grams
             cost += m * rent + tr * u
             remaining -= u
-        return placed, cost + remaining * pen
+        cost += remaining * pen
+        if (true_costs or prices is not None) and placed:
+            own = None
+            if freed:
+                own = {J: int(self.replicas[J, t]) for J in range(lo, hi) if self.replicas[J, t]}
+            if prices is None:
+                rent, transfer, value = sv.rent[lo:hi, t].tolist(), tab.sv_transfer[lo:hi], cost
+            else:
+                rent, transfer = prices
+                value = remaining * pen + sum(rent[J - lo] * m + transfer[J - lo] * u for J, m, u, _ in placed)
+            better = self._cheapest_cover(i, t, own, rent, transfer, value, carbon_before)
+            if better is not None:
+                return better
+        return placed, cost
+
+    def _cheapest_cover(self, i: int, t: int, own: dict | None, rent: list, transfer: list,
+                        greedy: float, carbon_free: int | None):
+        """`timed_cells.cell_cover` of service ``i``'s slot ``t`` at ``rent`` per replica and
+        ``transfer`` per quantum (its own replicas ``own`` given back), as `plan_cover`'s
+        (placements, true cost) if it fits the links and the carbon cap and costs less than
+        ``greedy`` at those prices; else None."""
+        tab, sv = self.tab, self.pb.services
+        lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
+        gang = tab.sv_gang[i]
+        free = self.pool_free[tab.sv_pool_np[lo:hi], t].tolist()
+        room = []
+        for J, f in zip(range(lo, hi), free):
+            if own and J in own:
+                f += own[J] * gang
+            room.append(f // gang if gang > 0 else int(sv.load[i, t]))
+        got = cell_cover(int(sv.load[i, t]), tab.sv_penalty[i], tab.sv_kappa[lo:hi], rent, transfer, room)
+        if got is None or got[1] >= greedy - 1e-12 * max(abs(greedy), 1.0):
+            return None
+        rows = got[0]
+        col = None
+        placed = []
+        for j, m, u in rows:
+            J = lo + j
+            if tab.sv_routed[J]:
+                if col is None:
+                    col = self._link_ext[:, t].copy()
+                    for K in range(lo, hi):  # the cell's own traffic back, if given back
+                        if own is not None and tab.sv_routed[K] and self.served[K, t]:
+                            col[self.routes.links[tab.sv_route[K]]] += tab.sv_tau[K] * int(self.served[K, t])
+                links = self.routes.links[tab.sv_route[J]]
+                col[links] -= tab.sv_tau[J] * u
+                if len(links) and col[links].min() < 0:
+                    return None
+            grams = _grams_one(m * float(sv.co2_kg[J, t]) * 1000.0)
+            if carbon_free is not None:
+                carbon_free -= grams
+                if carbon_free < 0:
+                    return None
+            placed.append((J, m, u, grams))
+        served = sum(u for _, _, u in rows)
+        cost = sum(float(sv.rent[J, t]) * m + tab.sv_transfer[J] * u for J, m, u, _ in placed)
+        return placed, cost + (int(sv.load[i, t]) - served) * tab.sv_penalty[i]
 
     def _apply_cover(self, i: int, t: int, placed, cost: float) -> None:
         """Make the placements of `plan_cover` (the cell cleared)."""
@@ -871,14 +935,20 @@ class Builder:
         False when stopped."""
         sv = self.pb.services
         if len(sv.rows):
+            reduced = None
             if unit is None:
+                reduced = self.relax.service_prices(mult, np.arange(len(sv.pool)))
                 unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
             orders = state.tab.orders(unit)  # per slot, each service's rows by reduced cost
             bounds = state.tab.sv_start
             for t in range(self.pb.slots):
                 row = orders[t]
+                if reduced is not None:
+                    per_replica, per_quantum = reduced[0][:, t].tolist(), reduced[1][:, t].tolist()
                 for i in range(len(sv.rows)):
-                    state.cover_service_slot(i, t, order=row[bounds[i]: bounds[i + 1]])
+                    lo, hi = bounds[i], bounds[i + 1]
+                    prices = None if reduced is None else (per_replica[lo:hi], per_quantum[lo:hi])
+                    state.cover_service_slot(i, t, order=row[lo:hi], prices=prices)
                 if stopped():
                     return False
         return True
