@@ -19,7 +19,7 @@ replica's it rents the large replica where a small one costs half as much.
 
 from __future__ import annotations
 
-MAX_COMBINATIONS = 512  # counts of full replicas tried per cell before giving up (None)
+MAX_COMBINATIONS = 64  # counts of full replicas tried per cell before giving up (None)
 
 
 def cell_cover(load: int, pen: float, kappa: list[int], rent: list[float], transfer: list[float],
@@ -29,15 +29,23 @@ def cell_cover(load: int, pen: float, kappa: list[int], rent: list[float], trans
     L = int(load)
     if L <= 0:
         return [], 0.0
-    usable = [j for j in range(len(kappa))
-              if kappa[j] > 0 and room[j] > 0 and (pen - transfer[j]) * min(L, kappa[j]) > rent[j]]
+    usable = []  # rows where one replica pays for itself against the penalty
+    by_size: dict[int, list[tuple[float, int]]] = {}  # rows where a full one does, by size
+    for j, k in enumerate(kappa):
+        if k <= 0 or room[j] <= 0:
+            continue
+        net = pen - transfer[j]
+        if net * min(L, k) <= rent[j]:
+            continue
+        usable.append(j)
+        if k <= L and net * k - rent[j] > 0:
+            by_size.setdefault(k, []).append((rent[j] - net * k, j))
     if not usable:
         return [], pen * L
-    by_size: dict[int, list[tuple[float, int]]] = {}
-    for j in usable:
-        saving = (pen - transfer[j]) * kappa[j] - rent[j]
-        if kappa[j] <= L and saving > 0:
-            by_size.setdefault(kappa[j], []).append((-saving, j))
+    if not by_size:  # no replica can be full: the one row that covers the load best
+        j = max(usable, key=lambda r: (pen - transfer[r]) * min(L, kappa[r]) - rent[r])
+        u = min(L, kappa[j])
+        return [(j, 1, u)], rent[j] * 1 + transfer[j] * u + pen * (L - u)
     sizes = []  # (size, rows of its successive full replicas, their cumulative savings)
     for size in sorted(by_size, reverse=True):
         most = L // size

@@ -1565,6 +1565,7 @@ def solve_timed_large(
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
     step_s = 0.0  # the last dual step's seconds: one evaluation does not read the clock
+    steps_s = builds_s = 0.0  # the dual phase's seconds in steps and in plans
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
         now = time.perf_counter()
         if clock.stopped() or (not deterministic and (now >= dual_deadline or now + step_s > clock.deadline)):
@@ -1572,11 +1573,16 @@ def solve_timed_large(
         target = best.objective if best.choice is not None and not best.missing else None
         ascent.step(target)
         step_s = time.perf_counter() - now
+        steps_s += step_s
         best.raise_bound(ascent.best.bound)
-        if ascent.steps - built_at >= build_every:
+        # Plans get dearer to build than dual steps: fewer as the bound settles, and under a
+        # time limit never more of the phase's time than the steps had.
+        if ascent.steps - built_at >= build_every and (deterministic or builds_s <= steps_s):
             built_at = ascent.steps
-            build_every *= 2  # plans get dearer to build than dual steps: fewer as the bound settles
+            build_every *= 2
+            now = time.perf_counter()
             _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
+            builds_s += time.perf_counter() - now
     details["dual_steps"] = ascent.steps
     details["dual_evaluations"] = relax.evaluations
     picks = _pool_bound(problem, relax, ascent.best, best, params, clock, deterministic, details)
