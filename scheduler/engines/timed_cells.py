@@ -12,7 +12,10 @@ them is full or empty (then its rent goes). So an optimum is a number of full re
 each size (a replica of row j saves ``(pen - transfer[j]) kappa[j] - rent[j]`` against the
 penalty, whatever else is chosen) plus one replica on the row that best covers what is left.
 `cell_cover` enumerates the counts of full replicas per replica size (the rows of one size
-taken best saving first) and, for each, the best row for the rest. The greedy rule that ranks
+taken best saving first) and, for each, the best row for the rest. That is an optimum when the
+rows of one size share a transfer price (then which of them holds the partial replica does not
+change the sum); otherwise a row of cheap transfer may be better kept for the partial replica,
+and the cover is the best of those it enumerates. The greedy rule that ranks
 rows by cost per quantum of a full replica is not this: for a load a quarter of a large
 replica's it rents the large replica where a small one costs half as much.
 """
@@ -24,8 +27,9 @@ MAX_COMBINATIONS = 64  # counts of full replicas tried per cell before giving up
 
 def cell_cover(load: int, pen: float, kappa: list[int], rent: list[float], transfer: list[float],
                room: list[int], max_combinations: int = MAX_COMBINATIONS):
-    """The cell's least-cost cover: ([(row, replicas, quanta)], cost), rows as indices into the
-    lists; None when the counts of full replicas to try exceed ``max_combinations``."""
+    """The cell's cover as the module describes: ([(row, replicas, quanta)], cost), rows as
+    indices into the lists; None when the counts of full replicas to try exceed
+    ``max_combinations``."""
     L = int(load)
     if L <= 0:
         return [], 0.0
