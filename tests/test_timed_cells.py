@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-import math
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.engines.timed_cells import cell_cover
-
-
-def enumerated(load: int, pen: float, kappa, rent, transfer, room) -> float:
-    """The least cost over every count of replicas per row within its room (the quanta then go
-    to the rows of least transfer, within the load)."""
-    best = math.inf
-    rows = sorted(range(len(kappa)), key=lambda j: transfer[j])
-    for m in itertools.product(*(range(min(r, -(-load // k)) + 1) for k, r in zip(kappa, room))):
-        left, cost = load, sum(r * mj for r, mj in zip(rent, m))
-        for j in rows:
-            u = min(left, m[j] * kappa[j]) if transfer[j] < pen else 0
-            cost += u * transfer[j]
-            left -= u
-        best = min(best, cost + left * pen)
-    return best
-
+from tests.timed_reference import cell_by_enumeration
 
 rows_ = st.lists(st.tuples(st.integers(1, 6), st.floats(0, 40), st.integers(0, 3)), min_size=0, max_size=4)
 
@@ -52,7 +34,7 @@ def test_cover_is_a_cover_and_least_cost_where_transfer_follows_size(rows, load,
             total += rent[j] * m + tr[j] * u
         assert served <= load and len({j for j, _, _ in placed}) == len(placed)
         assert cost == pytest.approx(total + pen * (load - served), rel=1e-12, abs=1e-12)
-        best = enumerated(load, pen, kappa, rent, tr, room)
+        best = cell_by_enumeration(load, pen, kappa, rent, tr, room)
         tol = 1e-9 * max(1.0, abs(best))
         assert cost >= best - tol and cost <= pen * load + tol
         if exact:

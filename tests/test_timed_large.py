@@ -28,6 +28,7 @@ from scheduler.engines.timed_large import (
 from scheduler import read_instance, solve
 from scheduler.params import SolveParams
 from scheduler.timed import BatchOptions, ServiceOptions, TimedChoice, TimedProblem, compile_timed
+from tests.timed_reference import cell_by_enumeration
 
 BUDGET = SolveParams(time_limit_s=600, workers=1, seed=0, iteration_limit=30)
 TINY = Path(__file__).resolve().parent.parent / "instances" / "tiny"
@@ -478,21 +479,6 @@ def test_range_minima_match_slices(seed, slots):
 
 
 # -- the service cells' bound -------------------------------------------------------------------
-def cell_optimum(c: list[float], e: list[float], kappa: list[int], load: int, pen: float) -> float:
-    """The cheapest way to serve one (service, slot) cell with whole replicas, by enumerating the
-    replicas per row (the quanta then go to the rows with the most gain, within the load)."""
-    best = math.inf
-    for m in itertools.product(*(range(-(-load // k) + 1) for k in kappa)):
-        rows = sorted(range(len(c)), key=lambda j: e[j])
-        left, cost = load, sum(cj * mj for cj, mj in zip(c, m))
-        for j in rows:
-            u = min(left, m[j] * kappa[j]) if e[j] < pen else 0
-            cost += u * e[j]
-            left -= u
-        best = min(best, cost + left * pen)
-    return best
-
-
 @settings(max_examples=200, deadline=None)
 @given(cells=st.lists(st.tuples(
     st.lists(st.tuples(st.floats(0, 50), st.floats(0, 5), st.integers(1, 6)), min_size=0, max_size=3),
@@ -512,7 +498,7 @@ def test_service_cell_bound_against_enumeration(cells):
     pen = np.array([p for _, _, p in cells])
     out = service_cell_bound(c, e, kappa, start, load, pen)
     for i, (rs, q, p) in enumerate(cells):
-        opt = cell_optimum([r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs], q, p)
+        opt = cell_by_enumeration(q, p, [r[2] for r in rs], [r[0] for r in rs], [r[1] for r in rs])
         lp = q * min([p] + [r[0] / r[2] + r[1] for r in rs])
         got = float(out.terms[i, 0])
         tol = 1e-9 * max(1.0, abs(opt))

@@ -389,3 +389,20 @@ def optimum(instance: Instance) -> float | None:
         if best is None or total < best:
             best = total
     return best
+
+
+def cell_by_enumeration(load: int, pen: float, kappa, rent, transfer, room=None) -> float:
+    """The least cost of one service cell (a service in one slot): every count of whole
+    replicas per row (within ``room``, if given), the quanta then on the rows of least transfer
+    within the load, the rest at the penalty."""
+    best = math.inf
+    rows = sorted(range(len(kappa)), key=lambda j: transfer[j])
+    room = room if room is not None else [load] * len(kappa)
+    for m in itertools.product(*(range(min(r, -(-load // k)) + 1) for k, r in zip(kappa, room))):
+        left, cost = load, sum(r * mj for r, mj in zip(rent, m))
+        for j in rows:
+            u = min(left, m[j] * kappa[j]) if transfer[j] < pen else 0
+            cost += u * transfer[j]
+            left -= u
+        best = min(best, cost + left * pen)
+    return best
