@@ -474,10 +474,11 @@ class TimedRelaxation:
                          pool_use - self.avail, link_use - self.bandwidth, carbon_excess, low)
 
     # -- services ----------------------------------------------------------------------------
-    def service_unit_costs(self, mult: Multipliers, rows: np.ndarray) -> np.ndarray:
+    def service_unit_costs(self, mult: Multipliers, rows: np.ndarray, prices=None) -> np.ndarray:
         """[rows, S]: reduced cost of one load quantum served by service row J in slot t with
-        full replicas (rent / kappa + per-quantum cost): how the plans rank the pools."""
-        per_replica, per_quantum = self.service_prices(mult, rows)
+        full replicas (rent / kappa + per-quantum cost): how the plans rank the pools.
+        ``prices``: `service_prices` of those rows, if already at hand."""
+        per_replica, per_quantum = self.service_prices(mult, rows) if prices is None else prices
         kappa = self.problem.services.kappa[rows].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             unit = per_replica / kappa[:, None]

@@ -706,9 +706,10 @@ class PlanState:
             if tab.sv_routed[J]:
                 if col is None:
                     col = self._link_ext[:, t].copy()
-                    for K in range(lo, hi):  # the cell's own traffic back, if given back
-                        if own is not None and tab.sv_routed[K] and self.served[K, t]:
-                            col[self.routes.links[tab.sv_route[K]]] += tab.sv_tau[K] * int(self.served[K, t])
+                    if own is not None:  # the cell's own traffic back
+                        for K in range(lo, hi):
+                            if tab.sv_routed[K] and self.served[K, t]:
+                                col[self.routes.links[tab.sv_route[K]]] += tab.sv_tau[K] * int(self.served[K, t])
                 links = self.routes.links[tab.sv_route[J]]
                 col[links] -= tab.sv_tau[J] * u
                 if len(links) and col[links].min() < 0:
@@ -937,8 +938,9 @@ class Builder:
         if len(sv.rows):
             reduced = None
             if unit is None:
-                reduced = self.relax.service_prices(mult, np.arange(len(sv.pool)))
-                unit = self.relax.service_unit_costs(mult, np.arange(len(sv.pool)))
+                rows = np.arange(len(sv.pool))
+                reduced = self.relax.service_prices(mult, rows)
+                unit = self.relax.service_unit_costs(mult, rows, reduced)
             orders = state.tab.orders(unit)  # per slot, each service's rows by reduced cost
             bounds = state.tab.sv_start
             for t in range(self.pb.slots):
