@@ -609,12 +609,9 @@ class PlanState:
                 pool_room = pool_room + self.replicas[order, t] * gang
                 if capped:
                     carbon_free += int(self.service_grams[lo + own, t].sum())
-                col = self._link_ext[:, t].copy()
-                for J in (own + lo).tolist():
-                    u = int(self.served[J, t])
-                    if tab.sv_routed[J] and u:
-                        col[self.routes.links[tab.sv_route[J]]] += tab.sv_tau[J] * u
+                col = self._links_room(i, t, freed=True)
         carbon_before = carbon_free if capped else None
+        room_before = pool_room
         # A service's rows are on distinct pools: its own replicas leave the others' pools
         # alone, so each row's pool room is read once.
         pool_room = pool_room.tolist()
@@ -667,34 +664,39 @@ class PlanState:
             remaining -= u
         cost += remaining * pen
         if (true_costs or prices is not None) and placed:
-            own = None
-            if freed:
-                own = {J: int(self.replicas[J, t]) for J in range(lo, hi) if self.replicas[J, t]}
+            room = np.empty(hi - lo, dtype=np.int64)  # replicas that fit, rows in their own order
+            room[order - lo] = room_before // gang if gang > 0 else int(sv.load[i, t])
             if prices is None:
                 rent, transfer, value = sv.rent[lo:hi, t].tolist(), tab.sv_transfer[lo:hi], cost
             else:
                 rent, transfer = prices
                 value = remaining * pen + sum(rent[J - lo] * m + transfer[J - lo] * u for J, m, u, _ in placed)
-            better = self._cheapest_cover(i, t, own, rent, transfer, value, carbon_before)
+            better = self._cheapest_cover(i, t, freed, room.tolist(), rent, transfer, value, carbon_before)
             if better is not None:
                 return better
         return placed, cost
 
-    def _cheapest_cover(self, i: int, t: int, own: dict | None, rent: list, transfer: list,
+    def _links_room(self, i: int, t: int, freed: bool) -> np.ndarray:
+        """The links' room in slot ``t`` (a copy, with the row of unlimited room), with
+        service ``i``'s own traffic then given back if ``freed``."""
+        col = self._link_ext[:, t].copy()
+        if freed:
+            tab = self.tab
+            for J in range(tab.sv_start[i], tab.sv_start[i + 1]):
+                u = int(self.served[J, t])
+                if u and tab.sv_routed[J]:
+                    col[self.routes.links[tab.sv_route[J]]] += tab.sv_tau[J] * u
+        return col
+
+    def _cheapest_cover(self, i: int, t: int, freed: bool, room: list, rent: list, transfer: list,
                         greedy: float, carbon_free: int | None):
-        """`timed_cells.cell_cover` of service ``i``'s slot ``t`` at ``rent`` per replica and
-        ``transfer`` per quantum (its own replicas ``own`` given back), as `plan_cover`'s
-        (placements, true cost) if it fits the links and the carbon cap and costs less than
-        ``greedy`` at those prices; else None."""
+        """`timed_cells.cell_cover` of service ``i``'s slot ``t`` in ``room`` (replicas per
+        row) at ``rent`` per replica and ``transfer`` per quantum, as `plan_cover`'s
+        (placements, true cost) if it fits the links (the cell's own traffic given back if
+        ``freed``) and the carbon left, and costs less than ``greedy`` at those prices; else
+        None."""
         tab, sv = self.tab, self.pb.services
         lo, hi = tab.sv_start[i], tab.sv_start[i + 1]
-        gang = tab.sv_gang[i]
-        free = self.pool_free[tab.sv_pool_np[lo:hi], t].tolist()
-        room = []
-        for J, f in zip(range(lo, hi), free):
-            if own and J in own:
-                f += own[J] * gang
-            room.append(f // gang if gang > 0 else int(sv.load[i, t]))
         got = cell_cover(int(sv.load[i, t]), tab.sv_penalty[i], tab.sv_kappa[lo:hi], rent, transfer, room)
         if got is None or got[1] >= greedy - 1e-12 * max(abs(greedy), 1.0):
             return None
@@ -705,11 +707,7 @@ class PlanState:
             J = lo + j
             if tab.sv_routed[J]:
                 if col is None:
-                    col = self._link_ext[:, t].copy()
-                    if own is not None:  # the cell's own traffic back
-                        for K in range(lo, hi):
-                            if tab.sv_routed[K] and self.served[K, t]:
-                                col[self.routes.links[tab.sv_route[K]]] += tab.sv_tau[K] * int(self.served[K, t])
+                    col = self._links_room(i, t, freed)
                 links = self.routes.links[tab.sv_route[J]]
                 col[links] -= tab.sv_tau[J] * u
                 if len(links) and col[links].min() < 0:
