@@ -18,6 +18,7 @@ from scheduler.engines.timed_dual import Multipliers, PolyakAscent, TimedRelaxat
 from scheduler.engines.timed_dual import Routes, StartPricer
 from scheduler.engines.timed_cells import cell_cover
 from scheduler.engines.timed_large import (
+    Builder,
     Eject,
     PlanState,
     RangeMin,
@@ -359,6 +360,34 @@ def test_eject_makes_room_for_a_blocked_job():
     assert Eject(alone).run(state, np.array([0]), lambda: False) == 1
     assert state.unplaced() == 0 and violations(pb, state.choice()) == []
     assert math.isclose(state.objective(), 2.3)
+
+
+def _one_slot_three_jobs() -> TimedProblem:
+    """Three optional one-slot jobs, one slot, one GPU on each of two pools, 1.0 CNY wherever
+    they run: demand 0 (penalty 1000) on either pool, demands 1 and 2 (penalty 20) on pool 0
+    and pool 1 only."""
+    b = BatchOptions(
+        rows=np.arange(3), start=np.array([0, 2, 3, 4]), pool=np.array([0, 1, 0, 1], dtype=np.int32),
+        units=np.full(4, 100), slots=np.ones(4, dtype=np.int32), first=np.zeros(4, dtype=np.int32),
+        last=np.zeros(4, dtype=np.int32), fixed_cost=np.ones(4), kwh_full=np.zeros(4),
+        kwh_last=np.zeros(4), priced_energy=np.zeros(4, dtype=bool), route=np.full(4, -1, dtype=np.int32),
+        data_gb=np.zeros(4), gang=np.ones(3, dtype=np.int32), release=np.zeros(3, dtype=np.int32),
+        penalty=np.array([1000.0, 20.0, 20.0]), must_serve=np.zeros(3, dtype=bool),
+        nearest_miss=np.zeros(3, dtype=np.int8), **_plan_fields(4))
+    return _with_batch(b, avail=np.ones((2, 1), dtype=np.int64), price=np.zeros((2, 1)))
+
+
+def test_builder_weighs_what_leaving_a_demand_out_costs():
+    """By regret alone demands 1 and 2 (regret 19 against their penalty) would take both GPUs
+    before demand 0 (regret 0: two equal pools) and leave it out at 1000; with what leaving it
+    out costs in its rank, demand 0 goes first and the plan is the optimum, 1 + 20 + 1."""
+    pb = _one_slot_three_jobs()
+    relax = TimedRelaxation(pb)
+    state = Builder(pb, relax, relax.routes).build(Multipliers.zeros(pb), lambda: False)
+    assert violations(pb, state.choice()) == []
+    assert state.option[0] >= 0
+    assert math.isclose(state.objective(), 22.0)
+    assert math.isclose(optimum(pb), 22.0)
 
 
 def test_a_hint_that_overfills_a_row_is_refused():

@@ -2,8 +2,9 @@
 
 1. Bound: the pool-slot, link-slot and carbon rows are relaxed (`timed_dual`); projected Polyak
    subgradient steps raise the Lagrangian, and the best value evaluated is the proven bound.
-2. Plans: at the multipliers, demands are priced by reduced cost and placed by regret, each at
-   its best start that still fits every row (`Builder`); services cover their load slot by slot.
+2. Plans: at the multipliers, demands are priced by reduced cost and placed by regret (and what
+   leaving them out would cost), each at its best start that still fits every row (`Builder`);
+   services cover their load slot by slot.
    After the dual phase the pool bound's packings (`timed_pools`) guide one more plan.
 3. Improvement: `Relocate` moves a job to its cheapest fitting (pool, start) - in time within its
    window and across pools - or serves an unserved one; `Eject` frees room for a job by moving
@@ -48,6 +49,7 @@ RUIN_TRIES = 200  # ruin-and-recreate tries per search round once the rounds hav
 RUIN_IDLE = 25  # such rounds in a row without a kept ruin before the search gives up
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
+LOSS_WEIGHT = 0.1  # the builder ranks demands by regret + this x (penalty - best reduced cost)
 POOL_SHARE = 0.2  # of the time limit, at most, for the pool bound after the dual phase
 POOL_DETERMINISTIC_S = 4.0  # CP-SAT's deterministic time for it, over all pools, at an iteration limit
 PROGRESS_EVERY_S = 0.25
@@ -821,7 +823,8 @@ class ReducedPrices:
 
 
 class Builder:
-    """A plan at given multipliers: batch demands by regret (priced once, all together), each at
+    """A plan at given multipliers: batch demands by regret (priced once, all together; the
+    regret raised by `LOSS_WEIGHT` of what leaving the demand out costs), each at
     its proposed start if that still fits, else at its best reduced-cost start that does; then
     services slot by slot in the room left (services are flexible slot by slot, batch runs
     are not)."""
@@ -868,6 +871,10 @@ class Builder:
             propose = np.isfinite(best) & (best <= alt[open_])
             regret = np.full(len(open_), -np.inf)
             regret[propose] = second[propose] - best[propose]
+            # Ranked by regret plus `LOSS_WEIGHT` of what leaving the demand out would cost
+            # (its penalty over its best start; must-serve demands come first anyway).
+            optional = propose & np.isfinite(alt[open_])
+            regret[optional] += LOSS_WEIGHT * (alt[open_][optional] - best[optional])
             order = np.lexsort((-regret, ~b.must_serve[open_]))
             order = order[propose[order]]
             if not len(order):
@@ -913,7 +920,8 @@ class Builder:
             if state.fits_one(k, s, rate, grams):
                 state.place(d, k, s, cost, rate, grams)
         rest = np.flatnonzero((state.option < 0) & (np.diff(b.start) > 0))
-        for step, d in enumerate(rest[np.argsort(~b.must_serve[rest], kind="stable")].tolist()):
+        # Must-serve first, then by penalty: what leaving the demand out would cost.
+        for step, d in enumerate(rest[np.lexsort((-b.penalty[rest], ~b.must_serve[rest]))].tolist()):
             if step % 256 == 255 and stopped():
                 return None
             k, s, cost, rate, grams, rank = state.best_fit(d, prices)
