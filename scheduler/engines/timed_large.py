@@ -1569,7 +1569,7 @@ def solve_timed_large(
     ascent = PolyakAscent(relax)
     best.raise_bound(ascent.best.bound)
     search = Search(problem, ascent.at_zero.batch_low, np.random.default_rng(params.seed))
-    if not clock.halt():  # a plan at L(0), unpolished: the dual steps come first
+    if best.choice is None and not clock.halt():  # a plan at L(0) where no hint gave one
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
     step_s = 0.0  # the last dual step's seconds: one evaluation does not read the clock
