@@ -49,6 +49,7 @@ RUIN_TRIES = 200  # ruin-and-recreate tries per search round once the rounds hav
 RUIN_IDLE = 25  # such rounds in a row without a kept ruin before the search gives up
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
+BUILD_SHARE = 0.25  # ... under a time limit only while the plans took at most this x the steps' time
 LOSS_WEIGHT = 0.1  # the builder ranks demands by regret + this x (penalty - best reduced cost)
 POOL_SHARE = 0.2  # of the time limit, at most, for the pool bound after the dual phase
 POOL_DETERMINISTIC_S = 4.0  # CP-SAT's deterministic time for it, over all pools, at an iteration limit
@@ -1584,8 +1585,8 @@ def solve_timed_large(
         steps_s += step_s
         best.raise_bound(ascent.best.bound)
         # Plans get dearer to build than dual steps: fewer as the bound settles, and under a
-        # time limit never more of the phase's time than the steps had.
-        if ascent.steps - built_at >= build_every and (deterministic or builds_s <= steps_s):
+        # time limit at most `BUILD_SHARE` of the time the steps had.
+        if ascent.steps - built_at >= build_every and (deterministic or builds_s <= BUILD_SHARE * steps_s):
             built_at = ascent.steps
             build_every *= 2
             now = time.perf_counter()
