@@ -868,14 +868,15 @@ class Builder:
             chosen[np.searchsorted(open_, owner[idx[pick_first]])] = idx[pick_first]
             masked = rank.copy()
             masked[chosen[chosen >= 0]] = np.inf
-            second = np.minimum(np.minimum.reduceat(masked, seg), alt[open_])
-            propose = np.isfinite(best) & (best <= alt[open_])
+            penalty = alt[open_]
+            second = np.minimum(np.minimum.reduceat(masked, seg), penalty)
+            propose = np.isfinite(best) & (best <= penalty)
             regret = np.full(len(open_), -np.inf)
             regret[propose] = second[propose] - best[propose]
             # Ranked by regret plus `LOSS_WEIGHT` of what leaving the demand out would cost
             # (its penalty over its best start; must-serve demands come first anyway).
-            optional = propose & np.isfinite(alt[open_])
-            regret[optional] += LOSS_WEIGHT * (alt[open_][optional] - best[optional])
+            optional = propose & np.isfinite(penalty)
+            regret[optional] += LOSS_WEIGHT * (penalty[optional] - best[optional])
             order = np.lexsort((-regret, ~b.must_serve[open_]))
             order = order[propose[order]]
             if not len(order):
