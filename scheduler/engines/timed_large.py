@@ -50,7 +50,7 @@ RUIN_IDLE = 25  # such rounds in a row without a kept ruin before the search giv
 DUAL_SHARE = 0.75  # of the time limit, at most, for the subgradient steps (docs/large-engine.md)
 BUILD_EVERY = 10  # a multiplier-guided plan after every this many dual steps
 BUILD_SHARE = 0.25  # ... under a time limit only while the plans took at most this x the steps' time
-FIRST_PLAN_SHARE = 0.25  # beside a hint, the dual phase's first plan at the latest after this share of it
+FIRST_PLAN_SHARE = 0.25  # the dual phase's first plan at the latest after this share of it
 LOSS_WEIGHT = 0.1  # the builder ranks demands by regret + this x (penalty - best reduced cost)
 POOL_SHARE = 0.2  # of the time limit, at most, for the pool bound after the dual phase
 POOL_DETERMINISTIC_S = 4.0  # CP-SAT's deterministic time for it, over all pools, at an iteration limit
@@ -1575,9 +1575,10 @@ def solve_timed_large(
     if best.choice is None and not clock.halt():  # a plan at L(0) where no hint gave one
         _build_and_polish(builder, search, best, ascent.best, clock, rounds=0)
     built_at, build_every = 0, BUILD_EVERY
-    # Beside a hint the first plan comes after `BUILD_EVERY` steps, or at a quarter of the
+    # The phase's first plan comes after `BUILD_EVERY` steps, or at `FIRST_PLAN_SHARE` of the
     # phase where steps are slow (so that it still has time to finish).
-    first_plan_by = time.perf_counter() + FIRST_PLAN_SHARE * max(dual_deadline - time.perf_counter(), 0.0)
+    now = time.perf_counter()
+    first_plan_by = now + FIRST_PLAN_SHARE * max(dual_deadline - now, 0.0)
     step_s = 0.0  # the last dual step's seconds: one evaluation does not read the clock
     steps_s = builds_s = 0.0  # the dual phase's seconds in steps and in plans
     while ascent.steps < dual_steps and not ascent.converged and not best.done(params.gap_limit):
