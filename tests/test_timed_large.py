@@ -3,6 +3,7 @@ stopping and determinism (hand-built `TimedProblem`s, checked by plain loops and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import threading
@@ -23,6 +24,7 @@ from scheduler.engines.timed_large import (
     PlanState,
     RangeMin,
     Relocate,
+    Yield,
     _hint_state,
     solve_timed_large,
 )
@@ -388,6 +390,45 @@ def test_builder_weighs_what_leaving_a_demand_out_costs():
     assert state.option[0] >= 0
     assert math.isclose(state.objective(), 22.0)
     assert math.isclose(optimum(pb), 22.0)
+
+
+def _service_behind_two_jobs() -> TimedProblem:
+    """One slot, one GPU on each of three pools. Must-serve demand 0 runs only on pool 0;
+    must-serve demand 1 on pool 1 (1.0 CNY) or pool 2 (1.5). A service (load 1, 100 CNY if
+    unserved) has rows on pool 0 (1.0 per replica, its cheapest) and pool 1 (2.0)."""
+    b = BatchOptions(
+        rows=np.arange(2), start=np.array([0, 1, 3]), pool=np.array([0, 1, 2], dtype=np.int32),
+        units=np.full(3, 100), slots=np.ones(3, dtype=np.int32), first=np.zeros(3, dtype=np.int32),
+        last=np.zeros(3, dtype=np.int32), fixed_cost=np.array([1.0, 1.0, 1.5]), kwh_full=np.zeros(3),
+        kwh_last=np.zeros(3), priced_energy=np.zeros(3, dtype=bool), route=np.full(3, -1, dtype=np.int32),
+        data_gb=np.zeros(3), gang=np.ones(2, dtype=np.int32), release=np.zeros(2, dtype=np.int32),
+        penalty=np.array([100.0, 100.0]), must_serve=np.ones(2, dtype=bool),
+        nearest_miss=np.zeros(2, dtype=np.int8), **_plan_fields(3))
+    sv = ServiceOptions(
+        rows=np.array([2]), start=np.array([0, 2]), pool=np.array([0, 1], dtype=np.int32),
+        kappa=np.ones(2, dtype=np.int64), rent=np.array([[1.0], [2.0]]), co2_kg=np.zeros((2, 1)),
+        transfer_per_quantum=np.zeros(2), tau=np.zeros(2, dtype=np.int64),
+        route=np.full(2, -1, dtype=np.int32), load=np.ones((1, 1), dtype=np.int64),
+        penalty_per_quantum=np.array([100.0]), gang=np.ones(1, dtype=np.int32),
+        nearest_miss=np.zeros(1, dtype=np.int8), **_service_plan_fields(2))
+    return dataclasses.replace(_with_batch(b, avail=np.ones((3, 1), dtype=np.int64), price=np.zeros((3, 1))),
+                               services=sv)
+
+
+def test_yield_tries_the_services_other_rows():
+    """The service's cheapest pool holds demand 0, which has nowhere else to go; on its next
+    pool demand 1 yields (moves to pool 2) and the service takes the GPU: 1 + 1.5 + 2 against
+    1 + 1 + 100."""
+    pb = _service_behind_two_jobs()
+    pricer, routes = StartPricer(pb), Routes(pb)
+    empty = np.zeros((2, 1), dtype=np.int64)
+    state = _hint_state(pb, pricer, routes, TimedChoice(np.array([0, 1]), np.zeros(2, dtype=np.int32),
+                                                        empty, empty), lambda: False)
+    assert math.isclose(state.objective(), 102.0)
+    assert Yield().run(state, lambda: False, budget=10) == 1
+    assert violations(pb, state.choice()) == []
+    assert state.option.tolist() == [0, 2] and state.replicas[:, 0].tolist() == [0, 1]
+    assert math.isclose(state.objective(), 4.5)  # the optimum: pool 0 is demand 0's only place
 
 
 def test_a_hint_that_overfills_a_row_is_refused():

@@ -1102,13 +1102,15 @@ class Eject:
 
 class Yield:
     """Batch jobs yield to a service: in a slot where a service leaves load unserved, the jobs
-    running then on its cheapest pool leave, the service covers its load again, and the jobs
-    take their cheapest fitting places (other starts, other pools) or stay out if optional; the
-    services those jobs then displace are not touched (they only take free room). Kept if the
-    plan has no more unplaced must-serve jobs and costs less."""
+    running then on one of its pools (its cheapest rows per quantum first, up to `ROWS`) leave,
+    the service covers its load again, and the jobs take their cheapest fitting places (other
+    starts, other pools) or stay out if optional; the services those jobs then displace are not
+    touched (they only take free room). Kept if the plan has no more unplaced must-serve jobs
+    and costs less; else undone, and the next row is tried."""
 
     name = "yield"
-    MAX_JOBS = 4
+    MAX_JOBS = 6
+    ROWS = 4
 
     def run(self, state: PlanState, stopped: Callable[[], bool], budget: int) -> int:
         sv, pr = state.pb.services, state.pr
@@ -1125,46 +1127,22 @@ class Yield:
                 break
             i, t = divmod(int(cell), state.pb.slots)
             lo, hi = int(sv.start[i]), int(sv.start[i + 1])
-            if hi <= lo:
-                continue
+            if hi <= lo or int(state.served[lo:hi, t].sum()) >= int(sv.load[i, t]):
+                continue  # no rows, or an earlier move covered it
             kappa = sv.kappa[lo:hi].astype(np.float64)
             unit = sv.rent[lo:hi, t] / np.maximum(kappa, 1.0) + sv.transfer_per_quantum[lo:hi]
-            p = int(sv.pool[lo + int(np.argmin(unit))])
             on = np.flatnonzero(state.option >= 0)
-            on = on[pr.pool[state.option[on]] == p]
-            running = on[(state.start[on] <= t) & (state.start[on] + pr.n[state.option[on]] > t)]
-            if not len(running) or len(running) > self.MAX_JOBS:
-                continue
-            if self._try(state, i, t, [int(j) for j in running]):
-                moves += 1
+            for r in np.argsort(unit, kind="stable")[: self.ROWS].tolist():
+                p = int(sv.pool[lo + r])
+                on_pool = on[pr.pool[state.option[on]] == p]
+                ends = state.start[on_pool] + pr.n[state.option[on_pool]]
+                running = on_pool[(state.start[on_pool] <= t) & (ends > t)]
+                if not len(running) or len(running) > self.MAX_JOBS:
+                    continue
+                if _ruin_and_recreate(state, [int(j) for j in running], [(i, t)], services_first=True):
+                    moves += 1
+                    break
         return moves
-
-    @staticmethod
-    def _try(state: PlanState, i: int, t: int, jobs: list[int]) -> bool:
-        b = state.pb.batch
-        before = (state.unplaced(), state.objective())
-        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
-                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
-        snap = state.service_slot_snapshot(i, t)
-        state.clear_service_slot(i, t)
-        for j in jobs:
-            state.remove(j)
-        state.cover_service_slot(i, t)
-        for j in jobs:
-            kk, ss, cc, rr, gg, _ = state.best_fit(j)
-            if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
-                state.place(j, kk, ss, cc, rr, gg)
-        after = (state.unplaced(), state.objective())
-        if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
-            return True
-        for j in jobs:
-            state.remove(j)
-        state.clear_service_slot(i, t)
-        for j, (kk, ss, cc, rr, gg) in saved.items():
-            if kk >= 0:
-                state.place(j, kk, ss, cc, rr, gg)
-        state.restore_service_slot(i, t, snap)
-        return False
 
 
 class Ruin:
@@ -1216,8 +1194,8 @@ class Ruin:
             cells = self._cells(state, p, lo, hi)
             if not len(jobs) and not cells:
                 continue
-            if self._try(state, [int(j) for j in self.rng.permutation(jobs)], cells,
-                         services_first=bool(self.rng.integers(2))):
+            if _ruin_and_recreate(state, [int(j) for j in self.rng.permutation(jobs)], cells,
+                                  services_first=bool(self.rng.integers(2))):
                 moves += 1
         return moves
 
@@ -1239,35 +1217,6 @@ class Ruin:
             pick = np.sort(self.rng.choice(len(out), self.MAX_CELLS, replace=False))
             out = [out[int(x)] for x in pick]
         return out
-
-    @staticmethod
-    def _try(state: PlanState, jobs: list[int], cells: list[tuple[int, int]],
-             services_first: bool) -> bool:
-        b = state.pb.batch
-        before = (state.unplaced(), state.objective())
-        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
-                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
-        snaps = {}
-        for i, t in cells:
-            snaps[(i, t)] = state.service_slot_snapshot(i, t)
-            state.clear_service_slot(i, t)
-        for j in jobs:
-            state.remove(j)
-        if services_first:
-            for i, t in cells:
-                state.cover_service_slot(i, t)
-        for j in jobs:
-            kk, ss, cc, rr, gg, _ = state.best_fit(j)
-            if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
-                state.place(j, kk, ss, cc, rr, gg)
-        if not services_first:
-            for i, t in cells:
-                state.cover_service_slot(i, t)
-        after = (state.unplaced(), state.objective())
-        if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
-            return True
-        _undo(state, jobs, cells, saved, snaps)
-        return False
 
 
 class Recover:
@@ -1719,6 +1668,39 @@ def _result(best: Incumbent, clock: Clock, relax: TimedRelaxation, search: Searc
     name = "OPTIMAL" if status == Status.OPTIMAL else ("STOPPED" if stopped else "FEASIBLE")
     return EngineResult(best.choice, status, lb, name, first_solution_s=best.first_solution_s,
                         details=details)
+
+
+def _ruin_and_recreate(state: PlanState, jobs: list[int], cells: list[tuple[int, int]],
+                       services_first: bool) -> bool:
+    """``jobs`` and the service ``cells`` leave; the cells cover their load again and the jobs
+    take their cheapest fitting places (or stay out if optional), in that order or the other
+    way round. Kept (True) if the plan has no more unplaced must-serve jobs and costs less;
+    else undone."""
+    b = state.pb.batch
+    before = (state.unplaced(), state.objective())
+    saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
+                 int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+    snaps = {}
+    for i, t in cells:
+        snaps[(i, t)] = state.service_slot_snapshot(i, t)
+        state.clear_service_slot(i, t)
+    for j in jobs:
+        state.remove(j)
+    if services_first:
+        for i, t in cells:
+            state.cover_service_slot(i, t)
+    for j in jobs:
+        kk, ss, cc, rr, gg, _ = state.best_fit(j)
+        if kk >= 0 and (b.must_serve[j] or cc < b.penalty[j]):
+            state.place(j, kk, ss, cc, rr, gg)
+    if not services_first:
+        for i, t in cells:
+            state.cover_service_slot(i, t)
+    after = (state.unplaced(), state.objective())
+    if after[0] <= before[0] and after[1] < before[1] - 1e-9 * max(abs(before[1]), 1.0):
+        return True
+    _undo(state, jobs, cells, saved, snaps)
+    return False
 
 
 def _undo(state, jobs, cells, saved: dict, snaps: dict) -> None:
