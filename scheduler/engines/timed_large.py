@@ -1132,9 +1132,9 @@ class Yield:
             kappa = sv.kappa[lo:hi].astype(np.float64)
             unit = sv.rent[lo:hi, t] / np.maximum(kappa, 1.0) + sv.transfer_per_quantum[lo:hi]
             on = np.flatnonzero(state.option >= 0)
+            on_pools = pr.pool[state.option[on]]
             for r in np.argsort(unit, kind="stable")[: self.ROWS].tolist():
-                p = int(sv.pool[lo + r])
-                on_pool = on[pr.pool[state.option[on]] == p]
+                on_pool = on[on_pools == int(sv.pool[lo + r])]
                 ends = state.start[on_pool] + pr.n[state.option[on_pool]]
                 running = on_pool[(state.start[on_pool] <= t) & (ends > t)]
                 if not len(running) or len(running) > self.MAX_JOBS:
