@@ -333,10 +333,10 @@ def _two_jobs(last0: int) -> TimedProblem:
 
 
 def _state(pb: TimedProblem, option, start) -> PlanState:
-    """The plan state of the given batch choices (no services)."""
+    """The plan state of the given batch choices (no service replicas)."""
     pricer, routes = StartPricer(pb), Routes(pb)
-    hint = TimedChoice(np.array(option), np.array(start, dtype=np.int32),
-                       np.zeros((0, pb.slots), dtype=np.int64), np.zeros((0, pb.slots), dtype=np.int64))
+    none = np.zeros((len(pb.services.pool), pb.slots), dtype=np.int64)
+    hint = TimedChoice(np.array(option), np.array(start, dtype=np.int32), none, none.copy())
     return _hint_state(pb, pricer, routes, hint, lambda: False)
 
 
@@ -420,10 +420,7 @@ def test_yield_tries_the_services_other_rows():
     pool demand 1 yields (moves to pool 2) and the service takes the GPU: 1 + 1.5 + 2 against
     1 + 1 + 100."""
     pb = _service_behind_two_jobs()
-    pricer, routes = StartPricer(pb), Routes(pb)
-    empty = np.zeros((2, 1), dtype=np.int64)
-    state = _hint_state(pb, pricer, routes, TimedChoice(np.array([0, 1]), np.zeros(2, dtype=np.int32),
-                                                        empty, empty), lambda: False)
+    state = _state(pb, [0, 1], [0, 0])
     assert math.isclose(state.objective(), 102.0)
     assert Yield().run(state, lambda: False, budget=10) == 1
     assert violations(pb, state.choice()) == []

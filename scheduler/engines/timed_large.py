@@ -1064,8 +1064,7 @@ class Eject:
         jobs = [int(j) for j in blockers] + [d]
         before_missing = state.unplaced()
         before_cost = state.objective()
-        saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
-                     int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+        saved = _placements(state, jobs)
         snaps: dict = {}
         self._clear(state, slots, snaps)
         for j in jobs:
@@ -1678,8 +1677,7 @@ def _ruin_and_recreate(state: PlanState, jobs: list[int], cells: list[tuple[int,
     else undone."""
     b = state.pb.batch
     before = (state.unplaced(), state.objective())
-    saved = {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
-                 int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
+    saved = _placements(state, jobs)
     snaps = {}
     for i, t in cells:
         snaps[(i, t)] = state.service_slot_snapshot(i, t)
@@ -1701,6 +1699,12 @@ def _ruin_and_recreate(state: PlanState, jobs: list[int], cells: list[tuple[int,
         return True
     _undo(state, jobs, cells, saved, snaps)
     return False
+
+
+def _placements(state: PlanState, jobs: list[int]) -> dict:
+    """Each job's placement (option, start, cost, rate, grams), as `_undo` puts it back."""
+    return {j: (int(state.option[j]), int(state.start[j]), float(state.batch_cost[j]),
+                int(state.batch_rate[j]), int(state.batch_grams[j])) for j in jobs}
 
 
 def _undo(state, jobs, cells, saved: dict, snaps: dict) -> None:
